@@ -1,0 +1,209 @@
+//! Grouped streams and tables, and their aggregations.
+
+use super::{store_getter, Data, Graph, Grouped, KStream, KTable, Materialized, MissingSerde};
+use crate::processor::aggregate::{Adder, Counted, CountedSerde, StreamAggregateNode, Subtractor, TableAggregateNode};
+use crate::processor::table::MappedGetter;
+use crate::processor::GetterRef;
+use crate::record::Change;
+use crate::serde::{ChangeSerde, SerdeRef, I64};
+use crate::topology::StoreLayout;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// A stream grouped by key, ready to aggregate.
+///
+/// ```
+/// use weir::{StreamsBuilder, Consumed, Grouped, Materialized, serde::{Json, Utf8}};
+/// let builder = StreamsBuilder::new();
+/// let totals = builder
+///     .stream("payments", Consumed::with(Utf8, Json::<u64>::new()))
+///     .group_by_key(Grouped::with(Utf8, Json::new()))
+///     .aggregate(|| 0u64, |_, amount, total| total + amount, Materialized::with(Json::new()).with_name("totals"));
+/// # let _ = totals;
+/// ```
+pub struct KGroupedStream<K, V> {
+    stream: KStream<K, V>,
+    grouped: Grouped<K, V>,
+    repartition: bool,
+}
+
+impl<K: Data, V: Data> KGroupedStream<K, V> {
+    pub(crate) fn new(stream: KStream<K, V>, grouped: Grouped<K, V>, repartition: bool) -> Self {
+        KGroupedStream {
+            stream,
+            grouped,
+            repartition,
+        }
+    }
+
+    /// The number of records per key.
+    pub fn count(self, materialized: Materialized<i64>) -> KTable<K, i64> {
+        let value = materialized.value.clone().unwrap_or_else(|| Arc::new(I64));
+        self.aggregate_with(Arc::new(|_, _, count| count.unwrap_or(0) + 1), value, materialized.name)
+    }
+
+    /// Combines the values of each key, the first value being the start.
+    pub fn reduce(self, reducer: impl Fn(V, V) -> V + Send + Sync + 'static, materialized: Materialized<V>) -> KTable<K, V> {
+        let value = materialized.value.clone().unwrap_or_else(|| self.grouped.value.clone());
+        self.aggregate_with(
+            Arc::new(move |_, v, agg| match agg {
+                Some(agg) => reducer(agg, v),
+                None => v,
+            }),
+            value,
+            materialized.name,
+        )
+    }
+
+    /// Folds the values of each key into an aggregate that starts at `init()`.
+    /// The store needs the aggregate's serde: `Materialized::with(serde)`.
+    pub fn aggregate<A: Data>(
+        self,
+        init: impl Fn() -> A + Send + Sync + 'static,
+        adder: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
+        materialized: Materialized<A>,
+    ) -> KTable<K, A> {
+        let value = materialized.value.unwrap_or_else(|| {
+            self.stream
+                .graph
+                .borrow_mut()
+                .error("aggregate needs the aggregate's serde: pass Materialized::with(serde)".to_string());
+            Arc::new(MissingSerde)
+        });
+        self.aggregate_with(
+            Arc::new(move |k, v, agg| adder(k, v, agg.unwrap_or_else(&init))),
+            value,
+            materialized.name,
+        )
+    }
+
+    fn aggregate_with<A: Data>(self, adder: Adder<K, V, A>, value_serde: SerdeRef<A>, name: Option<String>) -> KTable<K, A> {
+        let graph = self.stream.graph.clone();
+        let mut g = graph.borrow_mut();
+        let store = name.unwrap_or_else(|| g.new_name("KSTREAM-AGGREGATE-STATE-STORE"));
+        g.add_store(&store, StoreLayout::Plain);
+        let input = if self.repartition {
+            let topic = self.grouped.name.clone().unwrap_or_else(|| store.clone());
+            g.add_repartition(self.stream.node, &topic, self.grouped.key.clone(), self.grouped.value.clone())
+        } else {
+            self.stream.node
+        };
+        let getter = store_getter(&store, self.grouped.key.clone(), value_serde);
+        let node = g.add_processor("KSTREAM-AGGREGATE", &[input], vec![store.clone()], {
+            let getter = getter.clone();
+            move |task, out| {
+                Ok(StreamAggregateNode {
+                    store: getter.typed(task)?,
+                    adder: adder.clone(),
+                    out,
+                })
+            }
+        });
+        drop(g);
+        KTable::new(graph, node, getter.into_factory(), vec![store])
+    }
+}
+
+/// A table re-grouped by [`KTable::group_by`], ready to aggregate. Each
+/// aggregation adds new rows and subtracts the rows they replace; a group
+/// whose last row leaves is deleted.
+pub struct KGroupedTable<K, V> {
+    graph: Graph,
+    node: usize,
+    grouped: Grouped<K, V>,
+}
+
+impl<K: Data, V: Data> KGroupedTable<K, V> {
+    pub(crate) fn new(graph: Graph, node: usize, grouped: Grouped<K, V>) -> Self {
+        KGroupedTable { graph, node, grouped }
+    }
+
+    /// The number of rows per group.
+    pub fn count(self, materialized: Materialized<i64>) -> KTable<K, i64> {
+        let value = materialized.value.clone().unwrap_or_else(|| Arc::new(I64));
+        self.aggregate_with(
+            Arc::new(|_, _, count| count.unwrap_or(0) + 1),
+            Arc::new(|_, _, count| count - 1),
+            value,
+            materialized.name,
+        )
+    }
+
+    /// Combines the rows of each group with `adder`, taking replaced rows
+    /// out with `subtractor`.
+    pub fn reduce(
+        self,
+        adder: impl Fn(V, V) -> V + Send + Sync + 'static,
+        subtractor: impl Fn(V, V) -> V + Send + Sync + 'static,
+        materialized: Materialized<V>,
+    ) -> KTable<K, V> {
+        let value = materialized.value.clone().unwrap_or_else(|| self.grouped.value.clone());
+        self.aggregate_with(
+            Arc::new(move |_, v, agg| match agg {
+                Some(agg) => adder(agg, v),
+                None => v,
+            }),
+            Arc::new(move |_, v, agg| subtractor(agg, v)),
+            value,
+            materialized.name,
+        )
+    }
+
+    /// Folds each group's rows into an aggregate that starts at `init()`.
+    pub fn aggregate<A: Data>(
+        self,
+        init: impl Fn() -> A + Send + Sync + 'static,
+        adder: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
+        subtractor: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
+        materialized: Materialized<A>,
+    ) -> KTable<K, A> {
+        let value = materialized.value.unwrap_or_else(|| {
+            self.graph
+                .borrow_mut()
+                .error("aggregate needs the aggregate's serde: pass Materialized::with(serde)".to_string());
+            Arc::new(MissingSerde)
+        });
+        self.aggregate_with(
+            Arc::new(move |k, v, agg| adder(k, v, agg.unwrap_or_else(&init))),
+            Arc::new(subtractor),
+            value,
+            materialized.name,
+        )
+    }
+
+    fn aggregate_with<A: Data>(
+        self,
+        adder: Adder<K, V, A>,
+        subtractor: Subtractor<K, V, A>,
+        value_serde: SerdeRef<A>,
+        name: Option<String>,
+    ) -> KTable<K, A> {
+        let mut g = self.graph.borrow_mut();
+        let store = name.unwrap_or_else(|| g.new_name("KTABLE-AGGREGATE-STATE-STORE"));
+        g.add_store(&store, StoreLayout::Counted);
+        let topic = self.grouped.name.clone().unwrap_or_else(|| store.clone());
+        let change_serde: SerdeRef<Change<V>> = Arc::new(ChangeSerde::new(self.grouped.value.clone()));
+        let input = g.add_repartition(self.node, &topic, self.grouped.key.clone(), change_serde);
+        let counted: SerdeRef<Counted<A>> = Arc::new(CountedSerde(value_serde));
+        let store_access = store_getter(&store, self.grouped.key.clone(), counted);
+        let node = g.add_processor("KTABLE-AGGREGATE", &[input], vec![store.clone()], {
+            let store_access = store_access.clone();
+            move |task, out| {
+                Ok(TableAggregateNode {
+                    store: store_access.typed(task)?,
+                    adder: adder.clone(),
+                    subtractor: subtractor.clone(),
+                    out,
+                })
+            }
+        });
+        drop(g);
+        let getter = Arc::new(move |task: &mut crate::runtime::TaskBuilder<'_>| {
+            Ok(Rc::new(MappedGetter {
+                parent: store_access.typed(task)? as GetterRef<K, Counted<A>>,
+                mapper: Arc::new(|_: &K, counted: Counted<A>| Some(counted.aggregate)),
+            }) as GetterRef<K, A>)
+        });
+        KTable::new(self.graph, node, getter, vec![store])
+    }
+}

@@ -1,0 +1,271 @@
+//! The typed DSL: [`StreamsBuilder`], [`KStream`], [`KTable`] and grouped
+//! streams and tables. Each operation adds nodes to the topology graph;
+//! [`StreamsBuilder::build`] compiles the graph into a [`Topology`].
+//!
+//! ```
+//! use weir::{StreamsBuilder, Consumed, Produced, Grouped, Materialized};
+//! use weir::serde::{Utf8, I64};
+//!
+//! let builder = StreamsBuilder::new();
+//! let words = builder.stream("lines", Consumed::with(Utf8, Utf8))
+//!     .flat_map_values(|line: String| line.split_whitespace().map(str::to_string).collect::<Vec<_>>());
+//! words
+//!     .group_by(|_, word| word.clone(), Grouped::with(Utf8, Utf8))
+//!     .count(Materialized::named("word-counts"))
+//!     .to("word-counts", Produced::with(Utf8, I64));
+//! let topology = builder.build().unwrap();
+//! assert_eq!(topology.subtopologies().len(), 2); // split by the repartition topic
+//! ```
+
+mod grouped;
+mod kstream;
+mod ktable;
+
+pub use grouped::{KGroupedStream, KGroupedTable};
+pub use kstream::{BranchedKStream, KStream};
+pub use ktable::KTable;
+
+use crate::error::{SerdeError, WeirError};
+use crate::error_handler::ErrorHandler;
+use crate::processor::GetterRef;
+use crate::runtime::TaskBuilder;
+use crate::serde::{Encoded, Nullable, Serde, SerdeRef};
+use crate::topology::{StoreLayout, TopicRef, Topology, TopologyBuilder};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// The bound on keys and values that flow through a topology.
+pub trait Data: Clone + 'static {}
+impl<T: Clone + 'static> Data for T {}
+
+type Graph = Rc<RefCell<TopologyBuilder>>;
+
+/// Creates a table's value getter for one task.
+type GetterFactory<K, V> = Arc<dyn Fn(&mut TaskBuilder<'_>) -> Result<GetterRef<K, V>, WeirError> + Send + Sync>;
+
+/// Builds a topology from streams and tables.
+#[derive(Default)]
+pub struct StreamsBuilder {
+    graph: Graph,
+}
+
+impl StreamsBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A stream of every record of `topic`.
+    pub fn stream<K: Data, V: Data>(&self, topic: &str, consumed: Consumed<K, V>) -> KStream<K, V> {
+        let node = self.graph.borrow_mut().add_source(
+            TopicRef::External(topic.to_string()),
+            consumed.key,
+            consumed.value,
+            consumed.on_error,
+        );
+        KStream::new(self.graph.clone(), node, false)
+    }
+
+    /// A table of the latest value per key of `topic`; a null value deletes
+    /// the key. The table is materialized in a store (named by
+    /// [`Consumed::store`], or generated) backed by a changelog topic.
+    pub fn table<K: Data, V: Data>(&self, topic: &str, consumed: Consumed<K, V>) -> KTable<K, V> {
+        let mut graph = self.graph.borrow_mut();
+        let store = consumed
+            .store
+            .unwrap_or_else(|| graph.new_name(&format!("{topic}-STATE-STORE")));
+        graph.add_store(&store, StoreLayout::Plain);
+        let nullable: SerdeRef<Option<V>> = Arc::new(Nullable(consumed.value.clone()));
+        let source = graph.add_source(
+            TopicRef::External(topic.to_string()),
+            consumed.key.clone(),
+            nullable,
+            consumed.on_error,
+        );
+        let getter = store_getter(&store, consumed.key, consumed.value);
+        let node = graph.add_processor("KTABLE-SOURCE", &[source], vec![store.clone()], {
+            let getter = getter.clone();
+            move |task, out| {
+                Ok(crate::processor::table::TableSourceNode {
+                    store: getter.typed(task)?,
+                    out,
+                })
+            }
+        });
+        drop(graph);
+        KTable::new(self.graph.clone(), node, getter.into_factory(), vec![store])
+    }
+
+    /// Compiles the topology; reports every mistake found while building it.
+    pub fn build(self) -> Result<Topology, WeirError> {
+        let graph = Rc::try_unwrap(self.graph)
+            .map_err(|_| WeirError::Other("streams and tables of this builder are still in use".into()))?;
+        graph.into_inner().build()
+    }
+}
+
+/// Typed access to a named store, as processors and value getters need it.
+pub(crate) struct StoreGetter<K, V> {
+    name: String,
+    key_serde: SerdeRef<K>,
+    value_serde: SerdeRef<V>,
+}
+
+impl<K, V> Clone for StoreGetter<K, V> {
+    fn clone(&self) -> Self {
+        StoreGetter {
+            name: self.name.clone(),
+            key_serde: self.key_serde.clone(),
+            value_serde: self.value_serde.clone(),
+        }
+    }
+}
+
+pub(crate) fn store_getter<K, V>(name: &str, key_serde: SerdeRef<K>, value_serde: SerdeRef<V>) -> StoreGetter<K, V> {
+    StoreGetter {
+        name: name.to_string(),
+        key_serde,
+        value_serde,
+    }
+}
+
+impl<K: 'static, V: 'static> StoreGetter<K, V> {
+    pub(crate) fn typed(&self, task: &mut TaskBuilder<'_>) -> Result<Rc<crate::state::TypedStore<K, V>>, WeirError> {
+        task.typed_store(&self.name, self.key_serde.clone(), self.value_serde.clone())
+    }
+
+    pub(crate) fn into_factory(self) -> GetterFactory<K, V> {
+        Arc::new(move |task| Ok(self.typed(task)? as GetterRef<K, V>))
+    }
+}
+
+/// How to read a topic: key and value serdes, the error handler, and for a
+/// table the name of its store.
+pub struct Consumed<K, V> {
+    pub(crate) key: SerdeRef<K>,
+    pub(crate) value: SerdeRef<V>,
+    pub(crate) on_error: Option<ErrorHandler>,
+    pub(crate) store: Option<String>,
+}
+
+impl<K: 'static, V: 'static> Consumed<K, V> {
+    pub fn with(key: impl Serde<K>, value: impl Serde<V>) -> Self {
+        Consumed {
+            key: Arc::new(key),
+            value: Arc::new(value),
+            on_error: None,
+            store: None,
+        }
+    }
+
+    /// What to do with records that cannot be deserialized (default: the
+    /// application's default handler).
+    pub fn on_error(mut self, handler: ErrorHandler) -> Self {
+        self.on_error = Some(handler);
+        self
+    }
+
+    /// Names the store of a table read with these options.
+    pub fn store(mut self, name: impl Into<String>) -> Self {
+        self.store = Some(name.into());
+        self
+    }
+}
+
+/// Key and value serdes, with an optional name; see [`Produced`],
+/// [`Grouped`] and [`Repartitioned`].
+pub struct Serdes<K, V> {
+    pub(crate) key: SerdeRef<K>,
+    pub(crate) value: SerdeRef<V>,
+    pub(crate) name: Option<String>,
+}
+
+impl<K, V> Clone for Serdes<K, V> {
+    fn clone(&self) -> Self {
+        Serdes {
+            key: self.key.clone(),
+            value: self.value.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+impl<K: 'static, V: 'static> Serdes<K, V> {
+    pub fn with(key: impl Serde<K>, value: impl Serde<V>) -> Self {
+        Serdes {
+            key: Arc::new(key),
+            value: Arc::new(value),
+            name: None,
+        }
+    }
+
+    /// Names what these serdes are for: a repartition topic
+    /// (`<application.id>-<name>-repartition`) for [`Grouped`] and
+    /// [`Repartitioned`].
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+/// How to write a topic.
+pub type Produced<K, V> = Serdes<K, V>;
+/// How to ship records through a repartition topic when grouping by a new key.
+pub type Grouped<K, V> = Serdes<K, V>;
+/// How to ship records through an explicit repartition topic.
+pub type Repartitioned<K, V> = Serdes<K, V>;
+
+/// How to keep the result of an aggregation: the store name and the serde
+/// of the aggregate. `count` defaults to [`crate::serde::I64`] and `reduce`
+/// to the grouped value serde; `aggregate` needs one.
+pub struct Materialized<A> {
+    pub(crate) name: Option<String>,
+    pub(crate) value: Option<SerdeRef<A>>,
+}
+
+impl<A> Default for Materialized<A> {
+    fn default() -> Self {
+        Materialized { name: None, value: None }
+    }
+}
+
+impl<A: 'static> Materialized<A> {
+    /// A store with this value serde and a generated name.
+    pub fn with(value: impl Serde<A>) -> Self {
+        Materialized {
+            name: None,
+            value: Some(Arc::new(value)),
+        }
+    }
+
+    /// A store with this name (its changelog is `<application.id>-<name>-changelog`).
+    pub fn named(name: impl Into<String>) -> Self {
+        Materialized {
+            name: Some(name.into()),
+            value: None,
+        }
+    }
+
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    pub fn with_value_serde(mut self, value: impl Serde<A>) -> Self {
+        self.value = Some(Arc::new(value));
+        self
+    }
+}
+
+/// Stands in for a serde the user did not give; `build()` fails before it
+/// could ever run.
+struct MissingSerde;
+
+impl<T> Serde<T> for MissingSerde {
+    fn serialize(&self, topic: &str, _: &T, _: &mut Vec<u8>) -> Result<Encoded, SerdeError> {
+        Err(SerdeError::serialize(topic, "no serde was configured"))
+    }
+    fn deserialize(&self, topic: &str, _: Option<&[u8]>) -> Result<T, SerdeError> {
+        Err(SerdeError::deserialize(topic, "no serde was configured"))
+    }
+}

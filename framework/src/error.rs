@@ -1,0 +1,89 @@
+//! Error types shared across the crate.
+
+use thiserror::Error;
+
+/// A value that could not be turned into bytes or back.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("{kind} on topic '{topic}': {message}")]
+pub struct SerdeError {
+    pub kind: SerdeErrorKind,
+    pub topic: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SerdeErrorKind {
+    Serialize,
+    Deserialize,
+}
+
+impl std::fmt::Display for SerdeErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SerdeErrorKind::Serialize => "serialization failed",
+            SerdeErrorKind::Deserialize => "deserialization failed",
+        })
+    }
+}
+
+impl SerdeError {
+    pub fn serialize(topic: &str, message: impl std::fmt::Display) -> Self {
+        SerdeError {
+            kind: SerdeErrorKind::Serialize,
+            topic: topic.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    pub fn deserialize(topic: &str, message: impl std::fmt::Display) -> Self {
+        SerdeError {
+            kind: SerdeErrorKind::Deserialize,
+            topic: topic.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A failure of a state store.
+#[derive(Debug, Error)]
+#[error("state store '{store}': {message}")]
+pub struct StoreError {
+    pub store: String,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(store: &str, message: impl std::fmt::Display) -> Self {
+        StoreError {
+            store: store.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Any error weir reports to the caller.
+#[derive(Debug, Error)]
+pub enum WeirError {
+    /// The topology as written cannot run; the message says what to change.
+    #[error("invalid topology: {0}")]
+    InvalidTopology(String),
+    /// The configuration is incomplete or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Serde(#[from] SerdeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A record failed and the error handler said to stop.
+    #[error("processing stopped at {topic}[{partition}]@{offset}: {cause}")]
+    Processing {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        cause: Box<WeirError>,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = WeirError> = std::result::Result<T, E>;

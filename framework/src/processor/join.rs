@@ -1,0 +1,72 @@
+//! Join nodes: table-table joins (one node per side, both feeding one
+//! merge) and stream-table joins.
+//!
+//! A join kind (inner, left, outer) is a `combine` function from the two
+//! sides' current values, either of which may be absent, to the joined value
+//! or `None` when the join has no row for the key. Each side's node combines
+//! its change with the other side's current value, so an update on either
+//! side re-emits the joined row, and a row that stops existing becomes a
+//! tombstone.
+
+use super::{Forwarder, GetterRef, Processor, ProcessorContext, ValueGetter};
+use crate::error::WeirError;
+use crate::record::{Change, Record};
+use std::sync::Arc;
+
+pub(crate) type Combine<A, B, R> = Arc<dyn Fn(Option<&A>, Option<&B>) -> Option<R> + Send + Sync>;
+
+/// One side of a table-table join; `combine` takes this side's value first.
+pub(crate) struct TableJoinNode<K, VThis, VOther, R> {
+    pub other: GetterRef<K, VOther>,
+    pub combine: Combine<VThis, VOther, R>,
+    pub out: Forwarder<K, Change<R>>,
+}
+
+impl<K: Clone + 'static, VThis, VOther, R: Clone + 'static> Processor<K, Change<VThis>>
+    for TableJoinNode<K, VThis, VOther, R>
+{
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, Change<VThis>>) -> Result<(), WeirError> {
+        let other = self.other.get(&record.key)?;
+        let change = Change::new(
+            (self.combine)(record.value.new.as_ref(), other.as_ref()),
+            (self.combine)(record.value.old.as_ref(), other.as_ref()),
+        );
+        if change.is_noop() {
+            return Ok(());
+        }
+        self.out.forward(ctx, Record::new(record.key, change, record.timestamp))
+    }
+}
+
+/// The value getter of a join's result table.
+pub(crate) struct JoinGetter<K, A, B, R> {
+    pub left: GetterRef<K, A>,
+    pub right: GetterRef<K, B>,
+    pub combine: Combine<A, B, R>,
+}
+
+impl<K, A, B, R> ValueGetter<K, R> for JoinGetter<K, A, B, R> {
+    fn get(&self, key: &K) -> Result<Option<R>, WeirError> {
+        let left = self.left.get(key)?;
+        let right = self.right.get(key)?;
+        Ok((self.combine)(left.as_ref(), right.as_ref()))
+    }
+}
+
+/// Looks up each stream record's key in a table; only stream records trigger
+/// output. `join` returns `None` when an inner join finds no table row.
+pub(crate) struct StreamTableJoinNode<K, V, TV, R> {
+    pub table: GetterRef<K, TV>,
+    pub join: Arc<dyn Fn(&V, Option<&TV>) -> Option<R> + Send + Sync>,
+    pub out: Forwarder<K, R>,
+}
+
+impl<K: Clone + 'static, V, TV, R: Clone + 'static> Processor<K, V> for StreamTableJoinNode<K, V, TV, R> {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, V>) -> Result<(), WeirError> {
+        let row = self.table.get(&record.key)?;
+        match (self.join)(&record.value, row.as_ref()) {
+            Some(joined) => self.out.forward(ctx, Record::new(record.key, joined, record.timestamp)),
+            None => Ok(()),
+        }
+    }
+}

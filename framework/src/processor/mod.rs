@@ -1,0 +1,112 @@
+//! Processor nodes: what the DSL compiles to, and what a task runs.
+//!
+//! A task owns one instance of every node of its sub-topology. A node
+//! receives a typed [`Record`], does its work, and hands results to its
+//! children through a [`Forwarder`]. Table nodes carry [`Change`]s so that
+//! downstream joins and aggregations see both the new and the old value.
+//!
+//! [`Change`]: crate::record::Change
+
+pub(crate) mod aggregate;
+pub(crate) mod join;
+pub(crate) mod sink;
+pub(crate) mod source;
+pub(crate) mod stream;
+pub(crate) mod table;
+
+use crate::error::WeirError;
+use crate::metrics::TaskMetrics;
+use crate::record::{OutputRecord, Record, SourceMetadata};
+use std::any::Any;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// Collects a task's output records until the runtime sends them.
+#[derive(Debug, Default)]
+pub(crate) struct RecordCollector {
+    records: Vec<OutputRecord>,
+}
+
+impl RecordCollector {
+    pub(crate) fn send(&mut self, record: OutputRecord) {
+        self.records.push(record);
+    }
+
+    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, OutputRecord> {
+        self.records.drain(..)
+    }
+}
+
+/// What a node may touch while it processes one input record.
+pub(crate) struct ProcessorContext<'a> {
+    /// The timestamp of the record being processed; outputs inherit it.
+    pub timestamp: i64,
+    pub source: &'a SourceMetadata,
+    pub collector: &'a mut RecordCollector,
+    pub metrics: &'a mut TaskMetrics,
+}
+
+/// A node that receives typed records.
+pub(crate) trait Processor<K, V> {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, V>) -> Result<(), WeirError>;
+}
+
+/// A node as its parents hold it; shared because a node may have several
+/// parents (merges, both sides of a join).
+pub(crate) type ProcessorRef<K, V> = Rc<RefCell<dyn Processor<K, V>>>;
+
+/// Reads the current value of a key of a table, whatever node computes it.
+pub(crate) trait ValueGetter<K, V> {
+    fn get(&self, key: &K) -> Result<Option<V>, WeirError>;
+}
+
+pub(crate) type GetterRef<K, V> = Rc<dyn ValueGetter<K, V>>;
+
+/// A node's children, all of one record type.
+pub(crate) struct Forwarder<K, V> {
+    children: Vec<ProcessorRef<K, V>>,
+}
+
+impl<K: Clone + 'static, V: Clone + 'static> Forwarder<K, V> {
+    /// Builds the forwarder from the children the topology instantiated;
+    /// each must be a `ProcessorRef<K, V>`.
+    pub(crate) fn from_children(node: &str, children: &[&dyn Any]) -> Result<Self, WeirError> {
+        let children = children
+            .iter()
+            .map(|child| {
+                child.downcast_ref::<ProcessorRef<K, V>>().cloned().ok_or_else(|| {
+                    WeirError::InvalidTopology(format!(
+                        "a child of {node} does not accept the record type {} / {}",
+                        std::any::type_name::<K>(),
+                        std::any::type_name::<V>()
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Forwarder { children })
+    }
+
+    /// Sends the record to every child (clones for all but the last).
+    pub(crate) fn forward(&self, ctx: &mut ProcessorContext<'_>, record: Record<K, V>) -> Result<(), WeirError> {
+        if let Some((last, rest)) = self.children.split_last() {
+            for child in rest {
+                child.borrow_mut().process(ctx, record.clone())?;
+            }
+            last.borrow_mut().process(ctx, record)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the record to one child only.
+    pub(crate) fn forward_to(
+        &self,
+        child: usize,
+        ctx: &mut ProcessorContext<'_>,
+        record: Record<K, V>,
+    ) -> Result<(), WeirError> {
+        match self.children.get(child) {
+            Some(child) => child.borrow_mut().process(ctx, record),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Table nodes: materializing a topic as a table, and the stateless table
+//! operations (filter, map_values, to_stream) with their value getters.
+
+use super::{Forwarder, GetterRef, Processor, ProcessorContext, ValueGetter};
+use crate::error::WeirError;
+use crate::record::{Change, Record};
+use crate::state::TypedStore;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Upserts each record into the table's store (a `None` value deletes) and
+/// forwards the change with the value it replaced.
+pub(crate) struct TableSourceNode<K, V> {
+    pub store: Rc<TypedStore<K, V>>,
+    pub out: Forwarder<K, Change<V>>,
+}
+
+impl<K: Clone + 'static, V: Clone + 'static> Processor<K, Option<V>> for TableSourceNode<K, V> {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, Option<V>>) -> Result<(), WeirError> {
+        let old = self.store.get(&record.key)?;
+        let change = Change::new(record.value, old);
+        // Deleting an absent key changes nothing: no write, no downstream
+        // tombstone (a Debezium delete is followed by a second tombstone).
+        if change.is_noop() {
+            return Ok(());
+        }
+        self.store.put(ctx, &record.key, change.new.as_ref())?;
+        self.out.forward(ctx, record.with_value(change))
+    }
+}
+
+/// Maps each side of a change, where `None` drops the value (filter) — the
+/// one node behind both `KTable::filter` and `KTable::map_values`.
+pub(crate) type TableMapper<K, V, VR> = Arc<dyn Fn(&K, V) -> Option<VR> + Send + Sync>;
+
+pub(crate) struct TableMapNode<K, V, VR> {
+    pub mapper: TableMapper<K, V, VR>,
+    pub out: Forwarder<K, Change<VR>>,
+}
+
+impl<K: Clone + 'static, V, VR: Clone + 'static> Processor<K, Change<V>> for TableMapNode<K, V, VR> {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, Change<V>>) -> Result<(), WeirError> {
+        let Change { new, old } = record.value;
+        let change = Change::new(
+            new.and_then(|v| (self.mapper)(&record.key, v)),
+            old.and_then(|v| (self.mapper)(&record.key, v)),
+        );
+        if change.is_noop() {
+            return Ok(());
+        }
+        self.out.forward(ctx, Record::new(record.key, change, record.timestamp))
+    }
+}
+
+/// The value getter of a mapped or filtered table: the parent's value, mapped.
+pub(crate) struct MappedGetter<K, V, VR> {
+    pub parent: GetterRef<K, V>,
+    pub mapper: TableMapper<K, V, VR>,
+}
+
+impl<K, V, VR> ValueGetter<K, VR> for MappedGetter<K, V, VR> {
+    fn get(&self, key: &K) -> Result<Option<VR>, WeirError> {
+        Ok(self.parent.get(key)?.and_then(|v| (self.mapper)(key, v)))
+    }
+}
+
+/// Turns a table's changes into a stream of its new values (`None` = deleted).
+pub(crate) struct ToStreamNode<K, V> {
+    pub out: Forwarder<K, Option<V>>,
+}
+
+impl<K: Clone + 'static, V: Clone + 'static> Processor<K, Change<V>> for ToStreamNode<K, V> {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, Change<V>>) -> Result<(), WeirError> {
+        let new = record.value.new;
+        self.out.forward(ctx, Record::new(record.key, new, record.timestamp))
+    }
+}

@@ -1,0 +1,88 @@
+//! The record types that flow through a topology.
+//!
+//! A stream carries [`Record`]s whose value is the user's type; a table carries
+//! records whose value is a [`Change`]: the new value and the one it replaced,
+//! so that joins and aggregations downstream can undo what the old value did.
+
+use std::sync::Arc;
+
+/// A typed record inside a topology.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record<K, V> {
+    pub key: K,
+    pub value: V,
+    /// Milliseconds since the epoch, carried over from the input record.
+    pub timestamp: i64,
+}
+
+impl<K, V> Record<K, V> {
+    pub fn new(key: K, value: V, timestamp: i64) -> Self {
+        Record {
+            key,
+            value,
+            timestamp,
+        }
+    }
+
+    /// The same key and timestamp with another value.
+    pub fn with_value<V2>(self, value: V2) -> Record<K, V2> {
+        Record {
+            key: self.key,
+            value,
+            timestamp: self.timestamp,
+        }
+    }
+}
+
+/// An update of one key of a table: `None` stands for "absent" (a deletion
+/// when it is `new`, a first insertion when it is `old`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change<V> {
+    pub new: Option<V>,
+    pub old: Option<V>,
+}
+
+impl<V> Change<V> {
+    pub fn new(new: Option<V>, old: Option<V>) -> Self {
+        Change { new, old }
+    }
+
+    /// A change that neither adds nor removes anything is not worth forwarding.
+    pub fn is_noop(&self) -> bool {
+        self.new.is_none() && self.old.is_none()
+    }
+}
+
+/// A Kafka record header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub key: String,
+    pub value: Vec<u8>,
+}
+
+/// A record in its serialized form, as it arrives from or leaves for a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub timestamp: i64,
+    pub headers: Vec<Header>,
+}
+
+/// A serialized record on its way out: to a sink topic, a repartition topic,
+/// a changelog or a dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRecord {
+    pub topic: Arc<str>,
+    /// `None` lets the partitioner choose from the key bytes.
+    pub partition: Option<i32>,
+    pub record: RawRecord,
+}
+
+/// Where an input record came from; carried to error handlers and dead letters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceMetadata {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+}

@@ -1,0 +1,205 @@
+//! A task: one sub-topology instantiated for one partition.
+
+use crate::error::WeirError;
+use crate::error_handler::ErrorHandler;
+use crate::metrics::TaskMetrics;
+use crate::processor::source::RawSource;
+use crate::processor::{ProcessorContext, RecordCollector};
+use crate::record::{OutputRecord, RawRecord, SourceMetadata};
+use crate::serde::SerdeRef;
+use crate::state::{StoreHandle, StoreSupplier, TypedStore};
+use crate::state::handle::Changelog;
+use crate::topology::{changelog_topic, NodeFactory, TopicRef, Topology};
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Names a task: its sub-topology and partition, printed as `1_4`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId {
+    pub subtopology: usize,
+    pub partition: i32,
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}_{}", self.subtopology, self.partition)
+    }
+}
+
+/// What a task needs from the application that runs it.
+pub struct TaskSettings<'a> {
+    pub application_id: &'a str,
+    pub stores: &'a dyn StoreSupplier,
+    /// The error handler of sources that do not set their own.
+    pub default_error_handler: &'a ErrorHandler,
+}
+
+/// Handed to node factories while a task is instantiated.
+pub(crate) struct TaskBuilder<'a> {
+    id: TaskId,
+    settings: &'a TaskSettings<'a>,
+    stores: BTreeMap<String, Rc<RefCell<StoreHandle>>>,
+}
+
+impl TaskBuilder<'_> {
+    /// The task's instance of a store, opened on first use.
+    fn store(&mut self, name: &str) -> Result<Rc<RefCell<StoreHandle>>, WeirError> {
+        if let Some(handle) = self.stores.get(name) {
+            return Ok(handle.clone());
+        }
+        let store = self.settings.stores.open(&self.id.to_string(), name)?;
+        let changelog = Changelog {
+            topic: changelog_topic(self.settings.application_id, name).into(),
+            partition: self.id.partition,
+        };
+        let handle = Rc::new(RefCell::new(StoreHandle::new(store, Some(changelog))));
+        self.stores.insert(name.to_string(), handle.clone());
+        Ok(handle)
+    }
+
+    pub(crate) fn typed_store<K, V>(
+        &mut self,
+        name: &str,
+        key_serde: SerdeRef<K>,
+        value_serde: SerdeRef<V>,
+    ) -> Result<Rc<TypedStore<K, V>>, WeirError> {
+        Ok(Rc::new(TypedStore::new(self.store(name)?, key_serde, value_serde)))
+    }
+
+    pub(crate) fn topic(&self, topic: &TopicRef) -> Arc<str> {
+        topic.resolve(self.settings.application_id).into()
+    }
+
+    pub(crate) fn default_error_handler(&self) -> &ErrorHandler {
+        self.settings.default_error_handler
+    }
+}
+
+/// One sub-topology running on one partition: it owns its processor
+/// instances and its store partitions.
+pub struct Task {
+    id: TaskId,
+    /// Source topic → (its shared name, its source node).
+    sources: HashMap<Arc<str>, (Arc<str>, Box<dyn RawSource>)>,
+    stores: BTreeMap<String, Rc<RefCell<StoreHandle>>>,
+    collector: RecordCollector,
+    metrics: TaskMetrics,
+}
+
+impl Task {
+    /// Instantiates sub-topology `id.subtopology` for partition `id.partition`.
+    pub fn new(topology: &Topology, id: TaskId, settings: &TaskSettings<'_>) -> Result<Task, WeirError> {
+        let def = &topology.def;
+        let sub = def
+            .subtopologies
+            .get(id.subtopology)
+            .ok_or_else(|| WeirError::Other(format!("no sub-topology {}", id.subtopology)))?;
+        let mut builder = TaskBuilder {
+            id,
+            settings,
+            stores: BTreeMap::new(),
+        };
+        let mut instances: HashMap<usize, Box<dyn Any>> = HashMap::new();
+        let mut sources = HashMap::new();
+        // Children are created before their parents, which hold them.
+        for &node_id in sub.nodes.iter().rev() {
+            let node = &def.nodes[node_id];
+            let children: Vec<&dyn Any> = sub
+                .nodes
+                .iter()
+                .filter(|&&c| def.nodes[c].parents.contains(&node_id))
+                .map(|c| instances[c].as_ref())
+                .collect();
+            match &node.factory {
+                NodeFactory::Source(make) => {
+                    let source = make(&mut builder, &children)?;
+                    let crate::topology::NodeKind::Source { topic } = &node.kind else {
+                        unreachable!("a source factory belongs to a source node")
+                    };
+                    let topic = builder.topic(topic);
+                    sources.insert(topic.clone(), (topic, source));
+                }
+                NodeFactory::Processor(make) => {
+                    let instance = make(&mut builder, &children)?;
+                    instances.insert(node_id, instance);
+                }
+            }
+        }
+        Ok(Task {
+            id,
+            sources,
+            stores: builder.stores,
+            collector: RecordCollector::default(),
+            metrics: TaskMetrics::default(),
+        })
+    }
+
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// The topics this task reads.
+    pub fn source_topics(&self) -> impl Iterator<Item = &str> {
+        self.sources.keys().map(|t| &**t)
+    }
+
+    /// Processes one input record of `topic` (at `offset` of this task's partition).
+    pub fn process(&mut self, topic: &str, offset: i64, record: &RawRecord) -> Result<(), WeirError> {
+        let (topic, source) = self
+            .sources
+            .get_mut(topic)
+            .ok_or_else(|| WeirError::Other(format!("task {} does not read topic '{topic}'", self.id)))?;
+        let topic = topic.clone();
+        self.metrics.record_processed(&topic);
+        let metadata = SourceMetadata {
+            topic,
+            partition: self.id.partition,
+            offset,
+        };
+        let mut ctx = ProcessorContext {
+            timestamp: record.timestamp,
+            source: &metadata,
+            collector: &mut self.collector,
+            metrics: &mut self.metrics,
+        };
+        source.process_raw(&mut ctx, record).map_err(|cause| match cause {
+            located @ WeirError::Processing { .. } => located,
+            cause => WeirError::Processing {
+                topic: metadata.topic.to_string(),
+                partition: metadata.partition,
+                offset,
+                cause: Box::new(cause),
+            },
+        })
+    }
+
+    /// Takes the records produced since the last call: sink outputs,
+    /// repartition records, changelog writes and dead letters, in order.
+    pub fn drain_output(&mut self) -> Vec<OutputRecord> {
+        self.collector.drain().collect()
+    }
+
+    /// Flushes every store of the task.
+    pub fn flush(&mut self) -> Result<(), WeirError> {
+        self.stores.values().try_for_each(|s| s.borrow_mut().flush())
+    }
+
+    pub fn metrics(&self) -> &TaskMetrics {
+        &self.metrics
+    }
+
+    /// Visits the raw entries of one of the task's stores, in key order.
+    pub fn for_each_in_store(&self, store: &str, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<bool, WeirError> {
+        match self.stores.get(store) {
+            Some(handle) => {
+                handle.borrow().store().for_each(visit)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}

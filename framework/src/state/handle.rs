@@ -1,0 +1,140 @@
+//! A task's view of one store: logging to the changelog and typed access.
+
+use super::KeyValueStore;
+use crate::error::{SerdeError, WeirError};
+use crate::processor::{ProcessorContext, ValueGetter};
+use crate::record::{OutputRecord, RawRecord};
+use crate::serde::{Encoded, SerdeRef};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Where a store's writes are logged.
+#[derive(Debug, Clone)]
+pub(crate) struct Changelog {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+/// One store of one task. Writes go to the store and, when the store is
+/// logged, to its changelog partition (the task's partition), so that the
+/// store can be rebuilt anywhere from the topic alone.
+pub(crate) struct StoreHandle {
+    store: Box<dyn KeyValueStore>,
+    changelog: Option<Changelog>,
+}
+
+impl StoreHandle {
+    pub(crate) fn new(store: Box<dyn KeyValueStore>, changelog: Option<Changelog>) -> Self {
+        StoreHandle { store, changelog }
+    }
+
+    pub(crate) fn store(&self) -> &dyn KeyValueStore {
+        self.store.as_ref()
+    }
+
+    pub(crate) fn changelog_topic(&self) -> Option<&Arc<str>> {
+        self.changelog.as_ref().map(|c| &c.topic)
+    }
+
+    /// Writes `value` (deletes on `None`) and logs the write.
+    pub(crate) fn write(
+        &mut self,
+        ctx: &mut ProcessorContext<'_>,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), WeirError> {
+        match value {
+            Some(value) => self.store.put(key, value)?,
+            None => self.store.delete(key)?,
+        }
+        if let Some(changelog) = &self.changelog {
+            ctx.collector.send(OutputRecord {
+                topic: changelog.topic.clone(),
+                partition: Some(changelog.partition),
+                record: RawRecord {
+                    key: Some(key.to_vec()),
+                    value: value.map(<[u8]>::to_vec),
+                    timestamp: ctx.timestamp,
+                    headers: Vec::new(),
+                },
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<(), WeirError> {
+        Ok(self.store.flush()?)
+    }
+}
+
+/// Typed access to a task's store; processors and table value getters hold one.
+pub(crate) struct TypedStore<K, V> {
+    handle: Rc<RefCell<StoreHandle>>,
+    /// The name given to serdes as the "topic" (the changelog topic, as Kafka
+    /// Streams does, or the store name for an unlogged store).
+    serde_topic: Arc<str>,
+    key_serde: SerdeRef<K>,
+    value_serde: SerdeRef<V>,
+    buffers: RefCell<(Vec<u8>, Vec<u8>)>,
+}
+
+impl<K, V> TypedStore<K, V> {
+    pub(crate) fn new(handle: Rc<RefCell<StoreHandle>>, key_serde: SerdeRef<K>, value_serde: SerdeRef<V>) -> Self {
+        let serde_topic = {
+            let h = handle.borrow();
+            h.changelog_topic().cloned().unwrap_or_else(|| h.store().name().into())
+        };
+        TypedStore {
+            handle,
+            serde_topic,
+            key_serde,
+            value_serde,
+            buffers: RefCell::new((Vec::new(), Vec::new())),
+        }
+    }
+
+    fn encode_key(&self, key: &K, out: &mut Vec<u8>) -> Result<(), SerdeError> {
+        out.clear();
+        match self.key_serde.serialize(&self.serde_topic, key, out)? {
+            Encoded::Bytes => Ok(()),
+            Encoded::Null => Err(SerdeError::serialize(&self.serde_topic, "a store key must not serialize to null")),
+        }
+    }
+
+    pub(crate) fn get(&self, key: &K) -> Result<Option<V>, WeirError> {
+        let bytes = {
+            let mut buffers = self.buffers.borrow_mut();
+            self.encode_key(key, &mut buffers.0)?;
+            self.handle.borrow().store().get(&buffers.0)?
+        };
+        match bytes {
+            Some(bytes) => Ok(Some(self.value_serde.deserialize(&self.serde_topic, Some(&bytes))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes `value` for `key`, or deletes `key` when `value` is `None`.
+    pub(crate) fn put(&self, ctx: &mut ProcessorContext<'_>, key: &K, value: Option<&V>) -> Result<(), WeirError> {
+        let mut buffers = self.buffers.borrow_mut();
+        let (key_buf, value_buf) = &mut *buffers;
+        self.encode_key(key, key_buf)?;
+        let value_bytes = match value {
+            Some(value) => {
+                value_buf.clear();
+                if self.value_serde.serialize(&self.serde_topic, value, value_buf)? == Encoded::Null {
+                    return Err(SerdeError::serialize(&self.serde_topic, "a store value must not serialize to null").into());
+                }
+                Some(value_buf.as_slice())
+            }
+            None => None,
+        };
+        self.handle.borrow_mut().write(ctx, key_buf, value_bytes)
+    }
+}
+
+impl<K, V> ValueGetter<K, V> for TypedStore<K, V> {
+    fn get(&self, key: &K) -> Result<Option<V>, WeirError> {
+        TypedStore::get(self, key)
+    }
+}

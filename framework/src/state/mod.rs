@@ -1,0 +1,43 @@
+//! State stores: where tasks keep tables and aggregates.
+//!
+//! The layers, from the bottom:
+//! - [`KeyValueStore`]: an ordered byte map; [`InMemoryStore`] and
+//!   [`RocksDbStore`] implement it.
+//! - [`StoreSupplier`]: opens one store per task and store name; this is
+//!   where the backend and its memory budget are chosen.
+//! - `StoreHandle` (crate-internal): a task's store plus its changelog; every
+//!   write through it is also sent to `<application.id>-<store>-changelog`.
+//! - `TypedStore` (crate-internal): keys and values as Rust types, through
+//!   the serdes the DSL was given.
+
+pub(crate) mod handle;
+mod memory;
+mod rocksdb;
+
+pub(crate) use handle::{StoreHandle, TypedStore};
+pub use memory::{InMemoryStore, InMemoryStores};
+pub use rocksdb::{RocksDbConfig, RocksDbStore, RocksDbStores};
+
+use crate::error::StoreError;
+
+/// An ordered map of bytes to bytes, owned by one task.
+pub trait KeyValueStore {
+    /// The store's name in the topology.
+    fn name(&self) -> &str;
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    fn delete(&mut self, key: &[u8]) -> Result<(), StoreError>;
+    /// Visits every entry in key order.
+    fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError>;
+    /// Makes every write so far durable in the backend.
+    fn flush(&mut self) -> Result<(), StoreError>;
+}
+
+/// Opens the stores of tasks. One supplier serves a whole instance, so a
+/// backend can share memory (caches, write buffers) between all its stores.
+pub trait StoreSupplier: Send + Sync {
+    /// Opens (creating if needed) the store `store` of task `task_id`.
+    fn open(&self, task_id: &str, store: &str) -> Result<Box<dyn KeyValueStore>, StoreError>;
+    /// A short name for logs and `describe()`.
+    fn kind(&self) -> &'static str;
+}

@@ -1,0 +1,146 @@
+//! The logical graph that the DSL builds, split into sub-topologies.
+//!
+//! A [`Topology`] is a list of nodes (sources, processors, sinks), the
+//! stores they use, and the sub-topologies they form: nodes connected by
+//! parent edges or by a shared store run in one task, while a repartition
+//! topic cuts the graph into separate sub-topologies. The runtime creates
+//! one task per (sub-topology, input partition).
+
+mod builder;
+mod describe;
+
+pub(crate) use builder::{NodeFactory, TopologyBuilder};
+pub use describe::TopologyDescription;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A topic as the topology names it; internal topics get the application id
+/// in front when an application runs the topology.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TopicRef {
+    /// A topic the user named.
+    External(String),
+    /// An internal repartition topic: `<application.id>-<name>-repartition`.
+    Repartition(String),
+}
+
+impl TopicRef {
+    /// The topic's name in a Kafka cluster for this application.
+    pub fn resolve(&self, application_id: &str) -> String {
+        match self {
+            TopicRef::External(name) => name.clone(),
+            TopicRef::Repartition(name) => format!("{application_id}-{name}-repartition"),
+        }
+    }
+
+    pub fn is_internal(&self) -> bool {
+        matches!(self, TopicRef::Repartition(_))
+    }
+}
+
+/// The changelog topic of a store.
+pub fn changelog_topic(application_id: &str, store: &str) -> String {
+    format!("{application_id}-{store}-changelog")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NodeKind {
+    Source { topic: TopicRef },
+    Processor,
+    Sink { topic: TopicRef },
+}
+
+pub(crate) struct NodeDef {
+    pub name: String,
+    pub kind: NodeKind,
+    pub parents: Vec<usize>,
+    /// Stores the node reads or writes, directly or through a value getter.
+    pub stores: Vec<String>,
+    pub factory: NodeFactory,
+}
+
+/// How a store's values are laid out, for tools that read stores directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreLayout {
+    /// The value as its serde writes it.
+    Plain,
+    /// A table aggregate: an 8-byte member count, then the value.
+    Counted,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct StoreDef {
+    pub name: String,
+    pub layout: StoreLayout,
+}
+
+/// A connected part of the topology; a task runs one of these on one partition.
+#[derive(Debug, Clone)]
+pub struct SubTopology {
+    pub id: usize,
+    /// Node ids, in creation order (parents before children).
+    pub(crate) nodes: Vec<usize>,
+    pub source_topics: Vec<TopicRef>,
+    pub sink_topics: Vec<TopicRef>,
+    pub stores: Vec<String>,
+}
+
+pub(crate) struct TopologyDef {
+    pub nodes: Vec<NodeDef>,
+    pub stores: BTreeMap<String, StoreDef>,
+    pub subtopologies: Vec<SubTopology>,
+}
+
+/// A built topology, ready to run in a test driver or against Kafka.
+/// Cheap to clone; share it between instances.
+///
+/// ```
+/// use weir::{StreamsBuilder, Consumed, Produced, serde::Utf8};
+/// let builder = StreamsBuilder::new();
+/// builder
+///     .stream("in", Consumed::with(Utf8, Utf8))
+///     .filter(|_, v: &String| !v.is_empty())
+///     .to("out", Produced::with(Utf8, Utf8));
+/// let topology = builder.build().unwrap();
+/// assert_eq!(topology.subtopologies().len(), 1);
+/// println!("{}", topology.describe());
+/// ```
+#[derive(Clone)]
+pub struct Topology {
+    pub(crate) def: Arc<TopologyDef>,
+}
+
+impl Topology {
+    pub fn subtopologies(&self) -> &[SubTopology] {
+        &self.def.subtopologies
+    }
+
+    /// The store names of the topology.
+    pub fn stores(&self) -> impl Iterator<Item = &str> {
+        self.def.stores.keys().map(String::as_str)
+    }
+
+    /// The sub-topology that reads `topic`, if any.
+    pub fn subtopology_of_source(&self, topic: &TopicRef) -> Option<&SubTopology> {
+        self.def
+            .subtopologies
+            .iter()
+            .find(|s| s.source_topics.contains(topic))
+    }
+
+    pub(crate) fn store_layout(&self, store: &str) -> Option<StoreLayout> {
+        self.def.stores.get(store).map(|s| s.layout)
+    }
+
+    /// A readable description of the sub-topologies, nodes, stores and topics.
+    pub fn describe(&self) -> TopologyDescription {
+        TopologyDescription::new(&self.def)
+    }
+}
+
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.describe())
+    }
+}
