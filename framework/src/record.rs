@@ -17,11 +17,7 @@ pub struct Record<K, V> {
 
 impl<K, V> Record<K, V> {
     pub fn new(key: K, value: V, timestamp: i64) -> Self {
-        Record {
-            key,
-            value,
-            timestamp,
-        }
+        Record { key, value, timestamp }
     }
 
     /// The same key and timestamp with another value.

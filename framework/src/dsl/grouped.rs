@@ -37,19 +37,23 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
     }
 
     /// The number of records per key.
-    pub fn count(self, materialized: Materialized<i64>) -> KTable<K, i64> {
+    pub fn count(&self, materialized: Materialized<i64>) -> KTable<K, i64> {
         let value = materialized.value.clone().unwrap_or_else(|| Arc::new(I64));
-        self.aggregate_with(Arc::new(|_, _, count| count.unwrap_or(0) + 1), value, materialized.name)
+        self.aggregate_with(|_, _, count| count.unwrap_or(0) + 1, value, materialized.name)
     }
 
     /// Combines the values of each key, the first value being the start.
-    pub fn reduce(self, reducer: impl Fn(V, V) -> V + Send + Sync + 'static, materialized: Materialized<V>) -> KTable<K, V> {
+    pub fn reduce(
+        &self,
+        reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
+        materialized: Materialized<V>,
+    ) -> KTable<K, V> {
         let value = materialized.value.clone().unwrap_or_else(|| self.grouped.value.clone());
         self.aggregate_with(
-            Arc::new(move |_, v, agg| match agg {
+            move |_, v, agg| match agg {
                 Some(agg) => reducer(agg, v),
                 None => v,
-            }),
+            },
             value,
             materialized.name,
         )
@@ -58,7 +62,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
     /// Folds the values of each key into an aggregate that starts at `init()`.
     /// The store needs the aggregate's serde: `Materialized::with(serde)`.
     pub fn aggregate<A: Data>(
-        self,
+        &self,
         init: impl Fn() -> A + Send + Sync + 'static,
         adder: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
         materialized: Materialized<A>,
@@ -71,20 +75,31 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
             Arc::new(MissingSerde)
         });
         self.aggregate_with(
-            Arc::new(move |k, v, agg| adder(k, v, agg.unwrap_or_else(&init))),
+            move |k, v, agg| adder(k, v, agg.unwrap_or_else(&init)),
             value,
             materialized.name,
         )
     }
 
-    fn aggregate_with<A: Data>(self, adder: Adder<K, V, A>, value_serde: SerdeRef<A>, name: Option<String>) -> KTable<K, A> {
+    fn aggregate_with<A: Data>(
+        &self,
+        adder: impl Fn(&K, V, Option<A>) -> A + Send + Sync + 'static,
+        value_serde: SerdeRef<A>,
+        name: Option<String>,
+    ) -> KTable<K, A> {
+        let adder: Adder<K, V, A> = Arc::new(adder);
         let graph = self.stream.graph.clone();
         let mut g = graph.borrow_mut();
         let store = name.unwrap_or_else(|| g.new_name("KSTREAM-AGGREGATE-STATE-STORE"));
         g.add_store(&store, StoreLayout::Plain);
         let input = if self.repartition {
             let topic = self.grouped.name.clone().unwrap_or_else(|| store.clone());
-            g.add_repartition(self.stream.node, &topic, self.grouped.key.clone(), self.grouped.value.clone())
+            g.add_repartition(
+                self.stream.node,
+                &topic,
+                self.grouped.key.clone(),
+                self.grouped.value.clone(),
+            )
         } else {
             self.stream.node
         };
@@ -119,11 +134,11 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
     }
 
     /// The number of rows per group.
-    pub fn count(self, materialized: Materialized<i64>) -> KTable<K, i64> {
+    pub fn count(&self, materialized: Materialized<i64>) -> KTable<K, i64> {
         let value = materialized.value.clone().unwrap_or_else(|| Arc::new(I64));
         self.aggregate_with(
-            Arc::new(|_, _, count| count.unwrap_or(0) + 1),
-            Arc::new(|_, _, count| count - 1),
+            |_, _, count| count.unwrap_or(0) + 1,
+            |_, _, count| count - 1,
             value,
             materialized.name,
         )
@@ -132,18 +147,18 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
     /// Combines the rows of each group with `adder`, taking replaced rows
     /// out with `subtractor`.
     pub fn reduce(
-        self,
+        &self,
         adder: impl Fn(V, V) -> V + Send + Sync + 'static,
         subtractor: impl Fn(V, V) -> V + Send + Sync + 'static,
         materialized: Materialized<V>,
     ) -> KTable<K, V> {
         let value = materialized.value.clone().unwrap_or_else(|| self.grouped.value.clone());
         self.aggregate_with(
-            Arc::new(move |_, v, agg| match agg {
+            move |_, v, agg| match agg {
                 Some(agg) => adder(agg, v),
                 None => v,
-            }),
-            Arc::new(move |_, v, agg| subtractor(agg, v)),
+            },
+            move |_, v, agg| subtractor(agg, v),
             value,
             materialized.name,
         )
@@ -151,7 +166,7 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
 
     /// Folds each group's rows into an aggregate that starts at `init()`.
     pub fn aggregate<A: Data>(
-        self,
+        &self,
         init: impl Fn() -> A + Send + Sync + 'static,
         adder: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
         subtractor: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
@@ -164,20 +179,22 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
             Arc::new(MissingSerde)
         });
         self.aggregate_with(
-            Arc::new(move |k, v, agg| adder(k, v, agg.unwrap_or_else(&init))),
-            Arc::new(subtractor),
+            move |k, v, agg| adder(k, v, agg.unwrap_or_else(&init)),
+            subtractor,
             value,
             materialized.name,
         )
     }
 
     fn aggregate_with<A: Data>(
-        self,
-        adder: Adder<K, V, A>,
-        subtractor: Subtractor<K, V, A>,
+        &self,
+        adder: impl Fn(&K, V, Option<A>) -> A + Send + Sync + 'static,
+        subtractor: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
         value_serde: SerdeRef<A>,
         name: Option<String>,
     ) -> KTable<K, A> {
+        let adder: Adder<K, V, A> = Arc::new(adder);
+        let subtractor: Subtractor<K, V, A> = Arc::new(subtractor);
         let mut g = self.graph.borrow_mut();
         let store = name.unwrap_or_else(|| g.new_name("KTABLE-AGGREGATE-STATE-STORE"));
         g.add_store(&store, StoreLayout::Counted);
@@ -204,6 +221,6 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
                 mapper: Arc::new(|_: &K, counted: Counted<A>| Some(counted.aggregate)),
             }) as GetterRef<K, A>)
         });
-        KTable::new(self.graph, node, getter, vec![store])
+        KTable::new(self.graph.clone(), node, getter, vec![store])
     }
 }

@@ -2,7 +2,7 @@
 
 use super::{Data, Graph, Grouped, KGroupedStream, KTable, Produced, Repartitioned};
 use crate::processor::join::StreamTableJoinNode;
-use crate::processor::stream::{Predicate, SplitNode, StatelessNode, Transform};
+use crate::processor::stream::{identity, Predicate, SplitNode, StatelessNode, Transform};
 use crate::record::Record;
 use crate::topology::TopicRef;
 use std::marker::PhantomData;
@@ -55,8 +55,9 @@ impl<K: Data, V: Data> KStream<K, V> {
         &self,
         prefix: &str,
         changes_key: bool,
-        transform: Transform<K, V, K2, V2>,
+        transform: impl Fn(Record<K, V>, &mut dyn FnMut(Record<K2, V2>)) + Send + Sync + 'static,
     ) -> KStream<K2, V2> {
+        let transform: Transform<K, V, K2, V2> = Arc::new(transform);
         let node = self
             .graph
             .borrow_mut()
@@ -71,11 +72,11 @@ impl<K: Data, V: Data> KStream<K, V> {
 
     /// Keeps the records for which `predicate` holds.
     pub fn filter(&self, predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> KStream<K, V> {
-        self.stateless("KSTREAM-FILTER", false, Arc::new(move |r, emit| {
+        self.stateless("KSTREAM-FILTER", false, move |r, emit| {
             if predicate(&r.key, &r.value) {
                 emit(r)
             }
-        }))
+        })
     }
 
     /// Drops the records for which `predicate` holds.
@@ -85,27 +86,30 @@ impl<K: Data, V: Data> KStream<K, V> {
 
     /// Replaces key and value. The key may change, so a later join or
     /// `group_by_key` repartitions.
-    pub fn map<K2: Data, V2: Data>(&self, mapper: impl Fn(K, V) -> (K2, V2) + Send + Sync + 'static) -> KStream<K2, V2> {
-        self.stateless("KSTREAM-MAP", true, Arc::new(move |r, emit| {
+    pub fn map<K2: Data, V2: Data>(
+        &self,
+        mapper: impl Fn(K, V) -> (K2, V2) + Send + Sync + 'static,
+    ) -> KStream<K2, V2> {
+        self.stateless("KSTREAM-MAP", true, move |r, emit| {
             let (key, value) = mapper(r.key, r.value);
             emit(Record::new(key, value, r.timestamp))
-        }))
+        })
     }
 
     /// Replaces the value, keeping the key (and so the partition).
     pub fn map_values<V2: Data>(&self, mapper: impl Fn(V) -> V2 + Send + Sync + 'static) -> KStream<K, V2> {
-        self.stateless("KSTREAM-MAPVALUES", false, Arc::new(move |r, emit| {
+        self.stateless("KSTREAM-MAPVALUES", false, move |r, emit| {
             let value = mapper(r.value);
             emit(Record::new(r.key, value, r.timestamp))
-        }))
+        })
     }
 
     /// Sets a new key computed from the record.
     pub fn select_key<K2: Data>(&self, selector: impl Fn(&K, &V) -> K2 + Send + Sync + 'static) -> KStream<K2, V> {
-        self.stateless("KSTREAM-KEY-SELECT", true, Arc::new(move |r, emit| {
+        self.stateless("KSTREAM-KEY-SELECT", true, move |r, emit| {
             let key = selector(&r.key, &r.value);
             emit(Record::new(key, r.value, r.timestamp))
-        }))
+        })
     }
 
     /// Turns each record into any number of records.
@@ -113,11 +117,11 @@ impl<K: Data, V: Data> KStream<K, V> {
     where
         I: IntoIterator<Item = (K2, V2)>,
     {
-        self.stateless("KSTREAM-FLATMAP", true, Arc::new(move |r, emit| {
+        self.stateless("KSTREAM-FLATMAP", true, move |r, emit| {
             for (key, value) in mapper(r.key, r.value) {
                 emit(Record::new(key, value, r.timestamp))
             }
-        }))
+        })
     }
 
     /// Turns each value into any number of values under the same key.
@@ -125,19 +129,19 @@ impl<K: Data, V: Data> KStream<K, V> {
     where
         I: IntoIterator<Item = V2>,
     {
-        self.stateless("KSTREAM-FLATMAPVALUES", false, Arc::new(move |r, emit| {
+        self.stateless("KSTREAM-FLATMAPVALUES", false, move |r, emit| {
             for value in mapper(r.value) {
                 emit(Record::new(r.key.clone(), value, r.timestamp))
             }
-        }))
+        })
     }
 
     /// Calls `action` on each record and passes it on unchanged.
     pub fn peek(&self, action: impl Fn(&K, &V) + Send + Sync + 'static) -> KStream<K, V> {
-        self.stateless("KSTREAM-PEEK", false, Arc::new(move |r, emit| {
+        self.stateless("KSTREAM-PEEK", false, move |r, emit| {
             action(&r.key, &r.value);
             emit(r)
-        }))
+        })
     }
 
     /// Routes each record to the first branch whose predicate holds.
@@ -165,17 +169,15 @@ impl<K: Data, V: Data> KStream<K, V> {
     /// Interleaves this stream with another of the same types.
     pub fn merge(&self, other: &KStream<K, V>) -> KStream<K, V> {
         self.check_same_builder(&other.graph, "merge");
-        let node = self.graph.borrow_mut().add_processor(
-            "KSTREAM-MERGE",
-            &[self.node, other.node],
-            Vec::new(),
-            |_, out| {
-                Ok(StatelessNode::<K, V, K, V> {
-                    transform: Arc::new(|r, emit| emit(r)),
-                    out,
-                })
-            },
-        );
+        let node =
+            self.graph
+                .borrow_mut()
+                .add_processor("KSTREAM-MERGE", &[self.node, other.node], Vec::new(), |_, out| {
+                    Ok(StatelessNode {
+                        transform: identity::<K, V>(),
+                        out,
+                    })
+                });
         KStream::new(self.graph.clone(), node, self.key_changed || other.key_changed)
     }
 
@@ -207,7 +209,7 @@ impl<K: Data, V: Data> KStream<K, V> {
         table: &KTable<K, TV>,
         joiner: impl Fn(&V, &TV) -> R + Send + Sync + 'static,
     ) -> KStream<K, R> {
-        self.stream_table_join(table, "KSTREAM-JOIN", Arc::new(move |v, row| row.map(|row| joiner(v, row))))
+        self.stream_table_join(table, "KSTREAM-JOIN", move |v, row| row.map(|row| joiner(v, row)))
     }
 
     /// Like [`join`](Self::join), but records without a row are joined with `None`.
@@ -216,15 +218,16 @@ impl<K: Data, V: Data> KStream<K, V> {
         table: &KTable<K, TV>,
         joiner: impl Fn(&V, Option<&TV>) -> R + Send + Sync + 'static,
     ) -> KStream<K, R> {
-        self.stream_table_join(table, "KSTREAM-LEFTJOIN", Arc::new(move |v, row| Some(joiner(v, row))))
+        self.stream_table_join(table, "KSTREAM-LEFTJOIN", move |v, row| Some(joiner(v, row)))
     }
 
     fn stream_table_join<TV: Data, R: Data>(
         &self,
         table: &KTable<K, TV>,
         prefix: &str,
-        join: Arc<dyn Fn(&V, Option<&TV>) -> Option<R> + Send + Sync>,
+        join: impl Fn(&V, Option<&TV>) -> Option<R> + Send + Sync + 'static,
     ) -> KStream<K, R> {
+        let join: Arc<dyn Fn(&V, Option<&TV>) -> Option<R> + Send + Sync> = Arc::new(join);
         self.check_same_builder(&table.graph, "join");
         let getter = table.getter.clone();
         let mut graph = self.graph.borrow_mut();
@@ -263,9 +266,9 @@ impl<K: Data, V: Data> KStream<K, V> {
 
     pub(crate) fn check_same_builder(&self, other: &Graph, operation: &str) {
         if !Rc::ptr_eq(&self.graph, other) {
-            self.graph
-                .borrow_mut()
-                .error(format!("{operation} of streams or tables from two different StreamsBuilders"));
+            self.graph.borrow_mut().error(format!(
+                "{operation} of streams or tables from two different StreamsBuilders"
+            ));
         }
     }
 }
@@ -296,24 +299,33 @@ impl<K: Data, V: Data> BranchedKStream<K, V> {
     }
 
     fn finish(self, has_default: bool) -> Vec<KStream<K, V>> {
-        let KStream { graph, node, key_changed, .. } = self.stream;
+        let KStream {
+            graph,
+            node,
+            key_changed,
+            ..
+        } = self.stream;
         let branches = self.predicates.len() + usize::from(has_default);
         let predicates = self.predicates;
-        let split = graph.borrow_mut().add_processor("KSTREAM-BRANCH", &[node], Vec::new(), move |_, out| {
-            Ok(SplitNode {
-                predicates: predicates.clone(),
-                has_default,
-                out,
-            })
-        });
+        let split = graph
+            .borrow_mut()
+            .add_processor("KSTREAM-BRANCH", &[node], Vec::new(), move |_, out| {
+                Ok(SplitNode {
+                    predicates: predicates.clone(),
+                    has_default,
+                    out,
+                })
+            });
         (0..branches)
             .map(|_| {
-                let branch = graph.borrow_mut().add_processor("KSTREAM-BRANCHCHILD", &[split], Vec::new(), |_, out| {
-                    Ok(StatelessNode::<K, V, K, V> {
-                        transform: Arc::new(|r, emit| emit(r)),
-                        out,
-                    })
-                });
+                let branch = graph
+                    .borrow_mut()
+                    .add_processor("KSTREAM-BRANCHCHILD", &[split], Vec::new(), |_, out| {
+                        Ok(StatelessNode {
+                            transform: identity::<K, V>(),
+                            out,
+                        })
+                    });
                 KStream::new(graph.clone(), branch, key_changed)
             })
             .collect()

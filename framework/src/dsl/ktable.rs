@@ -3,10 +3,11 @@
 use super::{Data, GetterFactory, Graph, Grouped, KGroupedTable, KStream, Produced};
 use crate::processor::aggregate::TableGroupByNode;
 use crate::processor::join::{Combine, JoinGetter, TableJoinNode};
-use crate::processor::stream::StatelessNode;
+use crate::processor::stream::{identity, StatelessNode};
 use crate::processor::table::{MappedGetter, TableMapNode, TableMapper, ToStreamNode};
 use crate::processor::GetterRef;
 use crate::record::Change;
+use crate::runtime::TaskBuilder;
 use crate::serde::{Nullable, SerdeRef};
 use std::marker::PhantomData;
 use std::rc::Rc;
@@ -61,18 +62,26 @@ impl<K: Data, V: Data> KTable<K, V> {
         }
     }
 
-    fn map_table<V2: Data>(&self, prefix: &str, mapper: TableMapper<K, V, V2>) -> KTable<K, V2> {
-        let node = self.graph.borrow_mut().add_processor(prefix, &[self.node], Vec::new(), {
-            let mapper = mapper.clone();
-            move |_, out| {
-                Ok(TableMapNode {
-                    mapper: mapper.clone(),
-                    out,
-                })
-            }
-        });
+    fn map_table<V2: Data>(
+        &self,
+        prefix: &str,
+        mapper: impl Fn(&K, V) -> Option<V2> + Send + Sync + 'static,
+    ) -> KTable<K, V2> {
+        let mapper: TableMapper<K, V, V2> = Arc::new(mapper);
+        let node = self
+            .graph
+            .borrow_mut()
+            .add_processor(prefix, &[self.node], Vec::new(), {
+                let mapper = mapper.clone();
+                move |_, out| {
+                    Ok(TableMapNode {
+                        mapper: mapper.clone(),
+                        out,
+                    })
+                }
+            });
         let parent = self.getter.clone();
-        let getter: GetterFactory<K, V2> = Arc::new(move |task| {
+        let getter: GetterFactory<K, V2> = Arc::new(move |task: &mut TaskBuilder<'_>| {
             Ok(Rc::new(MappedGetter {
                 parent: parent(task)?,
                 mapper: mapper.clone(),
@@ -84,7 +93,7 @@ impl<K: Data, V: Data> KTable<K, V> {
     /// Keeps the rows for which `predicate` holds; a row that stops matching
     /// is deleted downstream.
     pub fn filter(&self, predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> KTable<K, V> {
-        self.map_table("KTABLE-FILTER", Arc::new(move |k, v| predicate(k, &v).then_some(v)))
+        self.map_table("KTABLE-FILTER", move |k, v| predicate(k, &v).then_some(v))
     }
 
     /// Drops the rows for which `predicate` holds.
@@ -94,7 +103,7 @@ impl<K: Data, V: Data> KTable<K, V> {
 
     /// Maps every row's value.
     pub fn map_values<V2: Data>(&self, mapper: impl Fn(V) -> V2 + Send + Sync + 'static) -> KTable<K, V2> {
-        self.map_table("KTABLE-MAPVALUES", Arc::new(move |_, v| Some(mapper(v))))
+        self.map_table("KTABLE-MAPVALUES", move |_, v| Some(mapper(v)))
     }
 
     /// The table's updates as a stream: `Some(value)` for an upsert, `None`
@@ -103,7 +112,9 @@ impl<K: Data, V: Data> KTable<K, V> {
         let node = self
             .graph
             .borrow_mut()
-            .add_processor("KTABLE-TOSTREAM", &[self.node], Vec::new(), |_, out| Ok(ToStreamNode { out }));
+            .add_processor("KTABLE-TOSTREAM", &[self.node], Vec::new(), |_, out| {
+                Ok(ToStreamNode::<K, V> { out })
+            });
         KStream::new(self.graph.clone(), node, false)
     }
 
@@ -126,7 +137,7 @@ impl<K: Data, V: Data> KTable<K, V> {
         other: &KTable<K, V2>,
         joiner: impl Fn(&V, &V2) -> R + Send + Sync + 'static,
     ) -> KTable<K, R> {
-        self.table_join(other, "KTABLE-JOIN", Arc::new(move |a, b| Some(joiner(a?, b?))))
+        self.table_join(other, "KTABLE-JOIN", move |a, b| Some(joiner(a?, b?)))
     }
 
     /// Left join: a row for each key of this table, joined with the other's
@@ -136,7 +147,7 @@ impl<K: Data, V: Data> KTable<K, V> {
         other: &KTable<K, V2>,
         joiner: impl Fn(&V, Option<&V2>) -> R + Send + Sync + 'static,
     ) -> KTable<K, R> {
-        self.table_join(other, "KTABLE-LEFTJOIN", Arc::new(move |a, b| Some(joiner(a?, b))))
+        self.table_join(other, "KTABLE-LEFTJOIN", move |a, b| Some(joiner(a?, b)))
     }
 
     /// Outer join: a row for each key present in either table.
@@ -145,51 +156,65 @@ impl<K: Data, V: Data> KTable<K, V> {
         other: &KTable<K, V2>,
         joiner: impl Fn(Option<&V>, Option<&V2>) -> R + Send + Sync + 'static,
     ) -> KTable<K, R> {
-        self.table_join(
-            other,
-            "KTABLE-OUTERJOIN",
-            Arc::new(move |a, b| (a.is_some() || b.is_some()).then(|| joiner(a, b))),
-        )
+        self.table_join(other, "KTABLE-OUTERJOIN", move |a, b| {
+            (a.is_some() || b.is_some()).then(|| joiner(a, b))
+        })
     }
 
     /// Both sides get a node that combines their change with the other
     /// side's current row; a merge node unites their outputs.
-    fn table_join<V2: Data, R: Data>(&self, other: &KTable<K, V2>, prefix: &str, combine: Combine<V, V2, R>) -> KTable<K, R> {
+    fn table_join<V2: Data, R: Data>(
+        &self,
+        other: &KTable<K, V2>,
+        prefix: &str,
+        combine: impl Fn(Option<&V>, Option<&V2>) -> Option<R> + Send + Sync + 'static,
+    ) -> KTable<K, R> {
+        let combine: Combine<V, V2, R> = Arc::new(combine);
         KStream::<K, V>::new(self.graph.clone(), self.node, false).check_same_builder(&other.graph, "join");
         let mut graph = self.graph.borrow_mut();
         let this_side = {
             let (combine, other_getter) = (combine.clone(), other.getter.clone());
-            graph.add_processor(&format!("{prefix}THIS"), &[self.node], other.getter_stores.clone(), move |task, out| {
-                Ok(TableJoinNode {
-                    other: other_getter(task)?,
-                    combine: combine.clone(),
-                    out,
-                })
-            })
+            graph.add_processor(
+                &format!("{prefix}THIS"),
+                &[self.node],
+                other.getter_stores.clone(),
+                move |task, out| {
+                    Ok(TableJoinNode {
+                        other: other_getter(task)?,
+                        combine: combine.clone(),
+                        out,
+                    })
+                },
+            )
         };
         let other_side = {
             let flipped: Combine<V2, V, R> = {
                 let combine = combine.clone();
-                Arc::new(move |b, a| combine(a, b))
+                Arc::new(move |b: Option<&V2>, a: Option<&V>| combine(a, b))
             };
             let this_getter = self.getter.clone();
-            graph.add_processor(&format!("{prefix}OTHER"), &[other.node], self.getter_stores.clone(), move |task, out| {
-                Ok(TableJoinNode {
-                    other: this_getter(task)?,
-                    combine: flipped.clone(),
-                    out,
-                })
-            })
+            graph.add_processor(
+                &format!("{prefix}OTHER"),
+                &[other.node],
+                self.getter_stores.clone(),
+                move |task, out| {
+                    Ok(TableJoinNode {
+                        other: this_getter(task)?,
+                        combine: flipped.clone(),
+                        out,
+                    })
+                },
+            )
         };
         let merged = graph.add_processor("KTABLE-MERGE", &[this_side, other_side], Vec::new(), |_, out| {
-            Ok(StatelessNode::<K, Change<R>, K, Change<R>> {
-                transform: Arc::new(|r, emit| emit(r)),
+            Ok(StatelessNode {
+                transform: identity::<K, Change<R>>(),
                 out,
             })
         });
         drop(graph);
         let (left, right) = (self.getter.clone(), other.getter.clone());
-        let getter: GetterFactory<K, R> = Arc::new(move |task| {
+        let getter: GetterFactory<K, R> = Arc::new(move |task: &mut TaskBuilder<'_>| {
             Ok(Rc::new(JoinGetter {
                 left: left(task)?,
                 right: right(task)?,

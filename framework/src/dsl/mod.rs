@@ -96,11 +96,10 @@ impl StreamsBuilder {
         KTable::new(self.graph.clone(), node, getter.into_factory(), vec![store])
     }
 
-    /// Compiles the topology; reports every mistake found while building it.
-    pub fn build(self) -> Result<Topology, WeirError> {
-        let graph = Rc::try_unwrap(self.graph)
-            .map_err(|_| WeirError::Other("streams and tables of this builder are still in use".into()))?;
-        graph.into_inner().build()
+    /// Compiles the topology built so far; reports every mistake found
+    /// while building it.
+    pub fn build(&self) -> Result<Topology, WeirError> {
+        self.graph.borrow().clone().build()
     }
 }
 
@@ -135,7 +134,7 @@ impl<K: 'static, V: 'static> StoreGetter<K, V> {
     }
 
     pub(crate) fn into_factory(self) -> GetterFactory<K, V> {
-        Arc::new(move |task| Ok(self.typed(task)? as GetterRef<K, V>))
+        Arc::new(move |task: &mut TaskBuilder<'_>| Ok(self.typed(task)? as GetterRef<K, V>))
     }
 }
 
@@ -225,7 +224,10 @@ pub struct Materialized<A> {
 
 impl<A> Default for Materialized<A> {
     fn default() -> Self {
-        Materialized { name: None, value: None }
+        Materialized {
+            name: None,
+            value: None,
+        }
     }
 }
 

@@ -30,8 +30,10 @@ impl<K: Clone + 'static, V, A: Clone + 'static> Processor<K, V> for StreamAggreg
         let old = self.store.get(&record.key)?;
         let new = (self.adder)(&record.key, record.value, old.clone());
         self.store.put(ctx, &record.key, Some(&new))?;
-        self.out
-            .forward(ctx, Record::new(record.key, Change::new(Some(new), old), record.timestamp))
+        self.out.forward(
+            ctx,
+            Record::new(record.key, Change::new(Some(new), old), record.timestamp),
+        )
     }
 }
 
@@ -94,7 +96,10 @@ impl<A: 'static> Serde<Counted<A>> for CountedSerde<A> {
     fn deserialize(&self, topic: &str, bytes: Option<&[u8]>) -> Result<Counted<A>, SerdeError> {
         let bytes = bytes.ok_or_else(|| SerdeError::deserialize(topic, "null aggregate"))?;
         if bytes.len() < COUNTED_PREFIX_LEN {
-            return Err(SerdeError::deserialize(topic, "aggregate shorter than its member count"));
+            return Err(SerdeError::deserialize(
+                topic,
+                "aggregate shorter than its member count",
+            ));
         }
         let (count, rest) = bytes.split_at(COUNTED_PREFIX_LEN);
         Ok(Counted {

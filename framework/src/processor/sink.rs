@@ -12,7 +12,7 @@ pub(crate) struct SinkNode<K, V> {
     pub value_serde: SerdeRef<V>,
 }
 
-impl<K, V> Processor<K, V> for SinkNode<K, V> {
+impl<K: 'static, V: 'static> Processor<K, V> for SinkNode<K, V> {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, V>) -> Result<(), WeirError> {
         let key = self.key_serde.to_bytes(&self.topic, &record.key)?;
         let value = self.value_serde.to_bytes(&self.topic, &record.value)?;

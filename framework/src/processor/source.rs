@@ -25,11 +25,17 @@ impl<K: Clone + 'static, V: Clone + 'static> SourceNode<K, V> {
         let key = self
             .key_serde
             .deserialize(topic, raw.key.as_deref())
-            .map_err(|e| SerdeError { message: format!("key: {}", e.message), ..e })?;
+            .map_err(|e| SerdeError {
+                message: format!("key: {}", e.message),
+                ..e
+            })?;
         let value = self
             .value_serde
             .deserialize(topic, raw.value.as_deref())
-            .map_err(|e| SerdeError { message: format!("value: {}", e.message), ..e })?;
+            .map_err(|e| SerdeError {
+                message: format!("value: {}", e.message),
+                ..e
+            })?;
         Ok(Record::new(key, value, raw.timestamp))
     }
 }
@@ -71,10 +77,7 @@ impl<K: Clone + 'static, V: Clone + 'static> RawSource for SourceNode<K, V> {
                     ctx.collector.send(OutputRecord {
                         topic: Arc::from(dlq.as_str()),
                         partition: None,
-                        record: RawRecord {
-                            headers,
-                            ..raw.clone()
-                        },
+                        record: RawRecord { headers, ..raw.clone() },
                     });
                     ctx.metrics.record_skip(SkipReason::DeadLettered, &source.topic);
                     Ok(())

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 /// Turns one record into zero or more, through a callback so that no
 /// intermediate collection is allocated per record.
-pub(crate) type Transform<KI, VI, KO, VO> =
-    Arc<dyn Fn(Record<KI, VI>, &mut dyn FnMut(Record<KO, VO>)) + Send + Sync>;
+pub(crate) type Transform<KI, VI, KO, VO> = Arc<dyn Fn(Record<KI, VI>, &mut dyn FnMut(Record<KO, VO>)) + Send + Sync>;
 
 /// Every stateless stream operation is one of these with its own transform.
 pub(crate) struct StatelessNode<KI, VI, KO, VO> {
@@ -26,6 +25,11 @@ impl<KI, VI, KO: Clone + 'static, VO: Clone + 'static> Processor<KI, VI> for Sta
         });
         result
     }
+}
+
+/// The transform that passes every record on unchanged (merges, branches).
+pub(crate) fn identity<K: 'static, V: 'static>() -> Transform<K, V, K, V> {
+    Arc::new(|record: Record<K, V>, emit: &mut dyn FnMut(Record<K, V>)| emit(record))
 }
 
 pub(crate) type Predicate<K, V> = Arc<dyn Fn(&K, &V) -> bool + Send + Sync>;

@@ -18,14 +18,15 @@ pub(crate) struct TableSourceNode<K, V> {
 impl<K: Clone + 'static, V: Clone + 'static> Processor<K, Option<V>> for TableSourceNode<K, V> {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, Option<V>>) -> Result<(), WeirError> {
         let old = self.store.get(&record.key)?;
-        let change = Change::new(record.value, old);
+        let Record { key, value, timestamp } = record;
+        let change = Change::new(value, old);
         // Deleting an absent key changes nothing: no write, no downstream
         // tombstone (a Debezium delete is followed by a second tombstone).
         if change.is_noop() {
             return Ok(());
         }
-        self.store.put(ctx, &record.key, change.new.as_ref())?;
-        self.out.forward(ctx, record.with_value(change))
+        self.store.put(ctx, &key, change.new.as_ref())?;
+        self.out.forward(ctx, Record::new(key, change, timestamp))
     }
 }
 

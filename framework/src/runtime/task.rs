@@ -7,8 +7,8 @@ use crate::processor::source::RawSource;
 use crate::processor::{ProcessorContext, RecordCollector};
 use crate::record::{OutputRecord, RawRecord, SourceMetadata};
 use crate::serde::SerdeRef;
-use crate::state::{StoreHandle, StoreSupplier, TypedStore};
 use crate::state::handle::Changelog;
+use crate::state::{StoreHandle, StoreSupplier, TypedStore};
 use crate::topology::{changelog_topic, NodeFactory, TopicRef, Topology};
 use std::any::Any;
 use std::cell::RefCell;
@@ -61,7 +61,7 @@ impl TaskBuilder<'_> {
         Ok(handle)
     }
 
-    pub(crate) fn typed_store<K, V>(
+    pub(crate) fn typed_store<K: 'static, V: 'static>(
         &mut self,
         name: &str,
         key_serde: SerdeRef<K>,

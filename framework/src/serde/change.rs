@@ -16,7 +16,7 @@ pub(crate) struct ChangeSerde<V> {
     inner: SerdeRef<V>,
 }
 
-impl<V> ChangeSerde<V> {
+impl<V: 'static> ChangeSerde<V> {
     pub(crate) fn new(inner: SerdeRef<V>) -> Self {
         ChangeSerde { inner }
     }

@@ -119,8 +119,7 @@ impl Serde<String> for Utf8 {
 
     fn deserialize(&self, topic: &str, bytes: Option<&[u8]>) -> Result<String, SerdeError> {
         let bytes = bytes.ok_or_else(|| null_error(topic, "string"))?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|e| SerdeError::deserialize(topic, format!("invalid UTF-8: {e}")))
+        String::from_utf8(bytes.to_vec()).map_err(|e| SerdeError::deserialize(topic, format!("invalid UTF-8: {e}")))
     }
 }
 
@@ -135,9 +134,7 @@ impl Serde<Vec<u8>> for Bytes {
     }
 
     fn deserialize(&self, topic: &str, bytes: Option<&[u8]>) -> Result<Vec<u8>, SerdeError> {
-        bytes
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| null_error(topic, "byte array"))
+        bytes.map(<[u8]>::to_vec).ok_or_else(|| null_error(topic, "byte array"))
     }
 }
 
@@ -153,9 +150,9 @@ impl Serde<i64> for I64 {
 
     fn deserialize(&self, topic: &str, bytes: Option<&[u8]>) -> Result<i64, SerdeError> {
         let bytes = bytes.ok_or_else(|| null_error(topic, "64-bit integer"))?;
-        let array: [u8; 8] = bytes.try_into().map_err(|_| {
-            SerdeError::deserialize(topic, format!("expected 8 bytes, got {}", bytes.len()))
-        })?;
+        let array: [u8; 8] = bytes
+            .try_into()
+            .map_err(|_| SerdeError::deserialize(topic, format!("expected 8 bytes, got {}", bytes.len())))?;
         Ok(i64::from_be_bytes(array))
     }
 }
@@ -212,7 +209,11 @@ mod tests {
 
     #[test]
     fn primitive_serdes_round_trip_and_reject_bad_input() {
-        assert_eq!(I64.deserialize("t", Some(&I64.to_bytes("t", &-5).unwrap().unwrap())).unwrap(), -5);
+        assert_eq!(
+            I64.deserialize("t", Some(&I64.to_bytes("t", &-5).unwrap().unwrap()))
+                .unwrap(),
+            -5
+        );
         assert!(I64.deserialize("t", Some(b"abc")).is_err());
         assert!(Utf8.deserialize("t", Some(&[0xff, 0xfe])).is_err());
         assert!(Utf8.deserialize("t", None).is_err());

@@ -79,7 +79,7 @@ pub(crate) struct TypedStore<K, V> {
     buffers: RefCell<(Vec<u8>, Vec<u8>)>,
 }
 
-impl<K, V> TypedStore<K, V> {
+impl<K: 'static, V: 'static> TypedStore<K, V> {
     pub(crate) fn new(handle: Rc<RefCell<StoreHandle>>, key_serde: SerdeRef<K>, value_serde: SerdeRef<V>) -> Self {
         let serde_topic = {
             let h = handle.borrow();
@@ -98,7 +98,10 @@ impl<K, V> TypedStore<K, V> {
         out.clear();
         match self.key_serde.serialize(&self.serde_topic, key, out)? {
             Encoded::Bytes => Ok(()),
-            Encoded::Null => Err(SerdeError::serialize(&self.serde_topic, "a store key must not serialize to null")),
+            Encoded::Null => Err(SerdeError::serialize(
+                &self.serde_topic,
+                "a store key must not serialize to null",
+            )),
         }
     }
 
@@ -123,7 +126,9 @@ impl<K, V> TypedStore<K, V> {
             Some(value) => {
                 value_buf.clear();
                 if self.value_serde.serialize(&self.serde_topic, value, value_buf)? == Encoded::Null {
-                    return Err(SerdeError::serialize(&self.serde_topic, "a store value must not serialize to null").into());
+                    return Err(
+                        SerdeError::serialize(&self.serde_topic, "a store value must not serialize to null").into(),
+                    );
                 }
                 Some(value_buf.as_slice())
             }
@@ -133,7 +138,7 @@ impl<K, V> TypedStore<K, V> {
     }
 }
 
-impl<K, V> ValueGetter<K, V> for TypedStore<K, V> {
+impl<K: 'static, V: 'static> ValueGetter<K, V> for TypedStore<K, V> {
     fn get(&self, key: &K) -> Result<Option<V>, WeirError> {
         TypedStore::get(self, key)
     }

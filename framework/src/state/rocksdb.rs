@@ -132,9 +132,7 @@ impl KeyValueStore for RocksDbStore {
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        self.db
-            .delete_opt(key, &self.write_options)
-            .map_err(|e| self.error(e))
+        self.db.delete_opt(key, &self.write_options).map_err(|e| self.error(e))
     }
 
     fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
@@ -169,7 +167,10 @@ mod tests {
         let store = stores.open("1_2", "s").unwrap();
         let mut seen = Vec::new();
         store.for_each(&mut |k, v| seen.push((k.to_vec(), v.to_vec()))).unwrap();
-        assert_eq!(seen, vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]);
+        assert_eq!(
+            seen,
+            vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]
+        );
         assert!(dir.path().join("1_2").join("s").exists());
     }
 }

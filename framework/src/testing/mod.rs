@@ -136,7 +136,6 @@ impl<K, V> TestRecord<K, V> {
 
 struct LoggedRecord {
     partition: i32,
-    offset: i64,
     record: RawRecord,
 }
 
@@ -198,7 +197,8 @@ impl TopologyTestDriver {
         let (supplier, state_dir): (Box<dyn StoreSupplier>, _) = match config.stores {
             TestStores::InMemory => (Box::new(InMemoryStores), None),
             TestStores::RocksDb(rocks) => {
-                let dir = tempfile::tempdir().map_err(|e| WeirError::Other(format!("cannot create a state directory: {e}")))?;
+                let dir = tempfile::tempdir()
+                    .map_err(|e| WeirError::Other(format!("cannot create a state directory: {e}")))?;
                 (Box::new(RocksDbStores::new(dir.path().join(&app), rocks)), Some(dir))
             }
         };
@@ -345,7 +345,9 @@ fn subtopology_partitions(topology: &Topology, config: &TestDriverConfig) -> Res
             let mut inputs = Vec::new();
             for topic in &sub.source_topics {
                 let count = match topic {
-                    TopicRef::External(name) => Some(*config.partitions.get(name).unwrap_or(&config.default_partitions)),
+                    TopicRef::External(name) => {
+                        Some(*config.partitions.get(name).unwrap_or(&config.default_partitions))
+                    }
                     TopicRef::Repartition(_) => subs
                         .iter()
                         .find(|s| s.sink_topics.contains(topic))
@@ -385,7 +387,12 @@ impl DriverState {
 
     /// Appends to a topic's log, choosing the partition like Kafka's
     /// default partitioner; returns where the record landed.
-    fn append(&mut self, topic: &str, partition: Option<i32>, record: RawRecord) -> Result<(i32, i64, usize), WeirError> {
+    fn append(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        record: RawRecord,
+    ) -> Result<(i32, i64, usize), WeirError> {
         let count = self.partition_count(topic);
         let log = self.logs.entry(topic.to_string()).or_default();
         if log.next_offsets.is_empty() {
@@ -394,7 +401,9 @@ impl DriverState {
         let partition = match (partition, &record.key) {
             (Some(p), _) if (0..count).contains(&p) => p,
             (Some(p), _) => {
-                return Err(WeirError::Config(format!("topic '{topic}' has {count} partitions; there is no partition {p}")))
+                return Err(WeirError::Config(format!(
+                    "topic '{topic}' has {count} partitions; there is no partition {p}"
+                )))
             }
             (None, Some(key)) => partition_for_key(key, count),
             (None, None) => {
@@ -404,11 +413,7 @@ impl DriverState {
         };
         let offset = log.next_offsets[partition as usize];
         log.next_offsets[partition as usize] += 1;
-        log.records.push(LoggedRecord {
-            partition,
-            offset,
-            record,
-        });
+        log.records.push(LoggedRecord { partition, record });
         Ok((partition, offset, log.records.len() - 1))
     }
 
@@ -425,9 +430,17 @@ impl DriverState {
                 partition,
             };
             let record = self.logs[&topic].records[index].record.clone();
-            let task = self.tasks.get_mut(&task_id).expect("a task per sub-topology and partition");
+            let task = self
+                .tasks
+                .get_mut(&task_id)
+                .expect("a task per sub-topology and partition");
             task.process(&topic, offset, &record)?;
-            for OutputRecord { topic, partition, record } in task.drain_output() {
+            for OutputRecord {
+                topic,
+                partition,
+                record,
+            } in task.drain_output()
+            {
                 let (partition, offset, index) = self.append(&topic, partition, record)?;
                 if self.routes.contains_key(&*topic) {
                     queue.push_back((topic.to_string(), partition, offset, index));
@@ -446,7 +459,7 @@ pub struct TestInputTopic<K, V> {
     value_serde: SerdeRef<V>,
 }
 
-impl<K, V> TestInputTopic<K, V> {
+impl<K: 'static, V: 'static> TestInputTopic<K, V> {
     /// Writes `value` under `key` at timestamp 0.
     pub fn pipe(&self, key: K, value: V) -> Result<(), WeirError> {
         self.pipe_record(TestRecord::new(key, Some(value)))
@@ -495,7 +508,7 @@ pub struct TestOutputTopic<K, V> {
     position: Cell<usize>,
 }
 
-impl<K, V> TestOutputTopic<K, V> {
+impl<K: 'static, V: 'static> TestOutputTopic<K, V> {
     /// The records written since the last read.
     pub fn read_records(&self) -> Result<Vec<TestRecord<K, V>>, WeirError> {
         let state = self.state.borrow();

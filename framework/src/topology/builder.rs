@@ -15,8 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
-type SourceFactory =
-    dyn Fn(&mut TaskBuilder<'_>, &[&dyn Any]) -> Result<Box<dyn RawSource>, WeirError> + Send + Sync;
+type SourceFactory = dyn Fn(&mut TaskBuilder<'_>, &[&dyn Any]) -> Result<Box<dyn RawSource>, WeirError> + Send + Sync;
 type ProcessorFactory = dyn Fn(&mut TaskBuilder<'_>, &[&dyn Any]) -> Result<Box<dyn Any>, WeirError> + Send + Sync;
 
 /// Creates a node's instance for one task, given its children's instances
@@ -28,7 +27,7 @@ pub(crate) enum NodeFactory {
     Processor(Arc<ProcessorFactory>),
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct TopologyBuilder {
     nodes: Vec<NodeDef>,
     stores: BTreeMap<String, StoreDef>,
@@ -58,16 +57,17 @@ impl TopologyBuilder {
             self.error(format!("store name '{name}' is used twice; store names must be unique"));
             return;
         }
-        self.stores.insert(
-            name.to_string(),
-            StoreDef {
-                name: name.to_string(),
-                layout,
-            },
-        );
+        self.stores.insert(name.to_string(), StoreDef { layout });
     }
 
-    fn push(&mut self, name: String, kind: NodeKind, parents: &[usize], stores: Vec<String>, factory: NodeFactory) -> usize {
+    fn push(
+        &mut self,
+        name: String,
+        kind: NodeKind,
+        parents: &[usize],
+        stores: Vec<String>,
+        factory: NodeFactory,
+    ) -> usize {
         self.nodes.push(NodeDef {
             name,
             kind,
@@ -127,7 +127,10 @@ impl TopologyBuilder {
         let id = self.push(name, NodeKind::Processor, parents, stores, factory);
         for &parent in parents {
             if matches!(self.nodes[parent].kind, NodeKind::Sink { .. }) {
-                self.error(format!("{} cannot follow the sink {}", self.nodes[id].name, self.nodes[parent].name));
+                self.error(format!(
+                    "{} cannot follow the sink {}",
+                    self.nodes[id].name, self.nodes[parent].name
+                ));
             }
         }
         id
@@ -211,7 +214,7 @@ fn group_subtopologies(nodes: &[NodeDef]) -> Vec<SubTopology> {
         }
         n
     }
-    let mut union = |group: &mut Vec<usize>, a: usize, b: usize| {
+    let union = |group: &mut Vec<usize>, a: usize, b: usize| {
         let (ra, rb) = (root(group, a), root(group, b));
         group[ra.max(rb)] = ra.min(rb);
     };

@@ -26,8 +26,15 @@ impl TopologyDescription {
                     NodeKind::Source { topic } => {
                         writeln!(text, "    Source: {} (topics: [{}])", node.name, topic.resolve(APP))
                     }
-                    NodeKind::Processor => writeln!(text, "    Processor: {} (stores: [{}])", node.name, node.stores.join(", ")),
-                    NodeKind::Sink { topic } => writeln!(text, "    Sink: {} (topic: {})", node.name, topic.resolve(APP)),
+                    NodeKind::Processor => writeln!(
+                        text,
+                        "    Processor: {} (stores: [{}])",
+                        node.name,
+                        node.stores.join(", ")
+                    ),
+                    NodeKind::Sink { topic } => {
+                        writeln!(text, "    Sink: {} (topic: {})", node.name, topic.resolve(APP))
+                    }
                 };
                 let children: Vec<&str> = sub
                     .nodes

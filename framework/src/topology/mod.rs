@@ -51,6 +51,7 @@ pub(crate) enum NodeKind {
     Sink { topic: TopicRef },
 }
 
+#[derive(Clone)]
 pub(crate) struct NodeDef {
     pub name: String,
     pub kind: NodeKind,
@@ -71,7 +72,6 @@ pub(crate) enum StoreLayout {
 
 #[derive(Debug, Clone)]
 pub(crate) struct StoreDef {
-    pub name: String,
     pub layout: StoreLayout,
 }
 
@@ -123,10 +123,7 @@ impl Topology {
 
     /// The sub-topology that reads `topic`, if any.
     pub fn subtopology_of_source(&self, topic: &TopicRef) -> Option<&SubTopology> {
-        self.def
-            .subtopologies
-            .iter()
-            .find(|s| s.source_topics.contains(topic))
+        self.def.subtopologies.iter().find(|s| s.source_topics.contains(topic))
     }
 
     pub(crate) fn store_layout(&self, store: &str) -> Option<StoreLayout> {
