@@ -32,6 +32,12 @@ impl SkipReason {
     }
 }
 
+/// The exported counter of records processed from one topic; tasks look it
+/// up once per source, not per record.
+pub(crate) fn processed_counter(topic: &str) -> metrics::Counter {
+    metrics::counter!(RECORDS_PROCESSED, "topic" => topic.to_string())
+}
+
 /// Counters of one task.
 #[derive(Debug, Default, Clone)]
 pub struct TaskMetrics {
@@ -40,11 +46,6 @@ pub struct TaskMetrics {
 }
 
 impl TaskMetrics {
-    pub(crate) fn record_processed(&mut self, topic: &Arc<str>) {
-        self.processed += 1;
-        metrics::counter!(RECORDS_PROCESSED, "topic" => topic.to_string()).increment(1);
-    }
-
     pub(crate) fn record_skip(&mut self, reason: SkipReason, topic: &Arc<str>) {
         *self.skipped.entry((reason, topic.clone())).or_default() += 1;
         metrics::counter!(RECORDS_SKIPPED, "reason" => reason.as_str(), "topic" => topic.to_string()).increment(1);

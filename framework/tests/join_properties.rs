@@ -9,8 +9,8 @@ use common::backends;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use weir::serde::{Json, Utf8, I64};
-use weir::testing::TestStores;
-use weir::{Consumed, Grouped, Materialized, Produced, StreamsBuilder};
+use weir::testing::{TestInputTopic, TestStores};
+use weir::{Consumed, Grouped, KTable, Materialized, Produced, StreamsBuilder};
 
 const PARTITIONS: i32 = 3;
 
@@ -51,44 +51,49 @@ fn reference_row(kind: JoinKind, left: Option<u8>, right: Option<u8>) -> Option<
     }
 }
 
-fn check_table_join(kind: JoinKind, stores: TestStores, updates: &[Update]) -> Result<(), TestCaseError> {
-    let builder = StreamsBuilder::new();
+/// `left` ⋈ `right` with the join kind; the joined value shows both sides.
+fn join_tables(builder: &StreamsBuilder, kind: JoinKind) -> KTable<String, Joined> {
     let left = builder.table("left", Consumed::with(Utf8, Json::<u8>::new()));
     let right = builder.table("right", Consumed::with(Utf8, Json::<u8>::new()));
-    let joined = match kind {
+    match kind {
         JoinKind::Inner => left.join(&right, |l, r| (Some(*l), Some(*r))),
         JoinKind::Left => left.left_join(&right, |l, r| (Some(*l), r.copied())),
         JoinKind::Outer => left.outer_join(&right, |l, r| (l.copied(), r.copied())),
-    };
+    }
+}
+
+/// Pipes an update into its side's topic and applies it to the reference state.
+fn pipe_update(inputs: &[TestInputTopic<String, u8>; 2], state: &mut [BTreeMap<String, u8>; 2], update: &Update) {
+    let side = usize::from(!update.left);
+    let key = format!("k{}", update.key);
+    match update.value {
+        Some(v) => {
+            inputs[side].pipe(key.clone(), v).unwrap();
+            state[side].insert(key, v);
+        }
+        None => {
+            inputs[side].pipe_tombstone(key.clone()).unwrap();
+            state[side].remove(&key);
+        }
+    }
+}
+
+fn check_table_join(kind: JoinKind, stores: TestStores, updates: &[Update]) -> Result<(), TestCaseError> {
+    let builder = StreamsBuilder::new();
+    let joined = join_tables(&builder, kind);
     joined.to("out", Produced::with(Utf8, Json::new()));
     let driver = common::driver(builder.build().unwrap(), stores, PARTITIONS);
     let inputs = [
         driver.input_topic("left", Utf8, Json::<u8>::new()),
         driver.input_topic("right", Utf8, Json::<u8>::new()),
     ];
+    let mut state: [BTreeMap<String, u8>; 2] = Default::default();
     let output = driver.output_topic("out", Utf8, Json::<Joined>::new());
 
-    let mut state: [BTreeMap<String, u8>; 2] = Default::default();
     let mut view: HashMap<String, Joined> = HashMap::new();
     for update in updates {
-        let side = usize::from(!update.left);
-        let key = format!("k{}", update.key);
-        match update.value {
-            Some(v) => {
-                inputs[side].pipe(key.clone(), v).unwrap();
-                state[side].insert(key, v);
-            }
-            None => {
-                inputs[side].pipe_tombstone(key.clone()).unwrap();
-                state[side].remove(&key);
-            }
-        }
-        for (k, v) in output.read_key_values().unwrap() {
-            match v {
-                Some(v) => view.insert(k, v),
-                None => view.remove(&k),
-            };
-        }
+        pipe_update(&inputs, &mut state, update);
+        apply(&mut view, output.read_key_values().unwrap());
         let expected: HashMap<String, Joined> = state[0]
             .keys()
             .chain(state[1].keys())
@@ -225,6 +230,48 @@ fn check_table_aggregation(stores: TestStores, updates: &[Update]) -> Result<(),
     Ok(())
 }
 
+/// A table aggregation over a join result: the join's old values must be
+/// right too, or the subtraction of a replaced joined row goes wrong.
+fn check_aggregation_over_join(kind: JoinKind, stores: TestStores, updates: &[Update]) -> Result<(), TestCaseError> {
+    let builder = StreamsBuilder::new();
+    let joined = join_tables(&builder, kind);
+    joined
+        .group_by(
+            |_, row: &Joined| (format!("{:?}", row.1), i64::from(row.0.unwrap_or(0))),
+            Grouped::with(Utf8, Json::new()),
+        )
+        .aggregate(
+            || 0i64,
+            |_, v, sum| sum + v,
+            |_, v, sum| sum - v,
+            Materialized::with(Json::new()),
+        )
+        .to("sums", Produced::with(Utf8, Json::new()));
+    let driver = common::driver(builder.build().unwrap(), stores, PARTITIONS);
+    let inputs = [
+        driver.input_topic("left", Utf8, Json::<u8>::new()),
+        driver.input_topic("right", Utf8, Json::<u8>::new()),
+    ];
+    let mut state: [BTreeMap<String, u8>; 2] = Default::default();
+    let output = driver.output_topic("sums", Utf8, Json::<i64>::new());
+    let mut view = HashMap::new();
+    for update in updates {
+        pipe_update(&inputs, &mut state, update);
+        apply(&mut view, output.read_key_values().unwrap());
+        let mut expected = HashMap::new();
+        for k in state[0]
+            .keys()
+            .chain(state[1].keys().filter(|k| !state[0].contains_key(*k)))
+        {
+            if let Some(row) = reference_row(kind, state[0].get(k).copied(), state[1].get(k).copied()) {
+                *expected.entry(format!("{:?}", row.1)).or_insert(0i64) += i64::from(row.0.unwrap_or(0));
+            }
+        }
+        prop_assert_eq!(&view, &expected, "after {:?}", update);
+    }
+    Ok(())
+}
+
 fn apply<V>(view: &mut HashMap<String, V>, updates: Vec<(String, Option<V>)>) {
     for (k, v) in updates {
         match v {
@@ -269,6 +316,15 @@ proptest! {
     fn stream_table_left_join_matches_the_reference(events in events()) {
         for stores in backends() {
             check_stream_table_join(true, stores, &events)?;
+        }
+    }
+
+    #[test]
+    fn aggregations_over_each_join_kind_match_the_reference(updates in updates()) {
+        for stores in backends() {
+            for kind in [JoinKind::Inner, JoinKind::Left, JoinKind::Outer] {
+                check_aggregation_over_join(kind, stores, &updates)?;
+            }
         }
     }
 

@@ -139,37 +139,30 @@ fn inner_join_emits_while_both_sides_exist_and_a_tombstone_when_one_leaves() {
 #[test]
 fn left_join_follows_the_left_side() {
     for stores in backends() {
-        let some = |v: &str| (s("1"), Some(s(v)));
-        assert_eq!(
-            table_join_outputs("left", stores),
-            vec![
-                some("ada|-"),
-                some("ada|true"),
-                some("ada|false"),
-                some("ada2|false"),
-                some("ada2|-"),
-                (s("1"), None)
-            ]
-        );
+        assert_eq!(table_join_outputs("left", stores), left_join_expected());
     }
+}
+
+/// The left side's whole life: alone, joined, updated, alone again, deleted.
+fn left_join_expected() -> Vec<(String, Option<String>)> {
+    let some = |v: &str| (s("1"), Some(s(v)));
+    vec![
+        some("ada|-"),
+        some("ada|true"),
+        some("ada|false"),
+        some("ada2|false"),
+        some("ada2|-"),
+        (s("1"), None),
+    ]
 }
 
 #[test]
 fn outer_join_emits_while_either_side_exists() {
     for stores in backends() {
-        let some = |v: &str| (s("1"), Some(s(v)));
-        assert_eq!(
-            table_join_outputs("outer", stores),
-            vec![
-                some("ada|-"),
-                some("ada|true"),
-                some("ada|false"),
-                some("ada2|false"),
-                some("ada2|-"),
-                (s("1"), None),
-                (s("2"), Some(s("-|true")))
-            ]
-        );
+        // The left join's outputs, then the right-only row.
+        let mut expected = left_join_expected();
+        expected.push((s("2"), Some(s("-|true"))));
+        assert_eq!(table_join_outputs("outer", stores), expected);
     }
 }
 

@@ -1,7 +1,7 @@
 //! `KStream`: an unbounded sequence of records, each an independent event.
 
 use super::{Data, Graph, Grouped, KGroupedStream, KTable, Produced, Repartitioned};
-use crate::processor::join::StreamTableJoinNode;
+use crate::processor::join::{StreamJoiner, StreamTableJoinNode};
 use crate::processor::stream::{identity, Predicate, SplitNode, StatelessNode, Transform};
 use crate::record::Record;
 use crate::topology::TopicRef;
@@ -227,7 +227,7 @@ impl<K: Data, V: Data> KStream<K, V> {
         prefix: &str,
         join: impl Fn(&V, Option<&TV>) -> Option<R> + Send + Sync + 'static,
     ) -> KStream<K, R> {
-        let join: Arc<dyn Fn(&V, Option<&TV>) -> Option<R> + Send + Sync> = Arc::new(join);
+        let join: StreamJoiner<V, TV, R> = Arc::new(join);
         self.check_same_builder(&table.graph, "join");
         let getter = table.getter.clone();
         let mut graph = self.graph.borrow_mut();

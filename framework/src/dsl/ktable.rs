@@ -1,7 +1,7 @@
 //! `KTable`: the latest value per key, as a changelog of updates.
 
 use super::{Data, GetterFactory, Graph, Grouped, KGroupedTable, KStream, Produced};
-use crate::processor::aggregate::TableGroupByNode;
+use crate::processor::aggregate::{Selector, TableGroupByNode};
 use crate::processor::join::{Combine, JoinGetter, TableJoinNode};
 use crate::processor::stream::{identity, StatelessNode};
 use crate::processor::table::{MappedGetter, TableMapNode, TableMapper, ToStreamNode};
@@ -235,7 +235,7 @@ impl<K: Data, V: Data> KTable<K, V> {
         selector: impl Fn(&K, &V) -> (K2, V2) + Send + Sync + 'static,
         grouped: Grouped<K2, V2>,
     ) -> KGroupedTable<K2, V2> {
-        let selector: Arc<dyn Fn(&K, &V) -> (K2, V2) + Send + Sync> = Arc::new(selector);
+        let selector: Selector<K, V, K2, V2> = Arc::new(selector);
         let node = self
             .graph
             .borrow_mut()

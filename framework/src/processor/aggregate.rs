@@ -37,11 +37,14 @@ impl<K: Clone + 'static, V, A: Clone + 'static> Processor<K, V> for StreamAggreg
     }
 }
 
+/// Picks a table row's group and the value it contributes.
+pub(crate) type Selector<K, V, K2, V2> = Arc<dyn Fn(&K, &V) -> (K2, V2) + Send + Sync>;
+
 /// Re-keys a table's changes for a table `group_by`. When the new group
 /// differs from the old one, the old value goes out as a subtraction for the
 /// old group first, then the new value as an addition for the new group.
 pub(crate) struct TableGroupByNode<K, V, K2, V2> {
-    pub selector: Arc<dyn Fn(&K, &V) -> (K2, V2) + Send + Sync>,
+    pub selector: Selector<K, V, K2, V2>,
     pub out: Forwarder<K2, Change<V2>>,
 }
 

@@ -53,11 +53,15 @@ impl<K, A, B, R> ValueGetter<K, R> for JoinGetter<K, A, B, R> {
     }
 }
 
+/// Joins a stream value with the table row for its key, if any; `None`
+/// drops the record (an inner join without a row).
+pub(crate) type StreamJoiner<V, TV, R> = Arc<dyn Fn(&V, Option<&TV>) -> Option<R> + Send + Sync>;
+
 /// Looks up each stream record's key in a table; only stream records trigger
 /// output. `join` returns `None` when an inner join finds no table row.
 pub(crate) struct StreamTableJoinNode<K, V, TV, R> {
     pub table: GetterRef<K, TV>,
-    pub join: Arc<dyn Fn(&V, Option<&TV>) -> Option<R> + Send + Sync>,
+    pub join: StreamJoiner<V, TV, R>,
     pub out: Forwarder<K, R>,
 }
 

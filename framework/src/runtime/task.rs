@@ -79,12 +79,18 @@ impl TaskBuilder<'_> {
     }
 }
 
+/// A source topic of a task: its node and its exported counter.
+struct Source {
+    topic: Arc<str>,
+    node: Box<dyn RawSource>,
+    processed: metrics::Counter,
+}
+
 /// One sub-topology running on one partition: it owns its processor
 /// instances and its store partitions.
 pub struct Task {
     id: TaskId,
-    /// Source topic → (its shared name, its source node).
-    sources: HashMap<Arc<str>, (Arc<str>, Box<dyn RawSource>)>,
+    sources: HashMap<Arc<str>, Source>,
     stores: BTreeMap<String, Rc<RefCell<StoreHandle>>>,
     collector: RecordCollector,
     metrics: TaskMetrics,
@@ -121,7 +127,15 @@ impl Task {
                         unreachable!("a source factory belongs to a source node")
                     };
                     let topic = builder.topic(topic);
-                    sources.insert(topic.clone(), (topic, source));
+                    let processed = crate::metrics::processed_counter(&topic);
+                    sources.insert(
+                        topic.clone(),
+                        Source {
+                            topic,
+                            node: source,
+                            processed,
+                        },
+                    );
                 }
                 NodeFactory::Processor(make) => {
                     let instance = make(&mut builder, &children)?;
@@ -149,14 +163,14 @@ impl Task {
 
     /// Processes one input record of `topic` (at `offset` of this task's partition).
     pub fn process(&mut self, topic: &str, offset: i64, record: &RawRecord) -> Result<(), WeirError> {
-        let (topic, source) = self
+        let source = self
             .sources
             .get_mut(topic)
             .ok_or_else(|| WeirError::Other(format!("task {} does not read topic '{topic}'", self.id)))?;
-        let topic = topic.clone();
-        self.metrics.record_processed(&topic);
+        source.processed.increment(1);
+        self.metrics.processed += 1;
         let metadata = SourceMetadata {
-            topic,
+            topic: source.topic.clone(),
             partition: self.id.partition,
             offset,
         };
@@ -166,7 +180,7 @@ impl Task {
             collector: &mut self.collector,
             metrics: &mut self.metrics,
         };
-        source.process_raw(&mut ctx, record).map_err(|cause| match cause {
+        source.node.process_raw(&mut ctx, record).map_err(|cause| match cause {
             located @ WeirError::Processing { .. } => located,
             cause => WeirError::Processing {
                 topic: metadata.topic.to_string(),
