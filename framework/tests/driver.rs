@@ -40,6 +40,38 @@ fn a_bad_record_stops_processing_by_default_with_its_location() {
 }
 
 #[test]
+fn a_failed_record_leaks_no_output_into_the_next_one() {
+    let builder = StreamsBuilder::new();
+    // The sink's serde fails on one value, after the first sink has written.
+    struct FailsOnSeven;
+    impl weir::serde::Serde<i64> for FailsOnSeven {
+        fn serialize(
+            &self,
+            t: &str,
+            v: &i64,
+            out: &mut Vec<u8>,
+        ) -> Result<weir::serde::Encoded, weir::error::SerdeError> {
+            if *v == 7 {
+                return Err(weir::error::SerdeError::serialize(t, "seven"));
+            }
+            I64.serialize(t, v, out)
+        }
+        fn deserialize(&self, t: &str, b: Option<&[u8]>) -> Result<i64, weir::error::SerdeError> {
+            I64.deserialize(t, b)
+        }
+    }
+    let stream = builder.stream("in", Consumed::with(Utf8, I64));
+    stream.to("first", Produced::with(Utf8, I64));
+    stream.to("second", Produced::with(Utf8, FailsOnSeven));
+    let driver = TopologyTestDriver::new(builder.build().unwrap()).unwrap();
+    let input = driver.input_topic("in", Utf8, I64);
+    assert!(input.pipe(s("a"), 7).is_err());
+    input.pipe(s("b"), 1).unwrap();
+    let first = driver.output_topic("first", Utf8, I64).read_key_values().unwrap();
+    assert_eq!(first, vec![(s("b"), Some(1))]);
+}
+
+#[test]
 fn log_and_continue_skips_and_counts() {
     let driver = passthrough(Some(ErrorHandler::LogAndContinue));
     let raw = driver.input_topic("in", Utf8, Bytes);

@@ -9,7 +9,7 @@ use crate::record::{OutputRecord, RawRecord, SourceMetadata};
 use crate::serde::SerdeRef;
 use crate::state::handle::Changelog;
 use crate::state::{StoreHandle, StoreSupplier, TypedStore};
-use crate::topology::{changelog_topic, NodeFactory, TopicRef, Topology};
+use crate::topology::{changelog_topic, NodeFactory, NodeKind, TopicRef, Topology};
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -123,8 +123,11 @@ impl Task {
             match &node.factory {
                 NodeFactory::Source(make) => {
                     let source = make(&mut builder, &children)?;
-                    let crate::topology::NodeKind::Source { topic } = &node.kind else {
-                        unreachable!("a source factory belongs to a source node")
+                    let NodeKind::Source { topic } = &node.kind else {
+                        return Err(WeirError::Other(format!(
+                            "{} has a source factory but is no source",
+                            node.name
+                        )));
                     };
                     let topic = builder.topic(topic);
                     let processed = crate::metrics::processed_counter(&topic);

@@ -434,7 +434,12 @@ impl DriverState {
                 .tasks
                 .get_mut(&task_id)
                 .expect("a task per sub-topology and partition");
-            task.process(&topic, offset, &record)?;
+            if let Err(error) = task.process(&topic, offset, &record) {
+                // What the failed record produced before failing is not sent,
+                // as a runtime would not commit it.
+                task.drain_output();
+                return Err(error);
+            }
             for OutputRecord {
                 topic,
                 partition,
