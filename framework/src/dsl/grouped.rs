@@ -1,6 +1,6 @@
 //! Grouped streams and tables, and their aggregations.
 
-use super::{store_getter, Data, Graph, Grouped, KStream, KTable, Materialized, MissingSerde};
+use super::{required_serde, store_getter, Data, Graph, Grouped, KStream, KTable, Materialized};
 use crate::processor::aggregate::{Adder, Counted, CountedSerde, StreamAggregateNode, Subtractor, TableAggregateNode};
 use crate::processor::table::MappedGetter;
 use crate::processor::GetterRef;
@@ -67,13 +67,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         adder: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
         materialized: Materialized<A>,
     ) -> KTable<K, A> {
-        let value = materialized.value.unwrap_or_else(|| {
-            self.stream
-                .graph
-                .borrow_mut()
-                .error("aggregate needs the aggregate's serde: pass Materialized::with(serde)".to_string());
-            Arc::new(MissingSerde)
-        });
+        let value = required_serde(&self.stream.graph, materialized.value);
         self.aggregate_with(
             move |k, v, agg| adder(k, v, agg.unwrap_or_else(&init)),
             value,
@@ -172,12 +166,7 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
         subtractor: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
         materialized: Materialized<A>,
     ) -> KTable<K, A> {
-        let value = materialized.value.unwrap_or_else(|| {
-            self.graph
-                .borrow_mut()
-                .error("aggregate needs the aggregate's serde: pass Materialized::with(serde)".to_string());
-            Arc::new(MissingSerde)
-        });
+        let value = required_serde(&self.graph, materialized.value);
         self.aggregate_with(
             move |k, v, agg| adder(k, v, agg.unwrap_or_else(&init)),
             subtractor,

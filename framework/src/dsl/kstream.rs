@@ -1,12 +1,11 @@
 //! `KStream`: an unbounded sequence of records, each an independent event.
 
-use super::{Data, Graph, Grouped, KGroupedStream, KTable, Produced, Repartitioned};
+use super::{check_same_builder, Data, Graph, Grouped, KGroupedStream, KTable, Produced, Repartitioned};
 use crate::processor::join::{StreamJoiner, StreamTableJoinNode};
-use crate::processor::stream::{identity, Predicate, SplitNode, StatelessNode, Transform};
+use crate::processor::stream::{Predicate, SplitNode, StatelessNode, Transform};
 use crate::record::Record;
 use crate::topology::TopicRef;
 use std::marker::PhantomData;
-use std::rc::Rc;
 use std::sync::Arc;
 
 /// A stream of records with keys `K` and values `V`.
@@ -168,16 +167,11 @@ impl<K: Data, V: Data> KStream<K, V> {
 
     /// Interleaves this stream with another of the same types.
     pub fn merge(&self, other: &KStream<K, V>) -> KStream<K, V> {
-        self.check_same_builder(&other.graph, "merge");
-        let node =
-            self.graph
-                .borrow_mut()
-                .add_processor("KSTREAM-MERGE", &[self.node, other.node], Vec::new(), |_, out| {
-                    Ok(StatelessNode {
-                        transform: identity::<K, V>(),
-                        out,
-                    })
-                });
+        check_same_builder(&self.graph, &other.graph, "merge");
+        let node = self
+            .graph
+            .borrow_mut()
+            .add_pass_through::<K, V>("KSTREAM-MERGE", &[self.node, other.node]);
         KStream::new(self.graph.clone(), node, self.key_changed || other.key_changed)
     }
 
@@ -228,7 +222,7 @@ impl<K: Data, V: Data> KStream<K, V> {
         join: impl Fn(&V, Option<&TV>) -> Option<R> + Send + Sync + 'static,
     ) -> KStream<K, R> {
         let join: StreamJoiner<V, TV, R> = Arc::new(join);
-        self.check_same_builder(&table.graph, "join");
+        check_same_builder(&self.graph, &table.graph, "join");
         let getter = table.getter.clone();
         let mut graph = self.graph.borrow_mut();
         let node = graph.add_processor(prefix, &[self.node], table.getter_stores.clone(), move |task, out| {
@@ -262,14 +256,6 @@ impl<K: Data, V: Data> KStream<K, V> {
     /// Groups by the current key; repartitions only if the key may have changed.
     pub fn group_by_key(&self, grouped: Grouped<K, V>) -> KGroupedStream<K, V> {
         KGroupedStream::new(self.clone(), grouped, self.key_changed)
-    }
-
-    pub(crate) fn check_same_builder(&self, other: &Graph, operation: &str) {
-        if !Rc::ptr_eq(&self.graph, other) {
-            self.graph.borrow_mut().error(format!(
-                "{operation} of streams or tables from two different StreamsBuilders"
-            ));
-        }
     }
 }
 
@@ -320,12 +306,7 @@ impl<K: Data, V: Data> BranchedKStream<K, V> {
             .map(|_| {
                 let branch = graph
                     .borrow_mut()
-                    .add_processor("KSTREAM-BRANCHCHILD", &[split], Vec::new(), |_, out| {
-                        Ok(StatelessNode {
-                            transform: identity::<K, V>(),
-                            out,
-                        })
-                    });
+                    .add_pass_through::<K, V>("KSTREAM-BRANCHCHILD", &[split]);
                 KStream::new(graph.clone(), branch, key_changed)
             })
             .collect()

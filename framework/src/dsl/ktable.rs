@@ -1,9 +1,8 @@
 //! `KTable`: the latest value per key, as a changelog of updates.
 
-use super::{Data, GetterFactory, Graph, Grouped, KGroupedTable, KStream, Produced};
+use super::{check_same_builder, Data, GetterFactory, Graph, Grouped, KGroupedTable, KStream, Produced};
 use crate::processor::aggregate::{Selector, TableGroupByNode};
 use crate::processor::join::{Combine, JoinGetter, TableJoinNode};
-use crate::processor::stream::{identity, StatelessNode};
 use crate::processor::table::{MappedGetter, TableMapNode, TableMapper, ToStreamNode};
 use crate::processor::GetterRef;
 use crate::record::Change;
@@ -170,7 +169,7 @@ impl<K: Data, V: Data> KTable<K, V> {
         combine: impl Fn(Option<&V>, Option<&V2>) -> Option<R> + Send + Sync + 'static,
     ) -> KTable<K, R> {
         let combine: Combine<V, V2, R> = Arc::new(combine);
-        KStream::<K, V>::new(self.graph.clone(), self.node, false).check_same_builder(&other.graph, "join");
+        check_same_builder(&self.graph, &other.graph, "join");
         let mut graph = self.graph.borrow_mut();
         let this_side = {
             let (combine, other_getter) = (combine.clone(), other.getter.clone());
@@ -206,12 +205,7 @@ impl<K: Data, V: Data> KTable<K, V> {
                 },
             )
         };
-        let merged = graph.add_processor("KTABLE-MERGE", &[this_side, other_side], Vec::new(), |_, out| {
-            Ok(StatelessNode {
-                transform: identity::<K, Change<R>>(),
-                out,
-            })
-        });
+        let merged = graph.add_pass_through::<K, Change<R>>("KTABLE-MERGE", &[this_side, other_side]);
         drop(graph);
         let (left, right) = (self.getter.clone(), other.getter.clone());
         let getter: GetterFactory<K, R> = Arc::new(move |task: &mut TaskBuilder<'_>| {

@@ -259,6 +259,26 @@ impl<A: 'static> Materialized<A> {
     }
 }
 
+/// The aggregate's serde, which `aggregate` cannot do without: a missing one
+/// is reported by `build()`, and a stand-in that never runs takes its place.
+fn required_serde<A: 'static>(graph: &Graph, serde: Option<SerdeRef<A>>) -> SerdeRef<A> {
+    serde.unwrap_or_else(|| {
+        graph
+            .borrow_mut()
+            .error("aggregate needs the aggregate's serde: pass Materialized::with(serde)".to_string());
+        Arc::new(MissingSerde)
+    })
+}
+
+/// Records an error when two streams or tables of different builders meet.
+fn check_same_builder(graph: &Graph, other: &Graph, operation: &str) {
+    if !Rc::ptr_eq(graph, other) {
+        graph.borrow_mut().error(format!(
+            "{operation} of streams or tables from two different StreamsBuilders"
+        ));
+    }
+}
+
 /// Stands in for a serde the user did not give; `build()` fails before it
 /// could ever run.
 struct MissingSerde;

@@ -6,6 +6,7 @@ use crate::error::WeirError;
 use crate::error_handler::ErrorHandler;
 use crate::processor::sink::SinkNode;
 use crate::processor::source::{RawSource, SourceNode};
+use crate::processor::stream::{identity, StatelessNode};
 use crate::processor::{Forwarder, Processor, ProcessorRef};
 use crate::runtime::TaskBuilder;
 use crate::serde::SerdeRef;
@@ -134,6 +135,21 @@ impl TopologyBuilder {
             }
         }
         id
+    }
+
+    /// A node that passes every record of its parents on unchanged: the
+    /// meeting point of a merge, a split's branches, a join's two sides.
+    pub(crate) fn add_pass_through<K: Clone + 'static, V: Clone + 'static>(
+        &mut self,
+        prefix: &str,
+        parents: &[usize],
+    ) -> usize {
+        self.add_processor(prefix, parents, Vec::new(), |_, out| {
+            Ok(StatelessNode {
+                transform: identity::<K, V>(),
+                out,
+            })
+        })
     }
 
     /// A node that writes its input to `topic`.
