@@ -42,6 +42,14 @@ impl SerdeError {
             message: message.to_string(),
         }
     }
+
+    /// The same error with `what` (for example `key`) in front of the message.
+    pub fn prefixed(self, what: &str) -> Self {
+        SerdeError {
+            message: format!("{what}: {}", self.message),
+            ..self
+        }
+    }
 }
 
 /// A failure of a state store.

@@ -29,6 +29,7 @@
 //! );
 //! ```
 
+pub mod cdc;
 pub mod dsl;
 pub mod error;
 pub mod error_handler;

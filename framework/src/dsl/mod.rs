@@ -17,6 +17,7 @@
 //! assert_eq!(topology.subtopologies().len(), 2); // split by the repartition topic
 //! ```
 
+mod cdc;
 mod grouped;
 mod kstream;
 mod ktable;
@@ -70,20 +71,31 @@ impl StreamsBuilder {
     /// the key. The table is materialized in a store (named by
     /// [`Consumed::store`], or generated) backed by a changelog topic.
     pub fn table<K: Data, V: Data>(&self, topic: &str, consumed: Consumed<K, V>) -> KTable<K, V> {
-        let mut graph = self.graph.borrow_mut();
-        let store = consumed
-            .store
-            .unwrap_or_else(|| graph.new_name(&format!("{topic}-STATE-STORE")));
-        graph.add_store(&store, StoreLayout::Plain);
         let nullable: SerdeRef<Option<V>> = Arc::new(Nullable(consumed.value.clone()));
-        let source = graph.add_source(
+        let source = self.graph.borrow_mut().add_source(
             TopicRef::External(topic.to_string()),
             consumed.key.clone(),
             nullable,
             consumed.on_error,
         );
-        let getter = store_getter(&store, consumed.key, consumed.value);
-        let node = graph.add_processor("KTABLE-SOURCE", &[source], vec![store.clone()], {
+        self.materialize(source, topic, consumed.store, consumed.key, consumed.value)
+    }
+
+    /// Keeps the updates (`None` deletes) that `input` forwards in a store
+    /// and makes them a table.
+    fn materialize<K: Data, V: Data>(
+        &self,
+        input: usize,
+        topic: &str,
+        store: Option<String>,
+        key_serde: SerdeRef<K>,
+        value_serde: SerdeRef<V>,
+    ) -> KTable<K, V> {
+        let mut graph = self.graph.borrow_mut();
+        let store = store.unwrap_or_else(|| graph.new_name(&format!("{topic}-STATE-STORE")));
+        graph.add_store(&store, StoreLayout::Plain);
+        let getter = store_getter(&store, key_serde, value_serde);
+        let node = graph.add_processor("KTABLE-SOURCE", &[input], vec![store.clone()], {
             let getter = getter.clone();
             move |task, out| {
                 Ok(crate::processor::table::TableSourceNode {

@@ -8,6 +8,7 @@
 //! [`Change`]: crate::record::Change
 
 pub(crate) mod aggregate;
+pub(crate) mod cdc;
 pub(crate) mod join;
 pub(crate) mod sink;
 pub(crate) mod source;
@@ -44,6 +45,18 @@ pub(crate) struct ProcessorContext<'a> {
     pub source: &'a SourceMetadata,
     pub collector: &'a mut RecordCollector,
     pub metrics: &'a mut TaskMetrics,
+}
+
+impl ProcessorContext<'_> {
+    /// `cause`, naming the input record that was being processed.
+    pub(crate) fn failed_at_source(&self, cause: WeirError) -> WeirError {
+        WeirError::Processing {
+            topic: self.source.topic.to_string(),
+            partition: self.source.partition,
+            offset: self.source.offset,
+            cause: Box::new(cause),
+        }
+    }
 }
 
 /// A node that receives typed records.

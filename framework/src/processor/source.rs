@@ -1,4 +1,9 @@
 //! Source nodes: where raw records enter a task and become typed.
+//!
+//! A [`SourceNode`] runs a [`Decode`] on each raw record and applies the
+//! source's [`ErrorHandler`] to the records it cannot decode. Plain sources
+//! decode with a key and a value serde ([`SerdeDecoder`]); CDC sources
+//! decode Debezium change events (see `processor::cdc`).
 
 use super::{Forwarder, ProcessorContext};
 use crate::error::{SerdeError, WeirError};
@@ -13,76 +18,101 @@ pub(crate) trait RawSource {
     fn process_raw(&mut self, ctx: &mut ProcessorContext<'_>, raw: &RawRecord) -> Result<(), WeirError>;
 }
 
-pub(crate) struct SourceNode<K, V> {
-    pub key_serde: SerdeRef<K>,
-    pub value_serde: SerdeRef<V>,
-    pub on_error: ErrorHandler,
-    pub out: Forwarder<K, V>,
+/// Turns a raw record into the typed record a source forwards.
+pub(crate) trait Decode {
+    type Key: Clone + 'static;
+    type Value: Clone + 'static;
+
+    /// `Ok(None)` when the record carries nothing to forward (the decoder
+    /// counts why). A [`WeirError::Serde`] goes to the error handler; any
+    /// other error stops the task.
+    fn decode(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        raw: &RawRecord,
+    ) -> Result<Option<Record<Self::Key, Self::Value>>, WeirError>;
 }
 
-impl<K: Clone + 'static, V: Clone + 'static> SourceNode<K, V> {
-    fn decode(&self, topic: &str, raw: &RawRecord) -> Result<Record<K, V>, SerdeError> {
+/// Decodes the key and the value with their serdes.
+pub(crate) struct SerdeDecoder<K, V> {
+    pub key_serde: SerdeRef<K>,
+    pub value_serde: SerdeRef<V>,
+}
+
+impl<K: Clone + 'static, V: Clone + 'static> Decode for SerdeDecoder<K, V> {
+    type Key = K;
+    type Value = V;
+
+    fn decode(&self, ctx: &mut ProcessorContext<'_>, raw: &RawRecord) -> Result<Option<Record<K, V>>, WeirError> {
+        let topic = &ctx.source.topic;
         let key = self
             .key_serde
             .deserialize(topic, raw.key.as_deref())
-            .map_err(|e| SerdeError {
-                message: format!("key: {}", e.message),
-                ..e
-            })?;
+            .map_err(|e| e.prefixed("key"))?;
         let value = self
             .value_serde
             .deserialize(topic, raw.value.as_deref())
-            .map_err(|e| SerdeError {
-                message: format!("value: {}", e.message),
-                ..e
-            })?;
-        Ok(Record::new(key, value, raw.timestamp))
+            .map_err(|e| e.prefixed("value"))?;
+        Ok(Some(Record::new(key, value, raw.timestamp)))
     }
 }
 
-impl<K: Clone + 'static, V: Clone + 'static> RawSource for SourceNode<K, V> {
+pub(crate) struct SourceNode<D: Decode> {
+    pub decoder: D,
+    pub on_error: ErrorHandler,
+    pub out: Forwarder<D::Key, D::Value>,
+}
+
+impl<D: Decode> RawSource for SourceNode<D> {
     fn process_raw(&mut self, ctx: &mut ProcessorContext<'_>, raw: &RawRecord) -> Result<(), WeirError> {
-        let source = ctx.source;
-        match self.decode(&source.topic, raw) {
-            Ok(record) => self.out.forward(ctx, record),
-            Err(error) => match &self.on_error {
-                ErrorHandler::Fail => Err(WeirError::Processing {
-                    topic: source.topic.to_string(),
-                    partition: source.partition,
-                    offset: source.offset,
-                    cause: Box::new(error.into()),
-                }),
-                ErrorHandler::LogAndContinue => {
-                    tracing::warn!(
-                        topic = %source.topic, partition = source.partition, offset = source.offset,
-                        %error, "skipping a record that cannot be deserialized"
-                    );
-                    ctx.metrics.record_skip(SkipReason::DeserializationError, &source.topic);
-                    Ok(())
-                }
-                ErrorHandler::DeadLetter(dlq) => {
-                    let mut headers = raw.headers.clone();
-                    for (key, value) in [
-                        (DLQ_ERROR_CLASS, "deserialization".to_string()),
-                        (DLQ_ERROR_MESSAGE, error.to_string()),
-                        (DLQ_SOURCE_TOPIC, source.topic.to_string()),
-                        (DLQ_SOURCE_PARTITION, source.partition.to_string()),
-                        (DLQ_SOURCE_OFFSET, source.offset.to_string()),
-                    ] {
-                        headers.push(Header {
-                            key: key.to_string(),
-                            value: value.into_bytes(),
-                        });
-                    }
-                    ctx.collector.send(OutputRecord {
-                        topic: Arc::from(dlq.as_str()),
-                        partition: None,
-                        record: RawRecord { headers, ..raw.clone() },
-                    });
-                    ctx.metrics.record_skip(SkipReason::DeadLettered, &source.topic);
-                    Ok(())
-                }
-            },
+        match self.decoder.decode(ctx, raw) {
+            Ok(Some(record)) => self.out.forward(ctx, record),
+            Ok(None) => Ok(()),
+            Err(WeirError::Serde(error)) => handle_undecodable(ctx, &self.on_error, raw, error),
+            Err(other) => Err(ctx.failed_at_source(other)),
+        }
+    }
+}
+
+/// Applies the error handler to a record that could not be decoded.
+fn handle_undecodable(
+    ctx: &mut ProcessorContext<'_>,
+    on_error: &ErrorHandler,
+    raw: &RawRecord,
+    error: SerdeError,
+) -> Result<(), WeirError> {
+    let source = ctx.source;
+    match on_error {
+        ErrorHandler::Fail => Err(ctx.failed_at_source(error.into())),
+        ErrorHandler::LogAndContinue => {
+            tracing::warn!(
+                topic = %source.topic, partition = source.partition, offset = source.offset,
+                %error, "skipping a record that cannot be deserialized"
+            );
+            ctx.metrics.record_skip(SkipReason::DeserializationError, &source.topic);
+            Ok(())
+        }
+        ErrorHandler::DeadLetter(dlq) => {
+            let mut headers = raw.headers.clone();
+            for (key, value) in [
+                (DLQ_ERROR_CLASS, "deserialization".to_string()),
+                (DLQ_ERROR_MESSAGE, error.to_string()),
+                (DLQ_SOURCE_TOPIC, source.topic.to_string()),
+                (DLQ_SOURCE_PARTITION, source.partition.to_string()),
+                (DLQ_SOURCE_OFFSET, source.offset.to_string()),
+            ] {
+                headers.push(Header {
+                    key: key.to_string(),
+                    value: value.into_bytes(),
+                });
+            }
+            ctx.collector.send(OutputRecord {
+                topic: Arc::from(dlq.as_str()),
+                partition: None,
+                record: RawRecord { headers, ..raw.clone() },
+            });
+            ctx.metrics.record_skip(SkipReason::DeadLettered, &source.topic);
+            Ok(())
         }
     }
 }

@@ -5,7 +5,7 @@ use super::{NodeDef, NodeKind, StoreDef, StoreLayout, SubTopology, TopicRef, Top
 use crate::error::WeirError;
 use crate::error_handler::ErrorHandler;
 use crate::processor::sink::SinkNode;
-use crate::processor::source::{RawSource, SourceNode};
+use crate::processor::source::{Decode, RawSource, SerdeDecoder, SourceNode};
 use crate::processor::stream::{identity, StatelessNode};
 use crate::processor::{Forwarder, Processor, ProcessorRef};
 use crate::runtime::TaskBuilder;
@@ -48,6 +48,11 @@ impl TopologyBuilder {
         &self.nodes[node].name
     }
 
+    /// Attaches a remark that `describe()` prints under the node.
+    pub(crate) fn annotate(&mut self, node: usize, note: String) {
+        self.nodes[node].note = Some(note);
+    }
+
     /// Records a mistake in the topology; `build()` reports them all.
     pub(crate) fn error(&mut self, message: String) {
         self.errors.push(message);
@@ -74,6 +79,7 @@ impl TopologyBuilder {
             kind,
             parents: parents.to_vec(),
             stores,
+            note: None,
             factory,
         });
         self.nodes.len() - 1
@@ -88,12 +94,23 @@ impl TopologyBuilder {
         value_serde: SerdeRef<V>,
         on_error: Option<ErrorHandler>,
     ) -> usize {
+        self.add_decoding_source(topic, on_error, move |_| SerdeDecoder {
+            key_serde: key_serde.clone(),
+            value_serde: value_serde.clone(),
+        })
+    }
+
+    /// A node that reads `topic` with the decoder `make` creates for each task.
+    pub(crate) fn add_decoding_source<D, F>(&mut self, topic: TopicRef, on_error: Option<ErrorHandler>, make: F) -> usize
+    where
+        D: Decode + 'static,
+        F: Fn(&mut TaskBuilder<'_>) -> D + Send + Sync + 'static,
+    {
         let name = self.new_name("KSTREAM-SOURCE");
         let node_name = name.clone();
         let factory = NodeFactory::Source(Arc::new(move |task, children| {
             Ok(Box::new(SourceNode {
-                key_serde: key_serde.clone(),
-                value_serde: value_serde.clone(),
+                decoder: make(task),
                 on_error: on_error.clone().unwrap_or_else(|| task.default_error_handler().clone()),
                 out: Forwarder::from_children(&node_name, children)?,
             }) as Box<dyn RawSource>)

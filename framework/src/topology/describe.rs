@@ -36,6 +36,9 @@ impl TopologyDescription {
                         writeln!(text, "    Sink: {} (topic: {})", node.name, topic.resolve(APP))
                     }
                 };
+                if let Some(note) = &node.note {
+                    let _ = writeln!(text, "      # {note}");
+                }
                 let children: Vec<&str> = sub
                     .nodes
                     .iter()

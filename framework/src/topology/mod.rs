@@ -58,6 +58,9 @@ pub(crate) struct NodeDef {
     pub parents: Vec<usize>,
     /// Stores the node reads or writes, directly or through a value getter.
     pub stores: Vec<String>,
+    /// A remark `describe()` prints under the node, such as why a CDC
+    /// source is re-partitioned.
+    pub note: Option<String>,
     pub factory: NodeFactory,
 }
 

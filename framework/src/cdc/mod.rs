@@ -1,0 +1,198 @@
+//! Debezium change data capture: change events decoded natively into typed
+//! tables and streams.
+//!
+//! [`StreamsBuilder::cdc_table`](crate::StreamsBuilder::cdc_table) reads a
+//! Debezium topic as a [`KTable`](crate::KTable) of rows: `c`, `u` and `r`
+//! events upsert `after`, `d` events and tombstones delete, and a deletion
+//! produces one downstream tombstone even though Debezium sends a `d` event
+//! and a tombstone for it. [`StreamsBuilder::cdc_stream`](crate::StreamsBuilder::cdc_stream)
+//! gives the [`ChangeEvent`]s themselves.
+//!
+//! ```
+//! use weir::StreamsBuilder;
+//! use weir::cdc::Cdc;
+//! use weir::serde::Json;
+//! use weir::Produced;
+//!
+//! #[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
+//! struct User { user_id: i64, email: String }
+//! #[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
+//! struct Preferences { user_id: i64, dark_mode: bool }
+//!
+//! let builder = StreamsBuilder::new();
+//! let users = builder.cdc_table::<i64, User>("mysql.app.users", Cdc::json());
+//! let prefs = builder.cdc_table::<i64, Preferences>("mysql.app.preferences", Cdc::json());
+//! users
+//!     .join(&prefs, |u, p| (u.email.clone(), p.dark_mode))
+//!     .to("user-profile", Produced::with(Json::new(), Json::new()));
+//! // Both tables are re-partitioned by weir's key serialization before the join:
+//! println!("{}", builder.build().unwrap().describe());
+//! ```
+//!
+//! # Formats
+//!
+//! Values are read by an [`EventDecoder`] and keys by a [`KeyDecoder`].
+//! [`JsonEvents`] and [`JsonKey`] read Kafka Connect's JSON with or without
+//! the schema wrapper, and [`JsonEvents::flattened`] reads the rows of the
+//! `ExtractNewRecordState` transform. Another format (Avro) plugs in by
+//! implementing the two traits.
+//!
+//! # Partitioning
+//!
+//! Debezium's producer partitions by murmur2 of the key *bytes*, and two
+//! tables' keys rarely have equal bytes for equal values (the schema wrapper
+//! names the table, Avro keys carry schema ids, key columns may be named
+//! differently). So a CDC table is re-partitioned by weir's own key
+//! serialization (`<application.id>-<topic>-cdc-repartition`) unless the
+//! topic is declared co-partitioned with [`Cdc::co_partitioned`];
+//! `Topology::describe()` shows which.
+//!
+//! # Bad records and metrics
+//!
+//! A record that cannot be decoded goes to the source's error handler, by
+//! default [`ErrorHandler::DeadLetter`] to `<topic>-dlq` (see
+//! [`default_dead_letter_topic`]). Every event is counted by operation in
+//! `weir_cdc_events_total{topic, op}` (`op` is `c`, `u`, `d`, `r`, `t`, `m`
+//! or `tombstone`), and events a table does not apply (truncates, messages)
+//! in `weir_records_skipped_total`.
+
+mod event;
+mod json;
+mod types;
+
+pub use event::{ChangeEvent, LogicalMessage, Op, Snapshot, Source, Transaction};
+pub use json::{JsonEvents, JsonKey};
+pub use types::{
+    Date, Decimal, DecimalError, JsonText, MicroTime, MicroTimestamp, NanoTimestamp, Time, Timestamp, ZonedTimestamp,
+};
+
+use crate::error::SerdeError;
+use crate::error_handler::ErrorHandler;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+/// Decodes the keys of a CDC topic.
+pub trait KeyDecoder<K>: Send + Sync + 'static {
+    /// `Ok(None)` when the key is null (a keyless table, a truncate event).
+    fn decode_key(&self, topic: &str, bytes: &[u8]) -> Result<Option<K>, SerdeError>;
+}
+
+/// Decodes the values of a CDC topic.
+pub trait EventDecoder<Row>: Send + Sync + 'static {
+    /// The whole event; `Ok(None)` for a tombstone.
+    fn decode_event(&self, topic: &str, bytes: &[u8]) -> Result<Option<ChangeEvent<Row>>, SerdeError>;
+
+    /// Only what a table needs; `Ok(None)` for a tombstone. It need not
+    /// decode `before`, so it is faster and accepts a partial `before`.
+    fn decode_row_change(&self, topic: &str, bytes: &[u8]) -> Result<Option<RowChange<Row>>, SerdeError>;
+}
+
+/// What a change event does to a table: the operation and, for `c`, `u` and
+/// `r`, the row after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowChange<Row> {
+    pub op: Op,
+    pub after: Option<Row>,
+}
+
+/// What a CDC table does with a truncate event (`op` = `t`).
+///
+/// Debezium writes a truncate event once, with a null key, to one partition
+/// of the topic, while a table's rows are spread over all partitions; no
+/// task sees every row and the event together, so weir does not offer
+/// "delete every row". Re-snapshot the table to clear it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TruncatePolicy {
+    /// Keep the rows, log a warning, count the event as skipped (`cdc_truncate`).
+    #[default]
+    Skip,
+    /// Stop processing with an error naming the event.
+    Fail,
+}
+
+/// How to read a Debezium topic: the decoders, the error handler, and for a
+/// table its store, partitioning and truncate policy.
+///
+/// ```
+/// use weir::cdc::{Cdc, JsonEvents, TruncatePolicy};
+/// use weir::ErrorHandler;
+/// # #[derive(serde::Deserialize)] struct Item;
+/// let items: Cdc<i64, Item> = Cdc::json()
+///     .events(JsonEvents::new().decimal_scale("price", 2))
+///     .on_error(ErrorHandler::dead_letter("items-errors"))
+///     .on_truncate(TruncatePolicy::Fail)
+///     .store("items");
+/// ```
+pub struct Cdc<K, Row> {
+    pub(crate) keys: Arc<dyn KeyDecoder<K>>,
+    pub(crate) events: Arc<dyn EventDecoder<Row>>,
+    pub(crate) on_error: Option<ErrorHandler>,
+    pub(crate) store: Option<String>,
+    pub(crate) co_partitioned: bool,
+    pub(crate) truncate: TruncatePolicy,
+}
+
+impl<K: DeserializeOwned + 'static, Row: DeserializeOwned + 'static> Cdc<K, Row> {
+    /// JSON keys and Debezium envelopes, with or without the schema wrapper.
+    pub fn json() -> Self {
+        Self::with_decoders(JsonKey::new(), JsonEvents::new())
+    }
+
+    /// JSON keys and rows flattened by `ExtractNewRecordState`.
+    pub fn flattened() -> Self {
+        Self::with_decoders(JsonKey::new(), JsonEvents::flattened())
+    }
+}
+
+impl<K, Row> Cdc<K, Row> {
+    /// Any key and event decoders (for example Avro).
+    pub fn with_decoders(keys: impl KeyDecoder<K>, events: impl EventDecoder<Row>) -> Self {
+        Cdc {
+            keys: Arc::new(keys),
+            events: Arc::new(events),
+            on_error: None,
+            store: None,
+            co_partitioned: false,
+            truncate: TruncatePolicy::default(),
+        }
+    }
+
+    /// Replaces the event decoder, e.g. with [`JsonEvents::decimal_scale`] set.
+    pub fn events(mut self, events: impl EventDecoder<Row>) -> Self {
+        self.events = Arc::new(events);
+        self
+    }
+
+    /// What to do with records that cannot be decoded (default: dead-letter
+    /// to [`default_dead_letter_topic`]).
+    pub fn on_error(mut self, handler: ErrorHandler) -> Self {
+        self.on_error = Some(handler);
+        self
+    }
+
+    /// Names the table's store (default: generated from the topic).
+    pub fn store(mut self, name: impl Into<String>) -> Self {
+        self.store = Some(name.into());
+        self
+    }
+
+    /// Declares that equal keys of this topic sit on the same partition as in
+    /// the topics it is joined with, as when Debezium writes byte-identical
+    /// keys; the table then reads the topic in place instead of through a
+    /// repartition topic. A wrong declaration gives wrong join results.
+    pub fn co_partitioned(mut self) -> Self {
+        self.co_partitioned = true;
+        self
+    }
+
+    /// What a table does with a truncate event (default [`TruncatePolicy::Skip`]).
+    pub fn on_truncate(mut self, policy: TruncatePolicy) -> Self {
+        self.truncate = policy;
+        self
+    }
+}
+
+/// The dead-letter topic of a CDC source unless one is set: `<topic>-dlq`.
+pub fn default_dead_letter_topic(topic: &str) -> String {
+    format!("{topic}-dlq")
+}

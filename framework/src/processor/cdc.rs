@@ -1,0 +1,146 @@
+//! CDC sources: Debezium records decoded into table updates or change
+//! events, with every event counted by operation.
+
+use super::source::Decode;
+use super::ProcessorContext;
+use crate::cdc::{ChangeEvent, EventDecoder, KeyDecoder, Op, TruncatePolicy};
+use crate::error::{SerdeError, WeirError};
+use crate::metrics::{SkipReason, CDC_EVENTS, CDC_OPS};
+use crate::record::{RawRecord, Record};
+use std::sync::Arc;
+
+/// The exported per-operation counters of one CDC topic, looked up once per task.
+pub(crate) struct CdcCounters {
+    exported: Vec<metrics::Counter>,
+}
+
+impl CdcCounters {
+    pub(crate) fn new(topic: &str) -> Self {
+        CdcCounters {
+            exported: CDC_OPS
+                .iter()
+                .map(|op| metrics::counter!(CDC_EVENTS, "topic" => topic.to_string(), "op" => *op))
+                .collect(),
+        }
+    }
+
+    /// Counts one event; `None` is a tombstone.
+    fn count(&self, ctx: &mut ProcessorContext<'_>, op: Option<Op>) {
+        let index = match op {
+            Some(Op::Create) => 0,
+            Some(Op::Update) => 1,
+            Some(Op::Delete) => 2,
+            Some(Op::Read) => 3,
+            Some(Op::Truncate) => 4,
+            Some(Op::Message) => 5,
+            None => 6,
+        };
+        self.exported[index].increment(1);
+        ctx.metrics.record_cdc_event(&ctx.source.topic, index);
+    }
+}
+
+fn decode_key<K: 'static>(keys: &dyn KeyDecoder<K>, ctx: &ProcessorContext<'_>, raw: &RawRecord) -> Result<Option<K>, SerdeError> {
+    match raw.key.as_deref() {
+        Some(bytes) => keys.decode_key(&ctx.source.topic, bytes).map_err(|e| e.prefixed("key")),
+        None => Ok(None),
+    }
+}
+
+/// Decodes a Debezium topic into table updates: `Some(row)` upserts, `None`
+/// deletes. Truncates and messages change nothing and are counted.
+pub(crate) struct CdcTableDecoder<K, Row> {
+    pub keys: Arc<dyn KeyDecoder<K>>,
+    pub events: Arc<dyn EventDecoder<Row>>,
+    pub truncate: TruncatePolicy,
+    pub counters: CdcCounters,
+}
+
+impl<K: Clone + 'static, Row: Clone + 'static> Decode for CdcTableDecoder<K, Row> {
+    type Key = K;
+    type Value = Option<Row>;
+
+    fn decode(&self, ctx: &mut ProcessorContext<'_>, raw: &RawRecord) -> Result<Option<Record<K, Option<Row>>>, WeirError> {
+        let change = match raw.value.as_deref() {
+            Some(bytes) => self
+                .events
+                .decode_row_change(&ctx.source.topic, bytes)
+                .map_err(|e| e.prefixed("value"))?,
+            None => None,
+        };
+        self.counters.count(ctx, change.as_ref().map(|c| c.op));
+        let row = match change {
+            None => None,
+            Some(change) => match change.op {
+                Op::Truncate => return self.truncated(ctx),
+                Op::Message => {
+                    ctx.metrics.record_skip(SkipReason::CdcMessage, &ctx.source.topic);
+                    return Ok(None);
+                }
+                Op::Delete => None,
+                Op::Create | Op::Update | Op::Read => change.after,
+            },
+        };
+        let Some(key) = decode_key(&*self.keys, ctx, raw)? else {
+            return Err(SerdeError::deserialize(
+                &ctx.source.topic,
+                "a change event with a null key: a table needs the primary key (read a keyless table with cdc_stream)",
+            )
+            .into());
+        };
+        Ok(Some(Record::new(key, row, raw.timestamp)))
+    }
+}
+
+impl<K, Row> CdcTableDecoder<K, Row> {
+    fn truncated<T>(&self, ctx: &mut ProcessorContext<'_>) -> Result<Option<T>, WeirError> {
+        let source = ctx.source;
+        match self.truncate {
+            TruncatePolicy::Skip => {
+                tracing::warn!(
+                    topic = %source.topic, partition = source.partition, offset = source.offset,
+                    "the table was truncated in the database; its rows stay in weir's table until they are \
+                     deleted or re-snapshotted"
+                );
+                ctx.metrics.record_skip(SkipReason::CdcTruncate, &source.topic);
+                Ok(None)
+            }
+            TruncatePolicy::Fail => Err(WeirError::Other(
+                "the table was truncated in the database and the truncate policy is Fail".into(),
+            )),
+        }
+    }
+}
+
+/// Decodes a Debezium topic into its change events, keyed by the (possibly
+/// null) key. Tombstones carry no event; they are counted and dropped.
+pub(crate) struct CdcStreamDecoder<K, Row> {
+    pub keys: Arc<dyn KeyDecoder<K>>,
+    pub events: Arc<dyn EventDecoder<Row>>,
+    pub counters: CdcCounters,
+}
+
+impl<K: Clone + 'static, Row: Clone + 'static> Decode for CdcStreamDecoder<K, Row> {
+    type Key = Option<K>;
+    type Value = ChangeEvent<Row>;
+
+    fn decode(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        raw: &RawRecord,
+    ) -> Result<Option<Record<Option<K>, ChangeEvent<Row>>>, WeirError> {
+        let event = match raw.value.as_deref() {
+            Some(bytes) => self
+                .events
+                .decode_event(&ctx.source.topic, bytes)
+                .map_err(|e| e.prefixed("value"))?,
+            None => None,
+        };
+        self.counters.count(ctx, event.as_ref().map(|e| e.op));
+        let Some(event) = event else {
+            return Ok(None);
+        };
+        let key = decode_key(&*self.keys, ctx, raw)?;
+        Ok(Some(Record::new(key, event, raw.timestamp)))
+    }
+}
