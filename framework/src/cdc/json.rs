@@ -447,7 +447,10 @@ fn unwrap_schema<'a>(topic: &str, bytes: &'a [u8]) -> Result<Option<Unwrapped<'a
             return Ok(payload.map(|payload| Unwrapped { payload, schema }));
         }
     }
-    Ok(Some(Unwrapped { payload: text, schema: None }))
+    Ok(Some(Unwrapped {
+        payload: text,
+        schema: None,
+    }))
 }
 
 fn starts_with_wrapper_key(text: &str) -> bool {
@@ -483,7 +486,9 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(unwrapped.payload, r#"{"id":1}"#);
-        assert!(unwrap_schema("t", br#"{"schema":null,"payload":null}"#).unwrap().is_none());
+        assert!(unwrap_schema("t", br#"{"schema":null,"payload":null}"#)
+            .unwrap()
+            .is_none());
         assert!(unwrap_schema("t", b" null ").unwrap().is_none());
         assert!(unwrap_schema("t", &[0xff]).is_err());
     }
@@ -505,6 +510,9 @@ mod tests {
         assert!(err.message.contains("key"), "{err}");
         assert_eq!(scalar.decode_key("t", br#"{"id":5}"#).unwrap(), Some(5));
         assert!(scalar.decode_key("t", br#"{"id":"five"}"#).is_err());
-        assert_eq!(JsonKey::<String>::new().decode_key("t", br#"{"email":"a@b"}"#).unwrap(), Some("a@b".into()));
+        assert_eq!(
+            JsonKey::<String>::new().decode_key("t", br#"{"email":"a@b"}"#).unwrap(),
+            Some("a@b".into())
+        );
     }
 }

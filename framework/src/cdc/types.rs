@@ -160,13 +160,18 @@ impl FromStr for Decimal {
         }
         let mut unscaled: i128 = 0;
         for c in int.chars().chain(frac.chars()) {
-            let digit = c.to_digit(10).ok_or_else(|| bad("only digits, a sign and one point are allowed"))?;
+            let digit = c
+                .to_digit(10)
+                .ok_or_else(|| bad("only digits, a sign and one point are allowed"))?;
             unscaled = unscaled
                 .checked_mul(10)
                 .and_then(|u| u.checked_add(digit as i128))
                 .ok_or_else(|| bad("more than 38 digits"))?;
         }
-        Ok(Decimal::new(if negative { -unscaled } else { unscaled }, frac.len() as u32))
+        Ok(Decimal::new(
+            if negative { -unscaled } else { unscaled },
+            frac.len() as u32,
+        ))
     }
 }
 

@@ -40,7 +40,11 @@ impl CdcCounters {
     }
 }
 
-fn decode_key<K: 'static>(keys: &dyn KeyDecoder<K>, ctx: &ProcessorContext<'_>, raw: &RawRecord) -> Result<Option<K>, SerdeError> {
+fn decode_key<K: 'static>(
+    keys: &dyn KeyDecoder<K>,
+    ctx: &ProcessorContext<'_>,
+    raw: &RawRecord,
+) -> Result<Option<K>, SerdeError> {
     match raw.key.as_deref() {
         Some(bytes) => keys.decode_key(&ctx.source.topic, bytes).map_err(|e| e.prefixed("key")),
         None => Ok(None),
@@ -60,7 +64,11 @@ impl<K: Clone + 'static, Row: Clone + 'static> Decode for CdcTableDecoder<K, Row
     type Key = K;
     type Value = Option<Row>;
 
-    fn decode(&self, ctx: &mut ProcessorContext<'_>, raw: &RawRecord) -> Result<Option<Record<K, Option<Row>>>, WeirError> {
+    fn decode(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        raw: &RawRecord,
+    ) -> Result<Option<Record<K, Option<Row>>>, WeirError> {
         let change = match raw.value.as_deref() {
             Some(bytes) => self
                 .events

@@ -24,6 +24,8 @@
 //! assert_eq!(output.read_key_values().unwrap(), vec![("a".to_string(), Some(40))]);
 //! ```
 
+pub mod debezium;
+
 use crate::error::WeirError;
 use crate::error_handler::ErrorHandler;
 use crate::metrics::TaskMetrics;

@@ -101,7 +101,12 @@ impl TopologyBuilder {
     }
 
     /// A node that reads `topic` with the decoder `make` creates for each task.
-    pub(crate) fn add_decoding_source<D, F>(&mut self, topic: TopicRef, on_error: Option<ErrorHandler>, make: F) -> usize
+    pub(crate) fn add_decoding_source<D, F>(
+        &mut self,
+        topic: TopicRef,
+        on_error: Option<ErrorHandler>,
+        make: F,
+    ) -> usize
     where
         D: Decode + 'static,
         F: Fn(&mut TaskBuilder<'_>) -> D + Send + Sync + 'static,
