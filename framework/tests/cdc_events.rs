@@ -265,7 +265,7 @@ fn truncate_events_are_surfaced_on_the_stream_and_counted_by_the_table() {
     assert_eq!(driver.metrics().cdc_events_for("t"), 1);
 
     for stores in backends() {
-        let driver = test_driver(table_topology::<i32, Account>(ACCOUNTS, Cdc::json()), stores.clone(), 3);
+        let driver = test_driver(table_topology::<i32, Account>(ACCOUNTS, Cdc::json()), stores, 3);
         let input = raw_input(&driver, ACCOUNTS);
         pipe(
             &input,
@@ -509,8 +509,10 @@ fn header_text(headers: &[Header], key: &str) -> String {
     String::from_utf8(header.value.clone()).unwrap()
 }
 
-/// Records no decoder can read, with what the error must mention.
-fn malformed() -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>, &'static str)> {
+/// A record no decoder can read: key, value, and what the error must mention.
+type Malformed = (Option<Vec<u8>>, Option<Vec<u8>>, &'static str);
+
+fn malformed() -> Vec<Malformed> {
     let key = Some(br#"{"id":1004}"#.to_vec());
     let event = |json: &str| Some(json.as_bytes().to_vec());
     vec![

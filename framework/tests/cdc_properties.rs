@@ -156,7 +156,7 @@ fn check_table_history(actions: &[Action], stores: TestStores) -> Result<(), Tes
         builder
             .cdc_table::<i64, Account>(&topic, cdc_for(format).store("accounts"))
             .to("accounts-out", Produced::with(Json::new(), Json::new()));
-        let driver = driver(builder.build().unwrap(), stores.clone(), 3);
+        let driver = driver(builder.build().unwrap(), stores, 3);
         let input = driver.input_topic(&topic, Nullable(Bytes), Bytes);
         let mut model = BTreeMap::new();
         let deletions = replay(actions, &debezium, &input, &mut model);

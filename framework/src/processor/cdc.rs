@@ -1,7 +1,7 @@
 //! CDC sources: Debezium records decoded into table updates or change
 //! events, with every event counted by operation.
 
-use super::source::Decode;
+use super::source::{Decode, Decoded};
 use super::ProcessorContext;
 use crate::cdc::{ChangeEvent, EventDecoder, KeyDecoder, Op, TruncatePolicy};
 use crate::error::{SerdeError, WeirError};
@@ -132,11 +132,7 @@ impl<K: Clone + 'static, Row: Clone + 'static> Decode for CdcStreamDecoder<K, Ro
     type Key = Option<K>;
     type Value = ChangeEvent<Row>;
 
-    fn decode(
-        &self,
-        ctx: &mut ProcessorContext<'_>,
-        raw: &RawRecord,
-    ) -> Result<Option<Record<Option<K>, ChangeEvent<Row>>>, WeirError> {
+    fn decode(&self, ctx: &mut ProcessorContext<'_>, raw: &RawRecord) -> Decoded<Option<K>, ChangeEvent<Row>> {
         let event = match raw.value.as_deref() {
             Some(bytes) => self
                 .events

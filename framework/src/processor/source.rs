@@ -18,6 +18,9 @@ pub(crate) trait RawSource {
     fn process_raw(&mut self, ctx: &mut ProcessorContext<'_>, raw: &RawRecord) -> Result<(), WeirError>;
 }
 
+/// What a decoder made of a raw record; see [`Decode::decode`].
+pub(crate) type Decoded<K, V> = Result<Option<Record<K, V>>, WeirError>;
+
 /// Turns a raw record into the typed record a source forwards.
 pub(crate) trait Decode {
     type Key: Clone + 'static;
@@ -26,11 +29,7 @@ pub(crate) trait Decode {
     /// `Ok(None)` when the record carries nothing to forward (the decoder
     /// counts why). A [`WeirError::Serde`] goes to the error handler; any
     /// other error stops the task.
-    fn decode(
-        &self,
-        ctx: &mut ProcessorContext<'_>,
-        raw: &RawRecord,
-    ) -> Result<Option<Record<Self::Key, Self::Value>>, WeirError>;
+    fn decode(&self, ctx: &mut ProcessorContext<'_>, raw: &RawRecord) -> Decoded<Self::Key, Self::Value>;
 }
 
 /// Decodes the key and the value with their serdes.
@@ -43,7 +42,7 @@ impl<K: Clone + 'static, V: Clone + 'static> Decode for SerdeDecoder<K, V> {
     type Key = K;
     type Value = V;
 
-    fn decode(&self, ctx: &mut ProcessorContext<'_>, raw: &RawRecord) -> Result<Option<Record<K, V>>, WeirError> {
+    fn decode(&self, ctx: &mut ProcessorContext<'_>, raw: &RawRecord) -> Decoded<K, V> {
         let topic = &ctx.source.topic;
         let key = self
             .key_serde
