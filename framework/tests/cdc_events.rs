@@ -10,6 +10,7 @@ use weir::cdc::{
 };
 use weir::error_handler::*;
 use weir::metrics::SkipReason;
+use weir::metrics::TaskMetrics;
 use weir::record::Header;
 use weir::serde::{Bytes, Json, Nullable};
 use weir::testing::debezium::{Column, ColumnType, DebeziumJson, EventFormat};
@@ -76,6 +77,35 @@ where
     builder.build().unwrap()
 }
 
+/// Change events as a `cdc_stream` forwards them, with their keys.
+type Events<K, Row> = Vec<(Option<K>, ChangeEvent<Row>)>;
+
+/// Runs `cdc_stream` of `topic` over the records (key, value) and returns
+/// the events it forwards, with the driver's metrics.
+fn stream_events<K, Row>(topic: &str, records: Vec<(Option<&[u8]>, Vec<u8>)>) -> (Events<K, Row>, TaskMetrics)
+where
+    K: weir::Data + Serialize + serde::de::DeserializeOwned,
+    Row: weir::Data + Serialize + serde::de::DeserializeOwned,
+{
+    let builder = StreamsBuilder::new();
+    builder
+        .cdc_stream::<K, Row>(topic, Cdc::json())
+        .to("events", Produced::with(Json::new(), Json::new()));
+    let driver = test_driver(builder.build().unwrap(), TestStores::InMemory, 3);
+    let input = raw_input(&driver, topic);
+    for (key, value) in records {
+        pipe(&input, key, Some(value));
+    }
+    let events = driver
+        .output_topic("events", Json::<Option<K>>::new(), Json::<ChangeEvent<Row>>::new())
+        .read_key_values()
+        .unwrap()
+        .into_iter()
+        .map(|(key, event)| (key, event.expect("events are never null")))
+        .collect();
+    (events, driver.metrics())
+}
+
 #[test]
 fn mysql_create_update_delete_and_tombstone_give_one_downstream_deletion() {
     for stores in backends() {
@@ -121,27 +151,11 @@ fn mysql_create_update_delete_and_tombstone_give_one_downstream_deletion() {
 
 #[test]
 fn snapshot_reads_upsert_and_the_stream_shows_the_snapshot_marker() {
-    let builder = StreamsBuilder::new();
-    builder
-        .cdc_stream::<i32, Customer>(CUSTOMERS, Cdc::json())
-        .to("events", Produced::with(Json::new(), Json::new()));
-    let driver = test_driver(builder.build().unwrap(), TestStores::InMemory, 1);
-    pipe(
-        &raw_input(&driver, CUSTOMERS),
-        Some(br#"{"id":1001}"#),
-        Some(fixture("mysql_customers_snapshot_read.json")),
+    let (events, _) = stream_events::<i32, Customer>(
+        CUSTOMERS,
+        vec![(Some(br#"{"id":1001}"#), fixture("mysql_customers_snapshot_read.json"))],
     );
-    let events = driver
-        .output_topic(
-            "events",
-            Json::<Option<i32>>::new(),
-            Json::<ChangeEvent<Customer>>::new(),
-        )
-        .read_key_values()
-        .unwrap();
-    let (key, Some(event)) = &events[0] else {
-        panic!("{events:?}")
-    };
+    let (key, event) = &events[0];
     assert_eq!(*key, Some(1001));
     assert_eq!(event.op, Op::Read);
     assert_eq!(event.source.snapshot, Snapshot::First);
@@ -166,35 +180,15 @@ fn snapshot_reads_upsert_and_the_stream_shows_the_snapshot_marker() {
 
 #[test]
 fn postgres_semantic_types_are_read_with_the_scale_from_the_schema() {
-    let builder = StreamsBuilder::new();
-    builder
-        .cdc_stream::<i32, Account>(ACCOUNTS, Cdc::json())
-        .to("events", Produced::with(Json::new(), Json::new()));
-    let driver = test_driver(builder.build().unwrap(), TestStores::InMemory, 1);
-    let input = raw_input(&driver, ACCOUNTS);
-    pipe(
-        &input,
-        Some(br#"{"id":1}"#),
-        Some(fixture("postgres_accounts_create.json")),
+    // REPLICA IDENTITY DEFAULT: the delete's `before` holds the key column only.
+    let (events, _) = stream_events::<i32, Account>(
+        ACCOUNTS,
+        vec![
+            (Some(br#"{"id":1}"#), fixture("postgres_accounts_create.json")),
+            (Some(br#"{"id":1}"#), fixture("postgres_accounts_delete.json")),
+        ],
     );
-    // REPLICA IDENTITY DEFAULT: `before` holds the key column only.
-    pipe(
-        &input,
-        Some(br#"{"id":1}"#),
-        Some(fixture("postgres_accounts_delete.json")),
-    );
-    let events: Vec<ChangeEvent<Account>> = driver
-        .output_topic(
-            "events",
-            Json::<Option<i32>>::new(),
-            Json::<ChangeEvent<Account>>::new(),
-        )
-        .read_key_values()
-        .unwrap()
-        .into_iter()
-        .map(|(_, event)| event.unwrap())
-        .collect();
-
+    let events: Vec<ChangeEvent<Account>> = events.into_iter().map(|(_, event)| event).collect();
     let created = &events[0];
     let row = created.after.as_ref().unwrap();
     assert_eq!(row.balance, Some(Decimal::new(123450, 2)));
@@ -241,28 +235,12 @@ fn postgres_semantic_types_are_read_with_the_scale_from_the_schema() {
 
 #[test]
 fn truncate_events_are_surfaced_on_the_stream_and_counted_by_the_table() {
-    let builder = StreamsBuilder::new();
-    builder
-        .cdc_stream::<i32, Account>(ACCOUNTS, Cdc::json())
-        .to("events", Produced::with(Json::new(), Json::new()));
-    let driver = test_driver(builder.build().unwrap(), TestStores::InMemory, 3);
-    pipe(
-        &raw_input(&driver, ACCOUNTS),
-        None,
-        Some(fixture("postgres_accounts_truncate.json")),
-    );
-    let events = driver
-        .output_topic(
-            "events",
-            Json::<Option<i32>>::new(),
-            Json::<ChangeEvent<Account>>::new(),
-        )
-        .read_key_values()
-        .unwrap();
+    let (events, metrics) =
+        stream_events::<i32, Account>(ACCOUNTS, vec![(None, fixture("postgres_accounts_truncate.json"))]);
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].0, None);
-    assert_eq!(events[0].1.as_ref().unwrap().op, Op::Truncate);
-    assert_eq!(driver.metrics().cdc_events_for("t"), 1);
+    assert_eq!(events[0].1.op, Op::Truncate);
+    assert_eq!(metrics.cdc_events_for("t"), 1);
 
     for stores in backends() {
         let driver = test_driver(table_topology::<i32, Account>(ACCOUNTS, Cdc::json()), stores, 3);
@@ -299,25 +277,11 @@ fn truncate_events_are_surfaced_on_the_stream_and_counted_by_the_table() {
 
 #[test]
 fn logical_messages_reach_the_stream_and_are_skipped_by_tables() {
-    let builder = StreamsBuilder::new();
-    builder
-        .cdc_stream::<String, Account>(ACCOUNTS, Cdc::json())
-        .to("events", Produced::with(Json::new(), Json::new()));
-    let driver = test_driver(builder.build().unwrap(), TestStores::InMemory, 1);
-    pipe(
-        &raw_input(&driver, ACCOUNTS),
-        Some(br#"{"prefix":"audit"}"#),
-        Some(fixture("postgres_message.json")),
+    let (events, _) = stream_events::<String, Account>(
+        ACCOUNTS,
+        vec![(Some(br#"{"prefix":"audit"}"#), fixture("postgres_message.json"))],
     );
-    let events = driver
-        .output_topic(
-            "events",
-            Json::<Option<String>>::new(),
-            Json::<ChangeEvent<Account>>::new(),
-        )
-        .read_key_values()
-        .unwrap();
-    let event = events[0].1.as_ref().unwrap();
+    let event = &events[0].1;
     assert_eq!(events[0].0.as_deref(), Some("audit"));
     assert_eq!(event.op, Op::Message);
     assert_eq!(event.message.as_ref().unwrap().prefix, "audit");
