@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use weir::cdc::{Cdc, Decimal, JsonEvents, Op};
 use weir::serde::{Bytes, Json, Nullable};
 use weir::testing::debezium::{Column, ColumnType, DebeziumJson, EventFormat};
-use weir::testing::{TestInputTopic, TestStores, TopologyTestDriver};
-use weir::{Produced, StreamsBuilder};
+use weir::testing::{TestDriverConfig, TestInputTopic, TestStores, TopologyTestDriver};
+use weir::{Produced, StreamsBuilder, Topology};
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 struct Account {
@@ -234,8 +234,8 @@ fn users_and_preferences() -> (DebeziumJson, DebeziumJson) {
 }
 
 /// users ⋈ preferences (inner, to `profiles`) and users ⟕ preferences (to
-/// `profiles-left`), over 6 partitions.
-fn profile_driver(stores: TestStores, co_partitioned: bool) -> TopologyTestDriver {
+/// `profiles-left`).
+fn profile_topology(co_partitioned: bool) -> Topology {
     fn cdc<Row: serde::de::DeserializeOwned + 'static>(co_partitioned: bool) -> Cdc<i64, Row> {
         if co_partitioned {
             Cdc::json().co_partitioned()
@@ -252,7 +252,7 @@ fn profile_driver(stores: TestStores, co_partitioned: bool) -> TopologyTestDrive
     users
         .left_join(&prefs, |u, p| (u.email.clone(), p.map(|p| p.dark_mode)))
         .to("profiles-left", Produced::with(Json::new(), Json::new()));
-    driver(builder.build().unwrap(), stores, JOIN_PARTITIONS)
+    builder.build().unwrap()
 }
 
 /// The compacted view of an output topic.
@@ -371,7 +371,7 @@ proptest! {
     #[test]
     fn a_join_of_cdc_tables_with_different_key_bytes_equals_the_reference(updates in join_updates()) {
         for stores in backends() {
-            let driver = profile_driver(stores, false);
+            let driver = driver(profile_topology(false), stores, JOIN_PARTITIONS);
             let (inner, left) = feed_profiles(&driver, &updates);
             prop_assert_eq!(compacted(&driver, "profiles"), inner);
             prop_assert_eq!(compacted(&driver, "profiles-left"), left);
@@ -383,15 +383,7 @@ proptest! {
 /// equal ids on different partitions and the join misses rows.
 #[test]
 fn declaring_such_tables_co_partitioned_gives_a_wrong_join() {
-    let all_present: Vec<JoinUpdate> = (0..60)
-        .flat_map(|id| {
-            [true, false].map(|user_side| JoinUpdate {
-                user_side,
-                id,
-                value: Some(0),
-            })
-        })
-        .collect();
+    let all_present = every_user_with_preferences();
     let (users, prefs) = users_and_preferences();
     let misplaced = (0..60i64)
         .filter(|id| {
@@ -404,12 +396,41 @@ fn declaring_such_tables_co_partitioned_gives_a_wrong_join() {
         "the key bytes must differ in partition for this test to mean anything"
     );
 
-    let driver = profile_driver(TestStores::InMemory, true);
-    let (inner, _) = feed_profiles(&driver, &all_present);
-    let joined = compacted(&driver, "profiles");
+    let declared = driver(profile_topology(true), TestStores::InMemory, JOIN_PARTITIONS);
+    let (inner, _) = feed_profiles(&declared, &all_present);
+    let joined = compacted(&declared, "profiles");
     assert_eq!(joined.len(), inner.len() - misplaced);
 
-    let driver = profile_driver(TestStores::InMemory, false);
+    let driver = driver(profile_topology(false), TestStores::InMemory, JOIN_PARTITIONS);
     let (inner, _) = feed_profiles(&driver, &all_present);
     assert_eq!(compacted(&driver, "profiles"), inner);
+}
+
+fn every_user_with_preferences() -> Vec<JoinUpdate> {
+    (0..60)
+        .flat_map(|id| {
+            [true, false].map(|user_side| JoinUpdate {
+                user_side,
+                id,
+                value: Some(0),
+            })
+        })
+        .collect()
+}
+
+/// The repartition topics of both tables get the larger count, so tables
+/// of topics with different partition counts join.
+#[test]
+fn cdc_tables_of_topics_with_different_partition_counts_join() {
+    let config = TestDriverConfig::default()
+        .partitions("mysql.app.users", 6)
+        .partitions("mysql.app.preferences", 4);
+    let driver = TopologyTestDriver::with_config(profile_topology(false), config).unwrap();
+    let (inner, left) = feed_profiles(&driver, &every_user_with_preferences());
+    assert_eq!(compacted(&driver, "profiles"), inner);
+    assert_eq!(compacted(&driver, "profiles-left"), left);
+    for table in ["users", "preferences"] {
+        let topic = driver.repartition_topic(&format!("mysql.app.{table}-cdc"));
+        assert_eq!(driver.partitions_of(&topic), 6, "{topic}");
+    }
 }

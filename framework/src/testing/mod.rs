@@ -331,40 +331,43 @@ impl TopologyTestDriver {
     }
 }
 
-/// The partition count of each sub-topology's tasks: that of its source
-/// topics, which must agree (a task reads the same partition of each).
+/// The partition count of each sub-topology's tasks: that of its external
+/// source topics, which must agree (a task reads the same partition of
+/// each). Repartition topics take the count of the sub-topology that reads
+/// them: its external topics' count, or, when it reads only repartition
+/// topics, the largest count of the sub-topologies writing them (as Kafka
+/// Streams sizes co-partitioned repartition topics).
 fn subtopology_partitions(topology: &Topology, config: &TestDriverConfig) -> Result<Vec<i32>, WeirError> {
     let app = &config.application_id;
     let subs = topology.subtopologies();
     let mut counts: Vec<Option<i32>> = vec![None; subs.len()];
-    // A repartition topic has as many partitions as the sub-topology that
-    // writes it has tasks; resolve in dependency order.
+    // Resolve in dependency order: a sub-topology's count needs those of
+    // the sub-topologies writing its repartition topics.
     for _ in 0..subs.len() {
         for sub in subs {
             if counts[sub.id].is_some() {
                 continue;
             }
-            let mut inputs = Vec::new();
+            let mut externals = Vec::new();
+            let mut writers = Vec::new();
             for topic in &sub.source_topics {
-                let count = match topic {
-                    TopicRef::External(name) => {
-                        Some(*config.partitions.get(name).unwrap_or(&config.default_partitions))
-                    }
-                    TopicRef::Repartition(_) => subs
-                        .iter()
-                        .find(|s| s.sink_topics.contains(topic))
-                        .and_then(|writer| counts[writer.id]),
-                };
-                match count {
-                    Some(count) => inputs.push((topic.resolve(app), count)),
-                    None => break,
+                match topic {
+                    TopicRef::External(name) => externals.push((
+                        topic.resolve(app),
+                        *config.partitions.get(name).unwrap_or(&config.default_partitions),
+                    )),
+                    TopicRef::Repartition(_) => writers.push(
+                        subs.iter()
+                            .find(|s| s.sink_topics.contains(topic))
+                            .and_then(|writer| counts[writer.id]),
+                    ),
                 }
             }
-            if inputs.len() < sub.source_topics.len() {
+            if writers.iter().any(Option::is_none) {
                 continue;
             }
-            if inputs.iter().any(|(_, c)| *c != inputs[0].1) {
-                let listed: Vec<String> = inputs.iter().map(|(t, c)| format!("{t} ({c})")).collect();
+            if externals.iter().any(|(_, c)| *c != externals[0].1) {
+                let listed: Vec<String> = externals.iter().map(|(t, c)| format!("{t} ({c})")).collect();
                 return Err(WeirError::InvalidTopology(format!(
                     "sub-topology {} reads topics with different partition counts: {}; topics that are joined \
                      must be co-partitioned (same partition count, same partitioning of keys)",
@@ -372,7 +375,8 @@ fn subtopology_partitions(topology: &Topology, config: &TestDriverConfig) -> Res
                     listed.join(", ")
                 )));
             }
-            counts[sub.id] = Some(inputs.first().map_or(1, |(_, c)| *c));
+            let largest_writer = writers.into_iter().flatten().max();
+            counts[sub.id] = Some(externals.first().map(|(_, c)| *c).or(largest_writer).unwrap_or(1));
         }
     }
     counts
