@@ -204,7 +204,7 @@ impl Pipeline {
         let mut offset = 0;
         for batch in records.chunks(BATCH) {
             for (topic, record) in batch {
-                self.tasks[self.readers[*topic]].process(topic, offset, record).unwrap();
+                self.tasks[self.readers[*topic]].process(topic, offset, &record.as_input()).unwrap();
                 offset += 1;
             }
             loop {
@@ -213,7 +213,7 @@ impl Pipeline {
                 for output in outputs {
                     if let Some(&reader) = self.readers.get(&*output.topic) {
                         self.tasks[reader]
-                            .process(&output.topic, offset, &output.record)
+                            .process(&output.topic, offset, &output.record.as_input())
                             .unwrap();
                         offset += 1;
                         routed = true;

@@ -90,6 +90,12 @@ pub enum WeirError {
         offset: i64,
         cause: Box<WeirError>,
     },
+    /// A Kafka client or broker operation failed; the message says which.
+    #[error("kafka: {0}")]
+    Kafka(String),
+    /// A file of the state directory could not be read or written.
+    #[error("state directory: {0}")]
+    StateDir(String),
     #[error("{0}")]
     Other(String),
 }

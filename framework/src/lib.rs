@@ -2,8 +2,9 @@
 //!
 //! Build a topology with the typed DSL ([`StreamsBuilder`], [`KStream`],
 //! [`KTable`]), test it without a broker in the
-//! [`TopologyTestDriver`](testing::TopologyTestDriver), and run it with
-//! state in RocksDB stores backed by compacted changelog topics.
+//! [`TopologyTestDriver`](testing::TopologyTestDriver), and run it against
+//! Kafka with [`KafkaStreams`](runtime::KafkaStreams), with state in RocksDB
+//! stores backed by compacted changelog topics.
 //!
 //! ```
 //! use weir::{StreamsBuilder, Consumed, Produced, serde::{Json, Utf8}};
@@ -31,6 +32,7 @@
 
 pub mod cdc;
 pub mod dsl;
+pub mod embedded;
 pub mod error;
 pub mod error_handler;
 pub mod metrics;

@@ -5,7 +5,9 @@
 //! their own counts so that tests and the test driver can read them.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Records dropped instead of processed, labelled by `reason` and `topic`.
 pub const RECORDS_SKIPPED: &str = "weir_records_skipped_total";
@@ -13,6 +15,19 @@ pub const RECORDS_SKIPPED: &str = "weir_records_skipped_total";
 pub const RECORDS_DEAD_LETTERED: &str = "weir_records_dead_lettered_total";
 /// Records processed by a task, labelled by source `topic`.
 pub const RECORDS_PROCESSED: &str = "weir_records_processed_total";
+
+/// Changelog records written back into stores, labelled by `store`.
+pub const RESTORED_RECORDS: &str = "weir_restore_records_total";
+/// Changelog records left to restore, labelled by `store` (0 once done).
+pub const RESTORE_REMAINING: &str = "weir_restore_remaining_records";
+/// Commits of an instance (offsets, or transactions under exactly-once).
+pub const COMMITS: &str = "weir_commits_total";
+/// How long each commit took, in seconds.
+pub const COMMIT_SECONDS: &str = "weir_commit_seconds";
+/// Partition assignments and revocations an instance went through.
+pub const REBALANCES: &str = "weir_rebalances_total";
+/// Tasks an instance runs now.
+pub const ACTIVE_TASKS: &str = "weir_active_tasks";
 
 /// Debezium change events read by CDC sources, labelled by `topic` and `op`
 /// (`c`, `u`, `d`, `r`, `t`, `m`, or `tombstone`).
@@ -111,5 +126,86 @@ impl TaskMetrics {
                 *sum += n;
             }
         }
+    }
+}
+
+/// Counters of a running instance, shared by its stream thread and the
+/// [`KafkaStreams`](crate::runtime::KafkaStreams) handle, and exported
+/// through the [`metrics`] facade as they change.
+#[derive(Debug, Default)]
+pub struct RuntimeMetrics {
+    processed: AtomicU64,
+    commits: AtomicU64,
+    rebalances: AtomicU64,
+    active_tasks: AtomicU64,
+    restored: Mutex<BTreeMap<String, u64>>,
+    tasks: Mutex<TaskMetrics>,
+}
+
+/// A copy of an instance's counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuntimeSnapshot {
+    /// Input records processed since the instance started.
+    pub processed: u64,
+    pub commits: u64,
+    pub rebalances: u64,
+    pub active_tasks: u64,
+    /// Changelog records restored into each store since the instance started.
+    pub restored: BTreeMap<String, u64>,
+    /// The counters of every task the instance ran, as of its last commit.
+    pub tasks: TaskMetrics,
+}
+
+impl RuntimeSnapshot {
+    /// Changelog records restored into all stores.
+    pub fn restored_total(&self) -> u64 {
+        self.restored.values().sum()
+    }
+}
+
+impl RuntimeMetrics {
+    pub fn snapshot(&self) -> RuntimeSnapshot {
+        RuntimeSnapshot {
+            processed: self.processed.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
+            rebalances: self.rebalances.load(Ordering::Relaxed),
+            active_tasks: self.active_tasks.load(Ordering::Relaxed),
+            restored: self.restored.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            tasks: self.tasks.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+
+    pub(crate) fn processed(&self, records: u64) {
+        self.processed.fetch_add(records, Ordering::Relaxed);
+    }
+
+    pub(crate) fn committed(&self, took: Duration) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(COMMITS).increment(1);
+        metrics::histogram!(COMMIT_SECONDS).record(took.as_secs_f64());
+    }
+
+    pub(crate) fn rebalanced(&self, active_tasks: usize) {
+        self.rebalances.fetch_add(1, Ordering::Relaxed);
+        self.active_tasks.store(active_tasks as u64, Ordering::Relaxed);
+        metrics::counter!(REBALANCES).increment(1);
+        metrics::gauge!(ACTIVE_TASKS).set(active_tasks as f64);
+    }
+
+    /// Counts `records` restored into `store`, with `remaining` still to come.
+    pub(crate) fn restored(&self, store: &str, records: u64, remaining: u64) {
+        *self
+            .restored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(store.to_string())
+            .or_default() += records;
+        metrics::counter!(RESTORED_RECORDS, "store" => store.to_string()).increment(records);
+        metrics::gauge!(RESTORE_REMAINING, "store" => store.to_string()).set(remaining as f64);
+    }
+
+    /// Replaces the task counters of the snapshot.
+    pub(crate) fn set_tasks(&self, tasks: TaskMetrics) {
+        *self.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
     }
 }

@@ -65,6 +65,40 @@ pub struct RawRecord {
     pub headers: Vec<Header>,
 }
 
+/// The headers of an input record, copied out only when a record goes to a
+/// dead-letter topic.
+pub trait InputHeaders {
+    fn to_headers(&self) -> Vec<Header>;
+}
+
+impl InputHeaders for [Header] {
+    fn to_headers(&self) -> Vec<Header> {
+        self.to_vec()
+    }
+}
+
+/// An input record borrowed from where it was read (a consumer's buffer,
+/// the test driver's log), so that reading a record copies nothing.
+#[derive(Clone, Copy)]
+pub struct InputRecord<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub timestamp: i64,
+    pub headers: &'a dyn InputHeaders,
+}
+
+impl RawRecord {
+    /// This record as a task reads it.
+    pub fn as_input(&self) -> InputRecord<'_> {
+        InputRecord {
+            key: self.key.as_deref(),
+            value: self.value.as_deref(),
+            timestamp: self.timestamp,
+            headers: self.headers.as_slice(),
+        }
+    }
+}
+
 /// A serialized record on its way out: to a sink topic, a repartition topic,
 /// a changelog or a dead-letter topic.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use super::ProcessorContext;
 use crate::cdc::{ChangeEvent, EventDecoder, KeyDecoder, Op, TruncatePolicy};
 use crate::error::{SerdeError, WeirError};
 use crate::metrics::{SkipReason, CDC_EVENTS, CDC_OPS};
-use crate::record::{RawRecord, Record};
+use crate::record::{InputRecord, Record};
 use std::sync::Arc;
 
 /// The exported per-operation counters of one CDC topic, looked up once per task.
@@ -43,9 +43,9 @@ impl CdcCounters {
 fn decode_key<K: 'static>(
     keys: &dyn KeyDecoder<K>,
     ctx: &ProcessorContext<'_>,
-    raw: &RawRecord,
+    raw: &InputRecord<'_>,
 ) -> Result<Option<K>, SerdeError> {
-    match raw.key.as_deref() {
+    match raw.key {
         Some(bytes) => keys.decode_key(&ctx.source.topic, bytes).map_err(|e| e.prefixed("key")),
         None => Ok(None),
     }
@@ -67,9 +67,9 @@ impl<K: Clone + 'static, Row: Clone + 'static> Decode for CdcTableDecoder<K, Row
     fn decode(
         &self,
         ctx: &mut ProcessorContext<'_>,
-        raw: &RawRecord,
+        raw: &InputRecord<'_>,
     ) -> Result<Option<Record<K, Option<Row>>>, WeirError> {
-        let change = match raw.value.as_deref() {
+        let change = match raw.value {
             Some(bytes) => self
                 .events
                 .decode_row_change(&ctx.source.topic, bytes)
@@ -132,8 +132,8 @@ impl<K: Clone + 'static, Row: Clone + 'static> Decode for CdcStreamDecoder<K, Ro
     type Key = Option<K>;
     type Value = ChangeEvent<Row>;
 
-    fn decode(&self, ctx: &mut ProcessorContext<'_>, raw: &RawRecord) -> Decoded<Option<K>, ChangeEvent<Row>> {
-        let event = match raw.value.as_deref() {
+    fn decode(&self, ctx: &mut ProcessorContext<'_>, raw: &InputRecord<'_>) -> Decoded<Option<K>, ChangeEvent<Row>> {
+        let event = match raw.value {
             Some(bytes) => self
                 .events
                 .decode_event(&ctx.source.topic, bytes)

@@ -9,13 +9,13 @@ use super::{Forwarder, ProcessorContext};
 use crate::error::{SerdeError, WeirError};
 use crate::error_handler::*;
 use crate::metrics::SkipReason;
-use crate::record::{Header, OutputRecord, RawRecord, Record};
+use crate::record::{Header, InputRecord, OutputRecord, RawRecord, Record};
 use crate::serde::SerdeRef;
 use std::sync::Arc;
 
 /// The entry point of a task for one source topic.
 pub(crate) trait RawSource {
-    fn process_raw(&mut self, ctx: &mut ProcessorContext<'_>, raw: &RawRecord) -> Result<(), WeirError>;
+    fn process_raw(&mut self, ctx: &mut ProcessorContext<'_>, raw: &InputRecord<'_>) -> Result<(), WeirError>;
 }
 
 /// What a decoder made of a raw record; see [`Decode::decode`].
@@ -29,7 +29,7 @@ pub(crate) trait Decode {
     /// `Ok(None)` when the record carries nothing to forward (the decoder
     /// counts why). A [`WeirError::Serde`] goes to the error handler; any
     /// other error stops the task.
-    fn decode(&self, ctx: &mut ProcessorContext<'_>, raw: &RawRecord) -> Decoded<Self::Key, Self::Value>;
+    fn decode(&self, ctx: &mut ProcessorContext<'_>, raw: &InputRecord<'_>) -> Decoded<Self::Key, Self::Value>;
 }
 
 /// Decodes the key and the value with their serdes.
@@ -42,15 +42,15 @@ impl<K: Clone + 'static, V: Clone + 'static> Decode for SerdeDecoder<K, V> {
     type Key = K;
     type Value = V;
 
-    fn decode(&self, ctx: &mut ProcessorContext<'_>, raw: &RawRecord) -> Decoded<K, V> {
+    fn decode(&self, ctx: &mut ProcessorContext<'_>, raw: &InputRecord<'_>) -> Decoded<K, V> {
         let topic = &ctx.source.topic;
         let key = self
             .key_serde
-            .deserialize(topic, raw.key.as_deref())
+            .deserialize(topic, raw.key)
             .map_err(|e| e.prefixed("key"))?;
         let value = self
             .value_serde
-            .deserialize(topic, raw.value.as_deref())
+            .deserialize(topic, raw.value)
             .map_err(|e| e.prefixed("value"))?;
         Ok(Some(Record::new(key, value, raw.timestamp)))
     }
@@ -63,7 +63,7 @@ pub(crate) struct SourceNode<D: Decode> {
 }
 
 impl<D: Decode> RawSource for SourceNode<D> {
-    fn process_raw(&mut self, ctx: &mut ProcessorContext<'_>, raw: &RawRecord) -> Result<(), WeirError> {
+    fn process_raw(&mut self, ctx: &mut ProcessorContext<'_>, raw: &InputRecord<'_>) -> Result<(), WeirError> {
         match self.decoder.decode(ctx, raw) {
             Ok(Some(record)) => self.out.forward(ctx, record),
             Ok(None) => Ok(()),
@@ -77,7 +77,7 @@ impl<D: Decode> RawSource for SourceNode<D> {
 fn handle_undecodable(
     ctx: &mut ProcessorContext<'_>,
     on_error: &ErrorHandler,
-    raw: &RawRecord,
+    raw: &InputRecord<'_>,
     error: SerdeError,
 ) -> Result<(), WeirError> {
     let source = ctx.source;
@@ -92,7 +92,7 @@ fn handle_undecodable(
             Ok(())
         }
         ErrorHandler::DeadLetter(dlq) => {
-            let mut headers = raw.headers.clone();
+            let mut headers = raw.headers.to_headers();
             for (key, value) in [
                 (DLQ_ERROR_CLASS, "deserialization".to_string()),
                 (DLQ_ERROR_MESSAGE, error.to_string()),
@@ -108,7 +108,12 @@ fn handle_undecodable(
             ctx.collector.send(OutputRecord {
                 topic: Arc::from(dlq.as_str()),
                 partition: None,
-                record: RawRecord { headers, ..raw.clone() },
+                record: RawRecord {
+                    key: raw.key.map(<[u8]>::to_vec),
+                    value: raw.value.map(<[u8]>::to_vec),
+                    timestamp: raw.timestamp,
+                    headers,
+                },
             });
             ctx.metrics.record_skip(SkipReason::DeadLettered, &source.topic);
             Ok(())

@@ -1,11 +1,38 @@
-//! Running a topology: tasks, and (to come) the Kafka consumer/producer loop.
+//! Running a topology against Kafka.
 //!
-//! A [`Task`] owns the processor instances and store partitions of one
-//! sub-topology on one partition, and turns input records into output
-//! records. Whatever feeds it (the test driver today, a Kafka consumer
-//! group later) only moves raw records in and out.
+//! A record's path through a running instance:
+//! 1. [`KafkaStreams::start`] checks the source topics, creates internal
+//!    topics ([`topics`](prepare_topics)) and starts the stream thread.
+//! 2. The stream thread's consumer joins the group `application.id` with the
+//!    range assignor, so partition `p` of co-partitioned topics lands on one
+//!    instance. On assignment, the task manager creates one [`Task`] per
+//!    (sub-topology, partition) and restores its stores from their
+//!    changelogs (from the local checkpoint when it is valid).
+//! 3. Each polled record goes to its task, which runs it through the
+//!    sub-topology's processors; the outputs (sinks, repartition topics,
+//!    changelog writes, dead letters) go to the producer.
+//! 4. Every `commit.interval.ms`, and before partitions are revoked, the
+//!    task manager commits: producer flushed, stores flushed, checkpoints
+//!    written, offsets committed, or under exactly-once, one transaction.
+//!
+//! A [`Task`] itself knows nothing of Kafka: the test driver runs the very
+//! same tasks without a broker.
 
+mod checkpoint;
+mod config;
+mod kafka_streams;
+mod producer;
+mod restore;
+mod stream_thread;
 mod task;
+mod task_manager;
+mod topics;
 
+pub use checkpoint::Checkpoint;
+pub use config::{ClientProperties, ProcessingGuarantee, Settings, StoreBackend, StreamsConfig, WEIR_KEYS};
+pub use kafka_streams::{KafkaStreams, ShutdownHandle, StreamsState};
+pub(crate) use kafka_streams::StateCell;
 pub(crate) use task::TaskBuilder;
 pub use task::{Task, TaskId, TaskSettings};
+pub use topics::{prepare_topics, KafkaTopicAdmin, NewTopicSpec, TopicAdmin};
+pub(crate) use topics::metadata_partition_counts;

@@ -5,7 +5,7 @@ use crate::error_handler::ErrorHandler;
 use crate::metrics::TaskMetrics;
 use crate::processor::source::RawSource;
 use crate::processor::{ProcessorContext, RecordCollector};
-use crate::record::{OutputRecord, RawRecord, SourceMetadata};
+use crate::record::{InputRecord, OutputRecord, SourceMetadata};
 use crate::serde::SerdeRef;
 use crate::state::handle::Changelog;
 use crate::state::{StoreHandle, StoreSupplier, TypedStore};
@@ -123,7 +123,7 @@ impl Task {
             match &node.factory {
                 NodeFactory::Source(make) => {
                     let source = make(&mut builder, &children)?;
-                    let NodeKind::Source { topic } = &node.kind else {
+                    let NodeKind::Source { topic, .. } = &node.kind else {
                         return Err(WeirError::Other(format!(
                             "{} has a source factory but is no source",
                             node.name
@@ -165,7 +165,7 @@ impl Task {
     }
 
     /// Processes one input record of `topic` (at `offset` of this task's partition).
-    pub fn process(&mut self, topic: &str, offset: i64, record: &RawRecord) -> Result<(), WeirError> {
+    pub fn process(&mut self, topic: &str, offset: i64, record: &InputRecord<'_>) -> Result<(), WeirError> {
         let source = self
             .sources
             .get_mut(topic)
@@ -196,13 +196,33 @@ impl Task {
 
     /// Takes the records produced since the last call: sink outputs,
     /// repartition records, changelog writes and dead letters, in order.
-    pub fn drain_output(&mut self) -> Vec<OutputRecord> {
-        self.collector.drain().collect()
+    pub fn drain_output(&mut self) -> std::vec::Drain<'_, OutputRecord> {
+        self.collector.drain()
     }
 
     /// Flushes every store of the task.
     pub fn flush(&mut self) -> Result<(), WeirError> {
         self.stores.values().try_for_each(|s| s.borrow_mut().flush())
+    }
+
+    /// The task's stores, each with its changelog topic.
+    pub fn stores(&self) -> impl Iterator<Item = (&str, Option<Arc<str>>)> {
+        self.stores
+            .iter()
+            .map(|(name, handle)| (name.as_str(), handle.borrow().changelog_topic().cloned()))
+    }
+
+    /// Writes records read back from a store's changelog into the store.
+    pub fn restore(
+        &mut self,
+        store: &str,
+        writes: &mut dyn Iterator<Item = crate::state::StoreWrite<'_>>,
+    ) -> Result<(), WeirError> {
+        let handle = self
+            .stores
+            .get(store)
+            .ok_or_else(|| WeirError::Other(format!("task {} has no store '{store}'", self.id)))?;
+        handle.borrow_mut().restore(writes)
     }
 
     pub fn metrics(&self) -> &TaskMetrics {

@@ -1,6 +1,6 @@
 //! A task's view of one store: logging to the changelog and typed access.
 
-use super::KeyValueStore;
+use super::{KeyValueStore, StoreWrite};
 use crate::error::{SerdeError, WeirError};
 use crate::processor::{ProcessorContext, ValueGetter};
 use crate::record::{OutputRecord, RawRecord};
@@ -65,6 +65,11 @@ impl StoreHandle {
 
     pub(crate) fn flush(&mut self) -> Result<(), WeirError> {
         Ok(self.store.flush()?)
+    }
+
+    /// Writes records read back from the changelog, without logging them again.
+    pub(crate) fn restore(&mut self, writes: &mut dyn Iterator<Item = StoreWrite<'_>>) -> Result<(), WeirError> {
+        Ok(self.store.write_batch(writes)?)
     }
 }
 

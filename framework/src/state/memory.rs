@@ -77,4 +77,8 @@ impl StoreSupplier for InMemoryStores {
     fn kind(&self) -> &'static str {
         "in-memory"
     }
+
+    fn persistent(&self) -> bool {
+        false
+    }
 }

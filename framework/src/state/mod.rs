@@ -31,7 +31,22 @@ pub trait KeyValueStore {
     fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError>;
     /// Makes every write so far durable in the backend.
     fn flush(&mut self) -> Result<(), StoreError>;
+
+    /// Applies many writes at once (`None` deletes), as a restore does;
+    /// backends override it to write them in one batch.
+    fn write_batch(&mut self, writes: &mut dyn Iterator<Item = StoreWrite<'_>>) -> Result<(), StoreError> {
+        for (key, value) in writes {
+            match value {
+                Some(value) => self.put(key, value)?,
+                None => self.delete(key)?,
+            }
+        }
+        Ok(())
+    }
 }
+
+/// One write of a batch: a key and its new value, `None` to delete it.
+pub type StoreWrite<'a> = (&'a [u8], Option<&'a [u8]>);
 
 /// Opens the stores of tasks. One supplier serves a whole instance, so a
 /// backend can share memory (caches, write buffers) between all its stores.
@@ -40,4 +55,7 @@ pub trait StoreSupplier: Send + Sync {
     fn open(&self, task_id: &str, store: &str) -> Result<Box<dyn KeyValueStore>, StoreError>;
     /// A short name for logs and `describe()`.
     fn kind(&self) -> &'static str;
+    /// Whether stores keep their contents on disk across restarts, so that a
+    /// restore can start from a checkpoint instead of the changelog's start.
+    fn persistent(&self) -> bool;
 }

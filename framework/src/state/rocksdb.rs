@@ -6,9 +6,9 @@
 //! `block_cache_bytes` however many tasks it runs. The write-ahead log is off:
 //! the changelog topic is the durable copy, as in Kafka Streams.
 
-use super::{KeyValueStore, StoreSupplier};
+use super::{KeyValueStore, StoreSupplier, StoreWrite};
 use crate::error::StoreError;
-use rocksdb::{BlockBasedOptions, Cache, IteratorMode, Options, WriteBufferManager, WriteOptions, DB};
+use rocksdb::{BlockBasedOptions, Cache, IteratorMode, Options, WriteBatch, WriteBufferManager, WriteOptions, DB};
 use std::path::{Path, PathBuf};
 
 /// Memory sizes of the RocksDB backend.
@@ -100,6 +100,10 @@ impl StoreSupplier for RocksDbStores {
     fn kind(&self) -> &'static str {
         "rocksdb"
     }
+
+    fn persistent(&self) -> bool {
+        true
+    }
 }
 
 /// One RocksDB database holding one store of one task.
@@ -146,6 +150,17 @@ impl KeyValueStore for RocksDbStore {
     fn flush(&mut self) -> Result<(), StoreError> {
         self.db.flush().map_err(|e| self.error(e))
     }
+
+    fn write_batch(&mut self, writes: &mut dyn Iterator<Item = StoreWrite<'_>>) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for (key, value) in writes {
+            match value {
+                Some(value) => batch.put(key, value),
+                None => batch.delete(key),
+            }
+        }
+        self.db.write_opt(batch, &self.write_options).map_err(|e| self.error(e))
+    }
 }
 
 #[cfg(test)]
@@ -162,6 +177,8 @@ mod tests {
             store.put(b"a", b"1").unwrap();
             store.put(b"c", b"3").unwrap();
             store.delete(b"c").unwrap();
+            let writes = [(&b"d"[..], Some(&b"4"[..])), (&b"b"[..], None), (&b"b"[..], Some(&b"2"[..]))];
+            store.write_batch(&mut writes.into_iter()).unwrap();
             store.flush().unwrap();
         }
         let store = stores.open("1_2", "s").unwrap();
@@ -169,7 +186,11 @@ mod tests {
         store.for_each(&mut |k, v| seen.push((k.to_vec(), v.to_vec()))).unwrap();
         assert_eq!(
             seen,
-            vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]
+            vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"b".to_vec(), b"2".to_vec()),
+                (b"d".to_vec(), b"4".to_vec())
+            ]
         );
         assert!(dir.path().join("1_2").join("s").exists());
     }

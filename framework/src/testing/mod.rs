@@ -25,6 +25,7 @@
 //! ```
 
 pub mod debezium;
+pub mod kafka;
 
 use crate::error::WeirError;
 use crate::error_handler::ErrorHandler;
@@ -180,18 +181,20 @@ impl TopologyTestDriver {
             return Err(WeirError::Config("a topic needs at least one partition".into()));
         }
         let app = config.application_id.clone();
-        let task_partitions = subtopology_partitions(&topology, &config)?;
+        let plan = topology.partition_plan(&app, &mut |topic| {
+            Ok(*config.partitions.get(topic).unwrap_or(&config.default_partitions))
+        })?;
+        let task_partitions = &plan.tasks;
         let mut partitions = HashMap::new();
         let mut routes = HashMap::new();
         for sub in topology.subtopologies() {
-            let count = task_partitions[sub.id];
             for topic in &sub.source_topics {
-                partitions.insert(topic.resolve(&app), count);
+                partitions.insert(topic.resolve(&app), task_partitions[sub.id]);
                 routes.insert(topic.resolve(&app), sub.id);
             }
-            for store in &sub.stores {
-                partitions.insert(changelog_topic(&app, store), count);
-            }
+        }
+        for topic in &plan.internal_topics {
+            partitions.insert(topic.name.clone(), topic.partitions);
         }
         for (topic, &count) in &config.partitions {
             partitions.entry(topic.clone()).or_insert(count);
@@ -331,61 +334,6 @@ impl TopologyTestDriver {
     }
 }
 
-/// The partition count of each sub-topology's tasks: that of its external
-/// source topics, which must agree (a task reads the same partition of
-/// each). Repartition topics take the count of the sub-topology that reads
-/// them: its external topics' count, or, when it reads only repartition
-/// topics, the largest count of the sub-topologies writing them (as Kafka
-/// Streams sizes co-partitioned repartition topics).
-fn subtopology_partitions(topology: &Topology, config: &TestDriverConfig) -> Result<Vec<i32>, WeirError> {
-    let app = &config.application_id;
-    let subs = topology.subtopologies();
-    let mut counts: Vec<Option<i32>> = vec![None; subs.len()];
-    // Resolve in dependency order: a sub-topology's count needs those of
-    // the sub-topologies writing its repartition topics.
-    for _ in 0..subs.len() {
-        for sub in subs {
-            if counts[sub.id].is_some() {
-                continue;
-            }
-            let mut externals = Vec::new();
-            let mut writers = Vec::new();
-            for topic in &sub.source_topics {
-                match topic {
-                    TopicRef::External(name) => externals.push((
-                        topic.resolve(app),
-                        *config.partitions.get(name).unwrap_or(&config.default_partitions),
-                    )),
-                    TopicRef::Repartition(_) => writers.push(
-                        subs.iter()
-                            .find(|s| s.sink_topics.contains(topic))
-                            .and_then(|writer| counts[writer.id]),
-                    ),
-                }
-            }
-            if writers.iter().any(Option::is_none) {
-                continue;
-            }
-            if externals.iter().any(|(_, c)| *c != externals[0].1) {
-                let listed: Vec<String> = externals.iter().map(|(t, c)| format!("{t} ({c})")).collect();
-                return Err(WeirError::InvalidTopology(format!(
-                    "sub-topology {} reads topics with different partition counts: {}; topics that are joined \
-                     must be co-partitioned (same partition count, same partitioning of keys)",
-                    sub.id,
-                    listed.join(", ")
-                )));
-            }
-            let largest_writer = writers.into_iter().flatten().max();
-            counts[sub.id] = Some(externals.first().map(|(_, c)| *c).or(largest_writer).unwrap_or(1));
-        }
-    }
-    counts
-        .into_iter()
-        .enumerate()
-        .map(|(id, c)| c.ok_or_else(|| WeirError::InvalidTopology(format!("sub-topology {id} has no partition count"))))
-        .collect()
-}
-
 impl DriverState {
     fn partition_count(&self, topic: &str) -> i32 {
         *self.partitions.get(topic).unwrap_or(&self.config.default_partitions)
@@ -440,7 +388,7 @@ impl DriverState {
                 .tasks
                 .get_mut(&task_id)
                 .expect("a task per sub-topology and partition");
-            if let Err(error) = task.process(&topic, offset, &record) {
+            if let Err(error) = task.process(&topic, offset, &record.as_input()) {
                 // What the failed record produced before failing is not sent,
                 // as a runtime would not commit it.
                 task.drain_output();

@@ -113,6 +113,10 @@ impl TopologyBuilder {
     {
         let name = self.new_name("KSTREAM-SOURCE");
         let node_name = name.clone();
+        let kind = NodeKind::Source {
+            topic,
+            on_error: on_error.clone(),
+        };
         let factory = NodeFactory::Source(Arc::new(move |task, children| {
             Ok(Box::new(SourceNode {
                 decoder: make(task),
@@ -120,7 +124,7 @@ impl TopologyBuilder {
                 out: Forwarder::from_children(&node_name, children)?,
             }) as Box<dyn RawSource>)
         }));
-        self.push(name, NodeKind::Source { topic }, &[], Vec::new(), factory)
+        self.push(name, kind, &[], Vec::new(), factory)
     }
 
     /// A processor node of input `Record<KI, VI>` whose children receive
@@ -215,7 +219,7 @@ impl TopologyBuilder {
         let mut errors = self.errors;
         let mut sourced: BTreeMap<&TopicRef, &str> = BTreeMap::new();
         for node in &self.nodes {
-            if let NodeKind::Source { topic } = &node.kind {
+            if let NodeKind::Source { topic, .. } = &node.kind {
                 if let Some(first) = sourced.insert(topic, &node.name) {
                     errors.push(format!(
                         "topic '{}' is read by two sources ({first} and {}); read it once and reuse the stream or table",
@@ -283,7 +287,7 @@ fn group_subtopologies(nodes: &[NodeDef]) -> Vec<SubTopology> {
             let mut stores = BTreeSet::new();
             for &id in &ids {
                 match &nodes[id].kind {
-                    NodeKind::Source { topic } => sources.push(topic.clone()),
+                    NodeKind::Source { topic, .. } => sources.push(topic.clone()),
                     NodeKind::Sink { topic } => sinks.push(topic.clone()),
                     NodeKind::Processor => {}
                 }

@@ -1,6 +1,7 @@
 //! `Topology::describe()`: the topology as text, in Kafka Streams' layout.
 
 use super::{NodeKind, TopologyDef};
+use crate::error_handler::ErrorHandler;
 use crate::topology::changelog_topic;
 use std::fmt::{self, Write};
 
@@ -23,8 +24,17 @@ impl TopologyDescription {
             for &id in &sub.nodes {
                 let node = &def.nodes[id];
                 let _ = match &node.kind {
-                    NodeKind::Source { topic } => {
-                        writeln!(text, "    Source: {} (topics: [{}])", node.name, topic.resolve(APP))
+                    NodeKind::Source { topic, on_error } => {
+                        let dead_letters = match on_error {
+                            Some(ErrorHandler::DeadLetter(dlq)) => format!(" (dead letters: {dlq})"),
+                            _ => String::new(),
+                        };
+                        writeln!(
+                            text,
+                            "    Source: {} (topics: [{}]){dead_letters}",
+                            node.name,
+                            topic.resolve(APP)
+                        )
                     }
                     NodeKind::Processor => writeln!(
                         text,

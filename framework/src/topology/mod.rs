@@ -8,11 +8,14 @@
 
 mod builder;
 mod describe;
+mod partitions;
 
 pub(crate) use builder::{NodeFactory, TopologyBuilder};
 pub use describe::TopologyDescription;
+pub use partitions::{InternalTopic, InternalTopicKind, PartitionPlan};
 
-use std::collections::BTreeMap;
+use crate::error_handler::ErrorHandler;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// A topic as the topology names it; internal topics get the application id
@@ -46,7 +49,11 @@ pub fn changelog_topic(application_id: &str, store: &str) -> String {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum NodeKind {
-    Source { topic: TopicRef },
+    /// `on_error` of `None` takes the application's default handler.
+    Source {
+        topic: TopicRef,
+        on_error: Option<ErrorHandler>,
+    },
     Processor,
     Sink { topic: TopicRef },
 }
@@ -127,6 +134,22 @@ impl Topology {
     /// The sub-topology that reads `topic`, if any.
     pub fn subtopology_of_source(&self, topic: &TopicRef) -> Option<&SubTopology> {
         self.def.subtopologies.iter().find(|s| s.source_topics.contains(topic))
+    }
+
+    /// The dead-letter topics the sources write to, given the application's
+    /// default error handler, each with the source topic it serves.
+    pub fn dead_letter_topics(&self, application_id: &str, default: &ErrorHandler) -> BTreeSet<(String, String)> {
+        self.def
+            .nodes
+            .iter()
+            .filter_map(|node| match &node.kind {
+                NodeKind::Source { topic, on_error } => match on_error.as_ref().unwrap_or(default) {
+                    ErrorHandler::DeadLetter(dlq) => Some((dlq.clone(), topic.resolve(application_id))),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
     }
 
     pub(crate) fn store_layout(&self, store: &str) -> Option<StoreLayout> {

@@ -1,0 +1,80 @@
+//! An in-process Kafka cluster: librdkafka's mock cluster, which speaks the
+//! Kafka protocol on loopback ports. Demos and tests run weir against it
+//! with no broker to install; other processes can connect to it too.
+//!
+//! The mock cluster has no admin API, so topics are created through
+//! [`EmbeddedKafka::create_topic`] (the runtime does so through its
+//! [`TopicAdmin`] implementation). It neither compacts topics nor hides
+//! aborted transactions from `read_committed` consumers.
+//!
+//! ```
+//! use weir::embedded::EmbeddedKafka;
+//! let kafka = EmbeddedKafka::start().unwrap();
+//! kafka.create_topic("users", 3).unwrap();
+//! assert!(kafka.bootstrap_servers().contains(':'));
+//! ```
+
+use crate::error::WeirError;
+use crate::runtime::{NewTopicSpec, TopicAdmin};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, DefaultProducerContext};
+use rdkafka::ClientConfig;
+use std::collections::BTreeMap;
+
+/// A running mock cluster; it stops when dropped.
+pub struct EmbeddedKafka {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+    bootstrap_servers: String,
+    /// Reads the cluster's metadata (the mock answers metadata requests).
+    metadata: BaseProducer,
+}
+
+// SAFETY: the mock cluster's operations post requests to the cluster's own
+// thread and wait for the answer; librdkafka makes them safe to call from
+// any thread. The handle is only a pointer to that cluster.
+unsafe impl Send for EmbeddedKafka {}
+unsafe impl Sync for EmbeddedKafka {}
+
+impl EmbeddedKafka {
+    /// Starts a cluster of one broker.
+    pub fn start() -> Result<Self, WeirError> {
+        let cluster = MockCluster::new(1).map_err(|e| WeirError::Kafka(format!("cannot start the mock cluster: {e}")))?;
+        let bootstrap_servers = cluster.bootstrap_servers();
+        let metadata = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap_servers)
+            .create()
+            .map_err(|e| WeirError::Kafka(format!("cannot connect to the mock cluster: {e}")))?;
+        Ok(EmbeddedKafka {
+            cluster,
+            bootstrap_servers,
+            metadata,
+        })
+    }
+
+    /// The `bootstrap.servers` of the cluster.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap_servers
+    }
+
+    /// Creates a topic with `partitions` partitions.
+    pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), WeirError> {
+        self.cluster
+            .create_topic(topic, partitions, 1)
+            .map_err(|e| WeirError::Kafka(format!("cannot create topic '{topic}' on the mock cluster: {e}")))
+    }
+}
+
+impl TopicAdmin for EmbeddedKafka {
+    fn partition_counts(&self) -> Result<BTreeMap<String, i32>, WeirError> {
+        crate::runtime::metadata_partition_counts(rdkafka::producer::Producer::client(&self.metadata))
+    }
+
+    /// The mock cluster keeps no topic configuration.
+    fn cleanup_policies(&self, _topics: &[&str]) -> Result<BTreeMap<String, String>, WeirError> {
+        Ok(BTreeMap::new())
+    }
+
+    fn create_topics(&self, topics: &[NewTopicSpec]) -> Result<(), WeirError> {
+        topics.iter().try_for_each(|t| self.create_topic(&t.name, t.partitions))
+    }
+}

@@ -1,0 +1,502 @@
+//! [`StreamsConfig`]: an application's settings, from code, a TOML file and
+//! the environment, checked all at once into [`Settings`].
+//!
+//! Keys follow Kafka Streams' names. Besides weir's own keys (listed in
+//! [`WEIR_KEYS`]), any librdkafka property is passed through: without a
+//! prefix it applies to every client (the place for `security.protocol`,
+//! `sasl.*` and `ssl.*`), with `consumer.`, `producer.` or `admin.` in front
+//! to that client only. A key that is neither is an error that names it, as
+//! is a value librdkafka or weir rejects.
+
+use crate::error::WeirError;
+use crate::error_handler::ErrorHandler;
+use crate::state::RocksDbConfig;
+use rdkafka::config::ClientConfig;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// weir's own keys, with what each one sets.
+pub const WEIR_KEYS: &[(&str, &str)] = &[
+    ("application.id", "the consumer group, and the prefix of internal topics and the state directory (required)"),
+    ("bootstrap.servers", "the Kafka brokers, host:port[,host:port] (required)"),
+    ("state.dir", "where stores and checkpoints live (default: <temp dir>/weir)"),
+    ("commit.interval.ms", "how often progress is committed (default: 30000, or 100 under exactly-once)"),
+    ("poll.ms", "the longest wait for new records before the loop checks for commits and shutdown (default: 100)"),
+    ("processing.guarantee", "at_least_once (default) or exactly_once_v2"),
+    ("replication.factor", "replicas of the internal topics weir creates; -1 (default) takes the broker's default"),
+    ("state.store", "rocksdb (default) or in_memory (restored from the changelog at every start)"),
+    ("rocksdb.block.cache.bytes", "the block cache shared by every RocksDB store of the instance"),
+    ("rocksdb.write.buffer.bytes", "the cap on all memtables, charged to the block cache"),
+    ("rocksdb.memtable.bytes", "the size of one store's memtable"),
+    (
+        "default.error.handler",
+        "for records that cannot be deserialized: fail (default), log_and_continue, or dead_letter:<topic>",
+    ),
+];
+
+/// librdkafka properties that weir sets itself; overriding them would break
+/// the commit, assignment or transaction protocol.
+const MANAGED_KEYS: &[(&str, &str)] = &[
+    ("group.id", "application.id names the consumer group"),
+    ("enable.auto.commit", "weir commits offsets after the outputs they produced"),
+    ("enable.auto.offset.store", "weir commits offsets after the outputs they produced"),
+    ("transactional.id", "weir derives it from application.id under exactly_once_v2"),
+    ("isolation.level", "processing.guarantee decides it"),
+    (
+        "partition.assignment.strategy",
+        "weir needs the range assignor so that co-partitioned topics are assigned together",
+    ),
+    ("group.protocol", "weir needs the classic group protocol with the range assignor"),
+    ("enable.partition.eof", "weir's restore reads changelogs with its own settings"),
+];
+
+/// The client a librdkafka property is meant for.
+const CLIENT_PREFIXES: [&str; 3] = ["consumer.", "producer.", "admin."];
+
+/// At-least-once or exactly-once processing; see the crate's README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessingGuarantee {
+    /// Outputs are flushed before offsets are committed; a crash may replay
+    /// records whose outputs were already written.
+    AtLeastOnce,
+    /// Outputs, changelog writes and offsets commit in one Kafka transaction.
+    ExactlyOnceV2,
+}
+
+/// Where stores keep their data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreBackend {
+    RocksDb,
+    InMemory,
+}
+
+/// An application's settings as text, collected from any number of sources;
+/// [`StreamsConfig::settings`] checks them.
+///
+/// ```
+/// use weir::runtime::{StreamsConfig, ProcessingGuarantee};
+///
+/// let config = StreamsConfig::new("user-profile", "localhost:9092")
+///     .set("processing.guarantee", "exactly_once_v2")
+///     .set("consumer.fetch.min.bytes", "1024")
+///     .merge(StreamsConfig::from_toml_str("commit.interval.ms = 500").unwrap());
+/// let settings = config.settings().unwrap();
+/// assert_eq!(settings.guarantee, ProcessingGuarantee::ExactlyOnceV2);
+/// assert_eq!(settings.commit_interval.as_millis(), 500);
+///
+/// let error = StreamsConfig::new("app", "localhost:9092").set("comit.interval.ms", "5").settings().unwrap_err();
+/// assert!(error.to_string().contains("comit.interval.ms"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamsConfig {
+    properties: BTreeMap<String, String>,
+}
+
+impl StreamsConfig {
+    /// A configuration with the two required keys.
+    pub fn new(application_id: &str, bootstrap_servers: &str) -> Self {
+        StreamsConfig::default()
+            .set("application.id", application_id)
+            .set("bootstrap.servers", bootstrap_servers)
+    }
+
+    /// Sets `key` to `value`, replacing an earlier value.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.insert(key.into(), value.into());
+        self
+    }
+
+    /// The value of `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.properties.get(key).map(String::as_str)
+    }
+
+    /// `other`'s keys on top of these.
+    pub fn merge(mut self, other: StreamsConfig) -> Self {
+        self.properties.extend(other.properties);
+        self
+    }
+
+    /// Reads TOML: dotted keys (`commit.interval.ms = 500`), quoted keys
+    /// (`"application.id" = "app"`) and tables (`[consumer]` then
+    /// `fetch.min.bytes = 1`) all name the same flat keys.
+    pub fn from_toml_str(text: &str) -> Result<Self, WeirError> {
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| WeirError::Config(format!("invalid TOML configuration: {e}")))?;
+        let mut config = StreamsConfig::default();
+        flatten_toml("", &table, &mut config.properties)?;
+        Ok(config)
+    }
+
+    /// Reads a TOML file; see [`StreamsConfig::from_toml_str`].
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self, WeirError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| WeirError::Config(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml_str(&text).map_err(|e| WeirError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// The keys given as `WEIR_*` environment variables: `WEIR_COMMIT_INTERVAL_MS`
+    /// sets `commit.interval.ms`, `WEIR_CONSUMER_FETCH_MIN_BYTES` sets
+    /// `consumer.fetch.min.bytes` (lower case, `_` for `.`).
+    pub fn from_env() -> Self {
+        Self::from_env_vars(std::env::vars())
+    }
+
+    /// [`StreamsConfig::from_env`] over the given variables.
+    pub fn from_env_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut config = StreamsConfig::default();
+        for (name, value) in vars {
+            if let Some(rest) = name.strip_prefix("WEIR_") {
+                config
+                    .properties
+                    .insert(rest.to_ascii_lowercase().replace('_', "."), value);
+            }
+        }
+        config
+    }
+
+    /// Checks every key and value; the error lists every problem found.
+    pub fn settings(&self) -> Result<Settings, WeirError> {
+        let mut problems = Vec::new();
+        let mut clients = ClientProperties::default();
+        for (key, value) in &self.properties {
+            if WEIR_KEYS.iter().any(|(k, _)| k == key) {
+                continue;
+            }
+            let (client, property) = match CLIENT_PREFIXES.iter().find_map(|p| key.strip_prefix(p).map(|r| (*p, r))) {
+                Some((prefix, property)) => (Some(prefix), property),
+                None => (None, key.as_str()),
+            };
+            if let Some((_, why)) = MANAGED_KEYS.iter().find(|(k, _)| *k == property) {
+                problems.push(format!("'{key}' cannot be set: {why}"));
+                continue;
+            }
+            if let Err(problem) = check_librdkafka_property(property, value) {
+                problems.push(match client {
+                    None if problem.unknown => format!(
+                        "unknown configuration key '{key}': neither a weir key ({}) nor a librdkafka property",
+                        WEIR_KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+                    ),
+                    _ => format!("invalid configuration key '{key}': {}", problem.message),
+                });
+                continue;
+            }
+            let target = match client {
+                None => &mut clients.common,
+                Some("consumer.") => &mut clients.consumer,
+                Some("producer.") => &mut clients.producer,
+                Some(_) => &mut clients.admin,
+            };
+            target.push((property.to_string(), value.clone()));
+        }
+        let settings = self.weir_settings(clients, &mut problems);
+        match settings {
+            Some(settings) if problems.is_empty() => Ok(settings),
+            _ => Err(WeirError::Config(problems.join("; "))),
+        }
+    }
+
+    fn weir_settings(&self, clients: ClientProperties, problems: &mut Vec<String>) -> Option<Settings> {
+        let mut required = |key: &str| match self.get(key) {
+            Some(value) if !value.trim().is_empty() => Some(value.trim().to_string()),
+            _ => {
+                problems.push(format!("'{key}' is required"));
+                None
+            }
+        };
+        let application_id = required("application.id");
+        let bootstrap_servers = required("bootstrap.servers");
+        if let Some(id) = &application_id {
+            if !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+                problems.push(format!(
+                    "invalid 'application.id' {id:?}: use letters, digits, '.', '_' and '-' (it names topics and directories)"
+                ));
+            }
+        }
+        let guarantee = match self.get("processing.guarantee").unwrap_or("at_least_once") {
+            "at_least_once" => ProcessingGuarantee::AtLeastOnce,
+            "exactly_once_v2" => ProcessingGuarantee::ExactlyOnceV2,
+            other => {
+                problems.push(format!(
+                    "invalid 'processing.guarantee' {other:?}: expected at_least_once or exactly_once_v2"
+                ));
+                ProcessingGuarantee::AtLeastOnce
+            }
+        };
+        let default_commit = match guarantee {
+            ProcessingGuarantee::AtLeastOnce => 30_000,
+            ProcessingGuarantee::ExactlyOnceV2 => 100,
+        };
+        let mut number = |key: &str, default: u64| match self.get(key) {
+            None => default,
+            Some(text) => match text.trim().parse::<u64>() {
+                Ok(n) => n,
+                Err(_) => {
+                    problems.push(format!("invalid '{key}' {text:?}: expected a whole number"));
+                    default
+                }
+            },
+        };
+        let commit_interval = Duration::from_millis(number("commit.interval.ms", default_commit));
+        let replication_factor = match self.get("replication.factor").map(|t| (t, t.trim().parse::<i32>())) {
+            None => -1,
+            Some((_, Ok(n))) if n == -1 || n > 0 => n,
+            Some((text, _)) => {
+                problems.push(format!("invalid 'replication.factor' {text:?}: expected -1 or a positive number"));
+                -1
+            }
+        };
+        let poll_interval = Duration::from_millis(number("poll.ms", 100));
+        let defaults = RocksDbConfig::default();
+        let rocksdb = RocksDbConfig {
+            block_cache_bytes: number("rocksdb.block.cache.bytes", defaults.block_cache_bytes as u64) as usize,
+            write_buffer_bytes: number("rocksdb.write.buffer.bytes", defaults.write_buffer_bytes as u64) as usize,
+            memtable_bytes: number("rocksdb.memtable.bytes", defaults.memtable_bytes as u64) as usize,
+        };
+        let store_backend = match self.get("state.store").unwrap_or("rocksdb") {
+            "rocksdb" => StoreBackend::RocksDb,
+            "in_memory" => StoreBackend::InMemory,
+            other => {
+                problems.push(format!("invalid 'state.store' {other:?}: expected rocksdb or in_memory"));
+                StoreBackend::RocksDb
+            }
+        };
+        let default_error_handler = match self.get("default.error.handler").unwrap_or("fail") {
+            "fail" => ErrorHandler::Fail,
+            "log_and_continue" => ErrorHandler::LogAndContinue,
+            other => match other.strip_prefix("dead_letter:") {
+                Some(topic) if !topic.is_empty() => ErrorHandler::dead_letter(topic),
+                _ => {
+                    problems.push(format!(
+                        "invalid 'default.error.handler' {other:?}: expected fail, log_and_continue or dead_letter:<topic>"
+                    ));
+                    ErrorHandler::Fail
+                }
+            },
+        };
+        let state_dir = self
+            .get("state.dir")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("weir"));
+        Some(Settings {
+            application_id: application_id?,
+            bootstrap_servers: bootstrap_servers?,
+            state_dir,
+            commit_interval,
+            poll_interval,
+            replication_factor,
+            guarantee,
+            store_backend,
+            rocksdb,
+            default_error_handler,
+            clients,
+        })
+    }
+}
+
+/// Flattens TOML tables into dotted keys.
+fn flatten_toml(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>) -> Result<(), WeirError> {
+    for (key, value) in table {
+        let key = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let text = match value {
+            toml::Value::Table(inner) => {
+                flatten_toml(&key, inner, out)?;
+                continue;
+            }
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::Float(x) => x.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(WeirError::Config(format!(
+                    "configuration key '{key}' has a {} value; expected a string, number or boolean",
+                    other.type_str()
+                )))
+            }
+        };
+        out.insert(key, text);
+    }
+    Ok(())
+}
+
+struct PropertyProblem {
+    unknown: bool,
+    message: String,
+}
+
+/// Asks librdkafka whether it knows `key` and accepts `value`.
+fn check_librdkafka_property(key: &str, value: &str) -> Result<(), PropertyProblem> {
+    let mut config = ClientConfig::new();
+    config.set(key, value);
+    match config.create_native_config() {
+        Ok(_) => Ok(()),
+        Err(rdkafka::error::KafkaError::ClientConfig(result, message, _, _)) => Err(PropertyProblem {
+            unknown: result == rdkafka::config::RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN,
+            message,
+        }),
+        Err(other) => Err(PropertyProblem {
+            unknown: false,
+            message: other.to_string(),
+        }),
+    }
+}
+
+/// librdkafka properties passed through to the clients.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientProperties {
+    /// For every client.
+    pub common: Vec<(String, String)>,
+    pub consumer: Vec<(String, String)>,
+    pub producer: Vec<(String, String)>,
+    pub admin: Vec<(String, String)>,
+}
+
+/// Checked settings of an application; made by [`StreamsConfig::settings`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub application_id: String,
+    pub bootstrap_servers: String,
+    pub state_dir: PathBuf,
+    pub commit_interval: Duration,
+    pub poll_interval: Duration,
+    /// Replicas of created internal topics; -1 for the broker's default.
+    pub replication_factor: i32,
+    pub guarantee: ProcessingGuarantee,
+    pub store_backend: StoreBackend,
+    pub rocksdb: RocksDbConfig,
+    pub default_error_handler: ErrorHandler,
+    pub clients: ClientProperties,
+}
+
+/// The librdkafka client kinds weir creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientKind {
+    Consumer,
+    Producer,
+    Admin,
+}
+
+impl Settings {
+    /// A librdkafka configuration for one client kind: the bootstrap
+    /// servers, the common pass-through properties, then the client's own.
+    pub(crate) fn client_config(&self, kind: ClientKind) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        let own = match kind {
+            ClientKind::Consumer => &self.clients.consumer,
+            ClientKind::Producer => &self.clients.producer,
+            ClientKind::Admin => &self.clients.admin,
+        };
+        for (key, value) in self.clients.common.iter().chain(own) {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// `<state.dir>/<application.id>`: the instance's stores and checkpoints.
+    pub fn app_dir(&self) -> PathBuf {
+        self.state_dir.join(&self.application_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> StreamsConfig {
+        StreamsConfig::new("app", "localhost:9092")
+    }
+
+    #[test]
+    fn defaults_follow_the_guarantee() {
+        let settings = base().settings().unwrap();
+        assert_eq!(settings.guarantee, ProcessingGuarantee::AtLeastOnce);
+        assert_eq!(settings.commit_interval, Duration::from_secs(30));
+        let eos = base().set("processing.guarantee", "exactly_once_v2").settings().unwrap();
+        assert_eq!(eos.commit_interval, Duration::from_millis(100));
+        assert_eq!(settings.store_backend, StoreBackend::RocksDb);
+        assert_eq!(settings.default_error_handler, ErrorHandler::Fail);
+    }
+
+    #[test]
+    fn every_bad_key_and_value_is_named() {
+        let error = StreamsConfig::default()
+            .set("aplication.id", "x")
+            .set("commit.interval.ms", "soon")
+            .set("consumer.fetch.min.byte", "1")
+            .set("producer.linger.ms", "-5")
+            .set("consumer.group.id", "mine")
+            .set("processing.guarantee", "exactly_once")
+            .set("default.error.handler", "dead_letter:")
+            .settings()
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "unknown configuration key 'aplication.id'",
+            "'application.id' is required",
+            "'bootstrap.servers' is required",
+            "invalid 'commit.interval.ms' \"soon\"",
+            "invalid configuration key 'consumer.fetch.min.byte'",
+            "invalid configuration key 'producer.linger.ms'",
+            "'consumer.group.id' cannot be set",
+            "invalid 'processing.guarantee' \"exactly_once\"",
+            "invalid 'default.error.handler'",
+        ] {
+            assert!(error.contains(expected), "missing {expected:?} in: {error}");
+        }
+    }
+
+    #[test]
+    fn librdkafka_properties_pass_through_to_their_clients() {
+        let settings = base()
+            .set("security.protocol", "plaintext")
+            .set("consumer.session.timeout.ms", "6000")
+            .set("producer.linger.ms", "5")
+            .set("admin.request.timeout.ms", "1000")
+            .settings()
+            .unwrap();
+        let consumer = settings.client_config(ClientKind::Consumer);
+        assert_eq!(consumer.get("security.protocol"), Some("plaintext"));
+        assert_eq!(consumer.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(consumer.get("linger.ms"), None);
+        let producer = settings.client_config(ClientKind::Producer);
+        assert_eq!(producer.get("linger.ms"), Some("5"));
+        assert_eq!(producer.get("bootstrap.servers"), Some("localhost:9092"));
+        assert_eq!(
+            settings.client_config(ClientKind::Admin).get("request.timeout.ms"),
+            Some("1000")
+        );
+    }
+
+    #[test]
+    fn toml_tables_and_environment_variables_name_flat_keys() {
+        let from_file = StreamsConfig::from_toml_str(
+            r#"
+            "application.id" = "profiles"
+            bootstrap.servers = "broker:9092"
+            commit.interval.ms = 250
+            [consumer]
+            fetch.min.bytes = 1
+            "#,
+        )
+        .unwrap();
+        assert_eq!(from_file.get("bootstrap.servers"), Some("broker:9092"));
+        assert_eq!(from_file.get("consumer.fetch.min.bytes"), Some("1"));
+        let env = StreamsConfig::from_env_vars([
+            ("WEIR_COMMIT_INTERVAL_MS".to_string(), "50".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ]);
+        let settings = from_file.merge(env).settings().unwrap();
+        assert_eq!(settings.application_id, "profiles");
+        assert_eq!(settings.commit_interval, Duration::from_millis(50));
+        assert_eq!(settings.clients.consumer, vec![("fetch.min.bytes".into(), "1".into())]);
+        let error = StreamsConfig::from_toml_str("topics = [1, 2]").unwrap_err().to_string();
+        assert!(error.contains("'topics'"), "{error}");
+    }
+}

@@ -1,0 +1,206 @@
+//! The instance's producer: sends every task output (sink records,
+//! repartition records, changelog writes, dead letters), tracks what the
+//! brokers acknowledged, and, under exactly-once, wraps them with the
+//! consumed offsets in transactions.
+
+use super::config::{ClientKind, ProcessingGuarantee, Settings};
+use crate::error::WeirError;
+use crate::record::OutputRecord;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Message, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// How long a flush or a transaction step may take before the instance
+/// gives up with an error.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the brokers acknowledged since the producer started.
+#[derive(Default)]
+struct Deliveries {
+    /// The first failed delivery; the instance stops on it.
+    failure: Option<String>,
+    /// The highest acknowledged offset per topic and partition.
+    acknowledged: HashMap<String, Vec<i64>>,
+}
+
+/// Receives delivery reports (on the thread that polls the producer).
+#[derive(Default)]
+pub(crate) struct DeliveryTracker {
+    deliveries: Mutex<Deliveries>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let mut deliveries = self.deliveries.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(message) => {
+                let (partition, offset) = (message.partition(), message.offset());
+                let offsets = match deliveries.acknowledged.get_mut(message.topic()) {
+                    Some(offsets) => offsets,
+                    None => deliveries.acknowledged.entry(message.topic().to_string()).or_default(),
+                };
+                if offsets.len() <= partition as usize {
+                    offsets.resize(partition as usize + 1, -1);
+                }
+                let slot = &mut offsets[partition as usize];
+                *slot = (*slot).max(offset);
+            }
+            Err((error, message)) => {
+                if deliveries.failure.is_none() {
+                    deliveries.failure = Some(format!(
+                        "a record for {}[{}] was not delivered: {error}",
+                        message.topic(),
+                        message.partition()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Sends task outputs to Kafka.
+pub(crate) struct RecordSender {
+    producer: BaseProducer<DeliveryTracker>,
+}
+
+impl RecordSender {
+    /// A producer for the instance; under exactly-once it is transactional
+    /// with `transactional_id`, initialised and inside a first transaction.
+    pub(crate) fn new(settings: &Settings, transactional_id: &str) -> Result<Self, WeirError> {
+        let mut config = settings.client_config(ClientKind::Producer);
+        // Partition by murmur2 of the key bytes, as the Java client, Kafka
+        // Streams and the test driver do.
+        config.set("partitioner", "murmur2_random");
+        config.set("enable.idempotence", "true");
+        if config.get("linger.ms").is_none() {
+            config.set("linger.ms", "5");
+        }
+        let transactional = settings.guarantee == ProcessingGuarantee::ExactlyOnceV2;
+        if transactional {
+            config.set("transactional.id", transactional_id);
+            if config.get("transaction.timeout.ms").is_none() {
+                config.set("transaction.timeout.ms", "10000");
+            }
+        }
+        let producer: BaseProducer<DeliveryTracker> = config
+            .create_with_context(DeliveryTracker::default())
+            .map_err(|e| WeirError::Kafka(format!("cannot create the producer: {e}")))?;
+        let sender = RecordSender { producer };
+        if transactional {
+            sender
+                .producer
+                .init_transactions(BROKER_TIMEOUT)
+                .map_err(|e| WeirError::Kafka(format!("cannot initialise transactions as '{transactional_id}': {e}")))?;
+            sender.begin()?;
+        }
+        Ok(sender)
+    }
+
+    /// Queues one record; waits for room when librdkafka's queue is full.
+    pub(crate) fn send(&self, output: &OutputRecord) -> Result<(), WeirError> {
+        let raw = &output.record;
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&output.topic).timestamp(raw.timestamp);
+        if let Some(key) = raw.key.as_deref() {
+            record = record.key(key);
+        }
+        if let Some(value) = raw.value.as_deref() {
+            record = record.payload(value);
+        }
+        if let Some(partition) = output.partition {
+            record = record.partition(partition);
+        }
+        if !raw.headers.is_empty() {
+            let headers = raw.headers.iter().fold(OwnedHeaders::new(), |headers, h| {
+                headers.insert(KafkaHeader {
+                    key: &h.key,
+                    value: Some(&h.value),
+                })
+            });
+            record = record.headers(headers);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((error, _)) => {
+                    return Err(WeirError::Kafka(format!("cannot send a record to {}: {error}", output.topic)))
+                }
+            }
+        }
+    }
+
+    /// Serves delivery reports without waiting.
+    pub(crate) fn poll(&self) -> Result<(), WeirError> {
+        self.producer.poll(Duration::ZERO);
+        self.check_deliveries()
+    }
+
+    fn check_deliveries(&self) -> Result<(), WeirError> {
+        let deliveries = self.producer.context().deliveries.lock().unwrap_or_else(|p| p.into_inner());
+        match &deliveries.failure {
+            Some(failure) => Err(WeirError::Kafka(failure.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until every queued record is acknowledged.
+    pub(crate) fn flush(&self) -> Result<(), WeirError> {
+        self.producer
+            .flush(BROKER_TIMEOUT)
+            .map_err(|e| WeirError::Kafka(format!("cannot flush the producer: {e}")))?;
+        self.check_deliveries()
+    }
+
+    /// The next offset after the last acknowledged record of a partition.
+    pub(crate) fn acknowledged_end(&self, topic: &str, partition: i32) -> Option<i64> {
+        let deliveries = self.producer.context().deliveries.lock().unwrap_or_else(|p| p.into_inner());
+        let offset = *deliveries.acknowledged.get(topic)?.get(partition as usize)?;
+        (offset >= 0).then_some(offset + 1)
+    }
+
+    fn begin(&self) -> Result<(), WeirError> {
+        self.producer
+            .begin_transaction()
+            .map_err(|e| WeirError::Kafka(format!("cannot begin a transaction: {e}")))
+    }
+
+    /// Commits the open transaction with the consumed `offsets`, then opens
+    /// the next one. On an error the caller aborts (see [`Self::abort`]).
+    pub(crate) fn commit_transaction(
+        &self,
+        offsets: &TopicPartitionList,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<(), WeirError> {
+        if offsets.count() > 0 {
+            self.producer
+                .send_offsets_to_transaction(offsets, group, BROKER_TIMEOUT)
+                .map_err(|e| WeirError::Kafka(format!("cannot add the consumed offsets to the transaction: {e}")))?;
+        }
+        self.producer
+            .commit_transaction(BROKER_TIMEOUT)
+            .map_err(|e| WeirError::Kafka(format!("cannot commit the transaction: {e}")))?;
+        self.check_deliveries()?;
+        self.begin()
+    }
+
+    /// Aborts the open transaction and opens the next one.
+    pub(crate) fn abort_transaction(&self) -> Result<(), WeirError> {
+        self.producer
+            .abort_transaction(BROKER_TIMEOUT)
+            .map_err(|e| WeirError::Kafka(format!("cannot abort the transaction: {e}")))?;
+        self.producer.context().deliveries.lock().unwrap_or_else(|p| p.into_inner()).failure = None;
+        self.begin()
+    }
+}

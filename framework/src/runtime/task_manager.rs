@@ -1,0 +1,498 @@
+//! The tasks of a stream thread: created when their partitions are
+//! assigned (stores restored first), fed records in offset order, committed
+//! together, and closed when their partitions are revoked or the instance
+//! shuts down.
+//!
+//! Commit protocol:
+//! - at-least-once: flush the producer (outputs and changelog writes are
+//!   acknowledged), flush the stores, write each task's checkpoint, then
+//!   commit the consumed offsets;
+//! - exactly-once v2: the consumed offsets join the open transaction, which
+//!   then commits; checkpoints are written only when a task closes cleanly,
+//!   so a task whose instance crashed has none and is rebuilt from its
+//!   changelog.
+
+use super::checkpoint::Checkpoint;
+use super::config::{ProcessingGuarantee, Settings};
+use super::producer::RecordSender;
+use super::restore::{ChangelogReader, RestoreRange};
+use super::task::{Task, TaskId, TaskSettings};
+use crate::error::WeirError;
+use crate::metrics::{RuntimeMetrics, TaskMetrics};
+use crate::record::{Header, InputHeaders, InputRecord};
+use crate::state::StoreSupplier;
+use crate::topology::{changelog_topic, Topology};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CONSUMER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A task with what the runtime tracks for it.
+struct ActiveTask {
+    task: Task,
+    /// `<state.dir>/<application.id>/<task id>`.
+    dir: PathBuf,
+    /// Per source topic, the next offset to commit (`None`: nothing read yet).
+    positions: Vec<(Arc<str>, Option<i64>)>,
+    /// Per changelog partition, the end offset the store held after its restore.
+    restored_ends: BTreeMap<(String, i32), i64>,
+}
+
+/// Everything a stream thread owns besides its consumer.
+pub(crate) struct TaskManager {
+    topology: Topology,
+    settings: Arc<Settings>,
+    stores: Box<dyn StoreSupplier>,
+    /// Source topic (as named in the cluster) → the sub-topology reading it.
+    routes: HashMap<String, usize>,
+    active: BTreeMap<TaskId, ActiveTask>,
+    sender: RecordSender,
+    reader: ChangelogReader,
+    metrics: Arc<RuntimeMetrics>,
+    /// Counters of tasks closed so far, so that none are lost from snapshots.
+    closed_metrics: TaskMetrics,
+    /// Records processed since the last commit.
+    uncommitted: u64,
+    /// An error raised inside a rebalance callback; the loop reports it.
+    failure: Option<WeirError>,
+}
+
+impl TaskManager {
+    pub(crate) fn new(
+        topology: Topology,
+        settings: Arc<Settings>,
+        stores: Box<dyn StoreSupplier>,
+        sender: RecordSender,
+        metrics: Arc<RuntimeMetrics>,
+    ) -> Result<Self, WeirError> {
+        let mut routes = HashMap::new();
+        for sub in topology.subtopologies() {
+            for topic in &sub.source_topics {
+                routes.insert(topic.resolve(&settings.application_id), sub.id);
+            }
+        }
+        let reader = ChangelogReader::new(&settings)?;
+        Ok(TaskManager {
+            topology,
+            settings,
+            stores,
+            routes,
+            active: BTreeMap::new(),
+            sender,
+            reader,
+            metrics,
+            closed_metrics: TaskMetrics::default(),
+            uncommitted: 0,
+            failure: None,
+        })
+    }
+
+    /// Every topic the thread subscribes to: external and repartition sources.
+    pub(crate) fn source_topics(&self) -> Vec<&str> {
+        self.routes.keys().map(String::as_str).collect()
+    }
+
+    /// Processes one consumed record in its task and sends what it produced.
+    pub(crate) fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), WeirError> {
+        let topic = message.topic();
+        let sub = *self
+            .routes
+            .get(topic)
+            .ok_or_else(|| WeirError::Other(format!("a record of '{topic}', which the topology does not read")))?;
+        let id = TaskId {
+            subtopology: sub,
+            partition: message.partition(),
+        };
+        let active = self.active.get_mut(&id).ok_or_else(|| {
+            WeirError::Other(format!(
+                "a record of {topic}[{}] arrived, but task {id} is not assigned to this instance",
+                message.partition()
+            ))
+        })?;
+        let headers = KafkaHeaders(message.headers());
+        let record = InputRecord {
+            key: message.key(),
+            value: message.payload(),
+            timestamp: message.timestamp().to_millis().unwrap_or(-1),
+            headers: &headers,
+        };
+        active.task.process(topic, message.offset(), &record)?;
+        for output in active.task.drain_output() {
+            self.sender.send(&output)?;
+        }
+        if let Some((_, position)) = active.positions.iter_mut().find(|(t, _)| &**t == topic) {
+            *position = Some(message.offset() + 1);
+        }
+        self.uncommitted += 1;
+        Ok(())
+    }
+
+    /// Serves the producer's delivery reports; a failed delivery stops the thread.
+    pub(crate) fn poll_deliveries(&self) -> Result<(), WeirError> {
+        self.sender.poll()
+    }
+
+    /// Records processed since the last commit.
+    pub(crate) fn uncommitted(&self) -> u64 {
+        self.uncommitted
+    }
+
+    /// The error a rebalance callback ran into, if any.
+    pub(crate) fn take_failure(&mut self) -> Result<(), WeirError> {
+        self.failure.take().map_or(Ok(()), Err)
+    }
+
+    fn is_exactly_once(&self) -> bool {
+        self.settings.guarantee == ProcessingGuarantee::ExactlyOnceV2
+    }
+
+    /// The next offsets of every partition read since the tasks opened.
+    fn consumed_offsets(&self) -> Result<TopicPartitionList, WeirError> {
+        let mut offsets = TopicPartitionList::new();
+        for (id, active) in &self.active {
+            for (topic, position) in &active.positions {
+                if let Some(next) = position {
+                    offsets
+                        .add_partition_offset(topic, id.partition, Offset::Offset(*next))
+                        .map_err(|e| WeirError::Kafka(e.to_string()))?;
+                }
+            }
+        }
+        Ok(offsets)
+    }
+
+    /// Commits what the tasks processed (see the module documentation).
+    pub(crate) fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), WeirError> {
+        if self.uncommitted == 0 {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let offsets = self.consumed_offsets()?;
+        if self.is_exactly_once() {
+            let group = consumer
+                .group_metadata()
+                .ok_or_else(|| WeirError::Kafka("the consumer has no group metadata".into()))?;
+            self.sender.commit_transaction(&offsets, &group)?;
+        } else {
+            self.sender.flush()?;
+            let ids: Vec<TaskId> = self.active.keys().copied().collect();
+            for id in ids {
+                self.checkpoint(id)?;
+            }
+            if offsets.count() > 0 {
+                consumer
+                    .commit(&offsets, CommitMode::Sync)
+                    .map_err(|e| WeirError::Kafka(format!("cannot commit offsets: {e}")))?;
+            }
+        }
+        self.uncommitted = 0;
+        self.metrics.committed(started.elapsed());
+        self.publish_task_metrics();
+        Ok(())
+    }
+
+    /// Commits; under exactly-once an abortable failure aborts the
+    /// transaction and rewinds every task to its last committed state
+    /// instead of stopping the thread.
+    pub(crate) fn commit_or_rewind<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), WeirError> {
+        match self.commit(consumer) {
+            Err(error) if self.is_exactly_once() => {
+                tracing::warn!(%error, "the transaction failed; aborting it and rewinding to the last commit");
+                self.rewind(consumer)
+            }
+            other => other,
+        }
+    }
+
+    /// Aborts the open transaction, rebuilds every task from its changelog
+    /// and seeks the consumer back to the committed offsets.
+    fn rewind<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), WeirError> {
+        self.sender.abort_transaction()?;
+        let ids: Vec<TaskId> = self.active.keys().copied().collect();
+        for &id in &ids {
+            self.close_task(id, false)?;
+        }
+        for &id in &ids {
+            self.open_task(id)?;
+        }
+        let assignment = consumer
+            .assignment()
+            .map_err(|e| WeirError::Kafka(format!("cannot read the assignment: {e}")))?;
+        let mut committed = consumer
+            .committed_offsets(assignment, CONSUMER_TIMEOUT)
+            .map_err(|e| WeirError::Kafka(format!("cannot read the committed offsets: {e}")))?;
+        for mut element in committed.elements() {
+            if element.offset() == Offset::Invalid {
+                element.set_offset(Offset::Beginning).map_err(|e| WeirError::Kafka(e.to_string()))?;
+            }
+        }
+        consumer
+            .seek_partitions(committed, CONSUMER_TIMEOUT)
+            .map_err(|e| WeirError::Kafka(format!("cannot rewind the consumer: {e}")))?;
+        self.uncommitted = 0;
+        Ok(())
+    }
+
+    /// Flushes a task's stores and records, for each changelog partition,
+    /// the offset its store now reflects.
+    fn checkpoint(&mut self, id: TaskId) -> Result<(), WeirError> {
+        let persistent = self.stores.persistent();
+        let active = self.active.get_mut(&id).expect("checkpoint of an active task");
+        active.task.flush()?;
+        if !persistent {
+            return Ok(());
+        }
+        let mut checkpoint = Checkpoint::default();
+        for ((topic, partition), restored_end) in &active.restored_ends {
+            let acknowledged = self.sender.acknowledged_end(topic, *partition).unwrap_or(0);
+            checkpoint
+                .offsets
+                .insert((topic.clone(), *partition), acknowledged.max(*restored_end));
+        }
+        checkpoint.write(&active.dir)
+    }
+
+    /// Commits and closes the tasks of revoked partitions.
+    pub(crate) fn on_revoked<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, revoked: &TopicPartitionList) {
+        if let Err(error) = self.revoke(consumer, revoked) {
+            self.failure.get_or_insert(error);
+        }
+    }
+
+    fn revoke<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, revoked: &TopicPartitionList) -> Result<(), WeirError> {
+        let ids = self.task_ids(revoked)?;
+        tracing::info!(tasks = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(), "partitions revoked");
+        let committed = self.commit(consumer);
+        let clean = match committed {
+            Ok(()) => true,
+            Err(error) if self.is_exactly_once() => {
+                tracing::warn!(%error, "cannot commit before the revocation; the tasks' state will be rebuilt");
+                self.sender.abort_transaction()?;
+                false
+            }
+            Err(error) => {
+                // The records since the last commit will be processed again
+                // by the partitions' next owner, as at-least-once allows.
+                tracing::warn!(%error, "cannot commit before the revocation");
+                true
+            }
+        };
+        for id in ids {
+            if self.active.contains_key(&id) {
+                self.close_task(id, clean)?;
+            }
+        }
+        self.metrics.rebalanced(self.active.len());
+        Ok(())
+    }
+
+    /// Opens (restoring their stores) the tasks of newly assigned partitions.
+    pub(crate) fn on_assigned(&mut self, assigned: &TopicPartitionList) {
+        if let Err(error) = self.assign(assigned) {
+            self.failure.get_or_insert(error);
+        }
+    }
+
+    fn assign(&mut self, assigned: &TopicPartitionList) -> Result<(), WeirError> {
+        let ids = self.task_ids(assigned)?;
+        let held: BTreeSet<(String, i32)> = assigned
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        for id in &ids {
+            let sub = &self.topology.subtopologies()[id.subtopology];
+            let missing: Vec<String> = sub
+                .source_topics
+                .iter()
+                .map(|t| t.resolve(&self.settings.application_id))
+                .filter(|t| !held.contains(&(t.clone(), id.partition)))
+                .collect();
+            if !missing.is_empty() {
+                return Err(WeirError::Config(format!(
+                    "task {id} got only part of its input partitions (missing partition {} of {}); co-partitioned \
+                     topics must be assigned together, which needs the range assignor and identical subscriptions \
+                     on every instance of '{}'",
+                    id.partition,
+                    missing.join(", "),
+                    self.settings.application_id
+                )));
+            }
+        }
+        tracing::info!(tasks = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(), "partitions assigned");
+        for id in ids {
+            if !self.active.contains_key(&id) {
+                self.open_task(id)?;
+            }
+        }
+        self.metrics.rebalanced(self.active.len());
+        Ok(())
+    }
+
+    /// The tasks that read the partitions of `partitions`.
+    fn task_ids(&self, partitions: &TopicPartitionList) -> Result<BTreeSet<TaskId>, WeirError> {
+        partitions
+            .elements()
+            .iter()
+            .map(|e| {
+                let sub = self.routes.get(e.topic()).ok_or_else(|| {
+                    WeirError::Other(format!("assigned '{}', which the topology does not read", e.topic()))
+                })?;
+                Ok(TaskId {
+                    subtopology: *sub,
+                    partition: e.partition(),
+                })
+            })
+            .collect()
+    }
+
+    /// Creates a task and restores its stores: from the checkpoint when it
+    /// is valid, else from the changelog's beginning into emptied stores.
+    fn open_task(&mut self, id: TaskId) -> Result<(), WeirError> {
+        let app = &self.settings.application_id;
+        let sub = &self.topology.subtopologies()[id.subtopology];
+        let dir = self.settings.app_dir().join(id.to_string());
+        let persistent = self.stores.persistent();
+        let checkpoint = if persistent { Checkpoint::read(&dir)? } else { None };
+        if persistent && self.is_exactly_once() {
+            // From now on, a crash must leave no checkpoint behind: the
+            // stores will hold uncommitted writes.
+            Checkpoint::delete(&dir)?;
+        }
+        let mut ranges = Vec::new();
+        let mut resumable = true;
+        for store in &sub.stores {
+            let topic = changelog_topic(app, store);
+            let (first, end) = self.reader.offsets(&topic, id.partition)?;
+            let from = checkpoint
+                .as_ref()
+                .and_then(|c| c.offsets.get(&(topic.clone(), id.partition)).copied())
+                .filter(|offset| (first..=end).contains(offset));
+            resumable &= from.is_some();
+            ranges.push(RestoreRange {
+                store: store.clone(),
+                topic,
+                partition: id.partition,
+                from: from.unwrap_or(first),
+                to: end,
+            });
+        }
+        if persistent && !resumable && dir.exists() {
+            tracing::info!(task = %id, dir = %dir.display(), "no valid checkpoint; rebuilding the task's stores from their changelogs");
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| WeirError::StateDir(format!("cannot remove {}: {e}", dir.display())))?;
+            for range in &mut ranges {
+                range.from = self.reader.offsets(&range.topic, range.partition)?.0;
+            }
+        }
+        let task_settings = TaskSettings {
+            application_id: app,
+            stores: self.stores.as_ref(),
+            default_error_handler: &self.settings.default_error_handler,
+        };
+        let mut task = Task::new(&self.topology, id, &task_settings)?;
+        let mut restored_ends = BTreeMap::new();
+        for range in &ranges {
+            self.reader.restore(&mut task, range, &self.metrics)?;
+            restored_ends.insert((range.topic.clone(), range.partition), range.to);
+        }
+        let positions = sub
+            .source_topics
+            .iter()
+            .map(|t| (Arc::from(t.resolve(app)), None))
+            .collect();
+        self.active.insert(
+            id,
+            ActiveTask {
+                task,
+                dir,
+                positions,
+                restored_ends,
+            },
+        );
+        Ok(())
+    }
+
+    /// Closes a task: cleanly (stores flushed, checkpoint written) or, when
+    /// its state cannot be trusted, by deleting its state.
+    fn close_task(&mut self, id: TaskId, clean: bool) -> Result<(), WeirError> {
+        if clean {
+            self.checkpoint(id)?;
+        }
+        let Some(active) = self.active.remove(&id) else {
+            return Ok(());
+        };
+        self.closed_metrics.merge(active.task.metrics());
+        let dir = active.dir;
+        drop(active.task);
+        if !clean && self.stores.persistent() && dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| WeirError::StateDir(format!("cannot remove {}: {e}", dir.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Commits and closes every task, as a clean shutdown does.
+    pub(crate) fn close_all<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), WeirError> {
+        let committed = self.commit(consumer);
+        let clean = committed.is_ok() || !self.is_exactly_once();
+        if !clean {
+            self.sender.abort_transaction()?;
+        }
+        let ids: Vec<TaskId> = self.active.keys().copied().collect();
+        for id in ids {
+            self.close_task(id, clean)?;
+        }
+        self.publish_task_metrics();
+        committed
+    }
+
+    /// Drops every task without committing, after an error stopped the
+    /// thread: what the tasks did since the last commit is uncommitted, so
+    /// their local state goes too, and the next start restores it from the
+    /// changelogs.
+    pub(crate) fn abandon_all(&mut self) -> Result<(), WeirError> {
+        if self.is_exactly_once() {
+            if let Err(error) = self.sender.abort_transaction() {
+                tracing::warn!(%error, "cannot abort the open transaction");
+            }
+        }
+        let ids: Vec<TaskId> = self.active.keys().copied().collect();
+        for id in ids {
+            self.close_task(id, false)?;
+        }
+        self.publish_task_metrics();
+        Ok(())
+    }
+
+    fn publish_task_metrics(&self) {
+        let mut total = self.closed_metrics.clone();
+        for active in self.active.values() {
+            total.merge(active.task.metrics());
+        }
+        self.metrics.set_tasks(total);
+    }
+}
+
+/// The headers of a consumed record, copied only for a dead letter.
+struct KafkaHeaders<'a>(Option<&'a rdkafka::message::BorrowedHeaders>);
+
+impl InputHeaders for KafkaHeaders<'_> {
+    fn to_headers(&self) -> Vec<Header> {
+        self.0
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| Header {
+                        key: h.key.to_string(),
+                        value: h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}

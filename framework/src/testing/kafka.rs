@@ -1,0 +1,216 @@
+//! Helpers for tests that run against a Kafka cluster (an
+//! [`EmbeddedKafka`](crate::embedded::EmbeddedKafka) or a real one): write
+//! records as Kafka's Java client would, and read a topic back, record by
+//! record or as the last value per key (what a compacted topic holds once
+//! compacted).
+//!
+//! ```
+//! use weir::embedded::EmbeddedKafka;
+//! use weir::serde::Utf8;
+//! use weir::testing::kafka::{read_compacted, TestProducer};
+//!
+//! let kafka = EmbeddedKafka::start().unwrap();
+//! kafka.create_topic("greetings", 3).unwrap();
+//! let producer = TestProducer::new(kafka.bootstrap_servers()).unwrap();
+//! producer.send("greetings", &Utf8, &Utf8, &"a".to_string(), Some(&"hello".to_string())).unwrap();
+//! producer.send("greetings", &Utf8, &Utf8, &"a".to_string(), Some(&"bye".to_string())).unwrap();
+//! producer.flush().unwrap();
+//! let view = read_compacted(kafka.bootstrap_servers(), "greetings", &Utf8, &Utf8).unwrap();
+//! assert_eq!(view["a"], "bye");
+//! ```
+
+use crate::error::WeirError;
+use crate::record::{Header, RawRecord};
+use crate::serde::Serde;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Headers;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Writes records the way Kafka Connect (Debezium) and Kafka Streams do:
+/// partitioned by murmur2 of the key bytes.
+pub struct TestProducer {
+    producer: BaseProducer,
+}
+
+impl TestProducer {
+    pub fn new(bootstrap_servers: &str) -> Result<Self, WeirError> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap_servers)
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .create()
+            .map_err(|e| WeirError::Kafka(format!("cannot create a test producer: {e}")))?;
+        Ok(TestProducer { producer })
+    }
+
+    /// Sends `value` (`None`: a tombstone) under `key`, serialized by the serdes.
+    pub fn send<K, V>(
+        &self,
+        topic: &str,
+        key_serde: &impl Serde<K>,
+        value_serde: &impl Serde<V>,
+        key: &K,
+        value: Option<&V>,
+    ) -> Result<(), WeirError> {
+        let key = key_serde.to_bytes(topic, key)?;
+        let value = match value {
+            Some(value) => value_serde.to_bytes(topic, value)?,
+            None => None,
+        };
+        self.send_raw(topic, None, key.as_deref(), value.as_deref())
+    }
+
+    /// Sends bytes as they are, to `partition` or to the key's partition.
+    pub fn send_raw(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<(), WeirError> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((error, _)) => return Err(WeirError::Kafka(format!("cannot send to {topic}: {error}"))),
+            }
+        }
+    }
+
+    /// Waits until every record sent is acknowledged.
+    pub fn flush(&self) -> Result<(), WeirError> {
+        self.producer
+            .flush(TIMEOUT)
+            .map_err(|e| WeirError::Kafka(format!("cannot flush the test producer: {e}")))
+    }
+}
+
+/// A record read back from a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub record: RawRecord,
+}
+
+/// Every record of `topic` from its beginning to its end as of now, in
+/// offset order per partition (partitions one after another). Reads only
+/// committed records of transactions.
+pub fn read_topic(bootstrap_servers: &str, topic: &str) -> Result<Vec<ReadRecord>, WeirError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap_servers)
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(|e| WeirError::Kafka(format!("cannot create a test consumer: {e}")))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .map_err(|e| WeirError::Kafka(format!("cannot read the metadata of {topic}: {e}")))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut assignment = TopicPartitionList::new();
+    for &partition in &partitions {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .map_err(|e| WeirError::Kafka(e.to_string()))?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| WeirError::Kafka(format!("cannot read {topic}: {e}")))?;
+    let mut pending: BTreeSet<i32> = partitions.into_iter().collect();
+    let mut records = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while !pending.is_empty() {
+        if Instant::now() > deadline {
+            return Err(WeirError::Kafka(format!("reading {topic} timed out")));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => records.push(ReadRecord {
+                partition: message.partition(),
+                offset: message.offset(),
+                record: RawRecord {
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().map(<[u8]>::to_vec),
+                    timestamp: message.timestamp().to_millis().unwrap_or(-1),
+                    headers: message
+                        .headers()
+                        .map(|headers| {
+                            headers
+                                .iter()
+                                .map(|h| Header {
+                                    key: h.key.to_string(),
+                                    value: h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                },
+            }),
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                pending.remove(&partition);
+            }
+            Some(Err(error)) => return Err(WeirError::Kafka(format!("cannot read {topic}: {error}"))),
+            None => {}
+        }
+    }
+    records.sort_by_key(|r| (r.partition, r.offset));
+    Ok(records)
+}
+
+/// The last value per key of `topic`, without keys whose last record is a
+/// tombstone: a compacted topic's content, whether compaction ran or not.
+pub fn read_compacted<K: Eq + Hash, V>(
+    bootstrap_servers: &str,
+    topic: &str,
+    key_serde: &impl Serde<K>,
+    value_serde: &impl Serde<V>,
+) -> Result<HashMap<K, V>, WeirError> {
+    let mut view = HashMap::new();
+    for read in read_topic(bootstrap_servers, topic)? {
+        let key = key_serde.deserialize(topic, read.record.key.as_deref())?;
+        match read.record.value.as_deref() {
+            Some(bytes) => view.insert(key, value_serde.deserialize(topic, Some(bytes))?),
+            None => view.remove(&key),
+        };
+    }
+    Ok(view)
+}
+
+/// Calls `check` until it returns true or `timeout` passes; returns the last answer.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> Result<bool, WeirError>) -> Result<bool, WeirError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check()? {
+            return Ok(true);
+        }
+        if Instant::now() > deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

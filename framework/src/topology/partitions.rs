@@ -1,0 +1,191 @@
+//! How many tasks each sub-topology has, and which internal topics (with
+//! which partition counts) follow from that. The test driver and the Kafka
+//! runtime both start from this plan, so they create the same tasks.
+
+use super::{changelog_topic, TopicRef, Topology};
+use crate::error::WeirError;
+
+/// What an internal topic is for; it decides the topic's cleanup policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InternalTopicKind {
+    /// Records re-keyed between sub-topologies (`cleanup.policy=delete`).
+    Repartition,
+    /// Every write of a store (`cleanup.policy=compact`).
+    Changelog,
+}
+
+/// An internal topic the application needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub kind: InternalTopicKind,
+}
+
+/// The tasks and internal topics of a topology in one application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionPlan {
+    /// The number of tasks (one per partition) of each sub-topology, by id.
+    pub tasks: Vec<i32>,
+    /// Repartition topics, then changelog topics.
+    pub internal_topics: Vec<InternalTopic>,
+}
+
+impl PartitionPlan {
+    /// The partition count of a topic the topology reads or an internal topic.
+    pub fn partitions_of(&self, topology: &Topology, application_id: &str, topic: &str) -> Option<i32> {
+        self.internal_topics
+            .iter()
+            .find(|t| t.name == topic)
+            .map(|t| t.partitions)
+            .or_else(|| {
+                topology.subtopologies().iter().find_map(|sub| {
+                    sub.source_topics
+                        .iter()
+                        .any(|t| t.resolve(application_id) == topic)
+                        .then_some(self.tasks[sub.id])
+                })
+            })
+    }
+}
+
+impl Topology {
+    /// The user topics the topology reads (not its repartition topics).
+    pub fn external_source_topics(&self) -> impl Iterator<Item = &str> {
+        self.def.subtopologies.iter().flat_map(|sub| {
+            sub.source_topics.iter().filter_map(|t| match t {
+                TopicRef::External(name) => Some(name.as_str()),
+                TopicRef::Repartition(_) => None,
+            })
+        })
+    }
+
+    /// Plans the tasks and internal topics, given the partition count of
+    /// each external source topic (`external_partitions` may fail, for a
+    /// topic that does not exist).
+    ///
+    /// A sub-topology has as many tasks as its external source topics have
+    /// partitions, which must agree: a task reads the same partition of each.
+    /// Repartition topics take the count of the sub-topology that reads them:
+    /// its external topics' count, or, when it reads only repartition topics,
+    /// the largest count of the sub-topologies writing them (as Kafka Streams
+    /// sizes co-partitioned repartition topics). A store's changelog has one
+    /// partition per task of the store's sub-topology.
+    pub fn partition_plan(
+        &self,
+        application_id: &str,
+        external_partitions: &mut dyn FnMut(&str) -> Result<i32, WeirError>,
+    ) -> Result<PartitionPlan, WeirError> {
+        let subs = self.subtopologies();
+        let mut counts: Vec<Option<i32>> = vec![None; subs.len()];
+        // Resolve in dependency order: a sub-topology's count needs those of
+        // the sub-topologies writing its repartition topics.
+        for _ in 0..subs.len() {
+            for sub in subs {
+                if counts[sub.id].is_some() {
+                    continue;
+                }
+                let mut externals = Vec::new();
+                let mut writers = Vec::new();
+                for topic in &sub.source_topics {
+                    match topic {
+                        TopicRef::External(name) => externals.push((name.as_str(), external_partitions(name)?)),
+                        TopicRef::Repartition(_) => writers.push(
+                            subs.iter()
+                                .find(|s| s.sink_topics.contains(topic))
+                                .and_then(|writer| counts[writer.id]),
+                        ),
+                    }
+                }
+                if writers.iter().any(Option::is_none) {
+                    continue;
+                }
+                if externals.iter().any(|(_, c)| *c != externals[0].1) {
+                    let listed: Vec<String> = externals.iter().map(|(t, c)| format!("{t} ({c})")).collect();
+                    return Err(WeirError::InvalidTopology(format!(
+                        "sub-topology {} reads topics with different partition counts: {}; topics that are joined \
+                         must be co-partitioned (same partition count, same partitioning of keys)",
+                        sub.id,
+                        listed.join(", ")
+                    )));
+                }
+                let largest_writer = writers.into_iter().flatten().max();
+                counts[sub.id] = Some(externals.first().map(|(_, c)| *c).or(largest_writer).unwrap_or(1));
+            }
+        }
+        let tasks = counts
+            .into_iter()
+            .enumerate()
+            .map(|(id, c)| {
+                c.ok_or_else(|| WeirError::InvalidTopology(format!("sub-topology {id} has no partition count")))
+            })
+            .collect::<Result<Vec<i32>, WeirError>>()?;
+        let mut internal_topics = Vec::new();
+        for sub in subs {
+            for topic in sub.source_topics.iter().filter(|t| t.is_internal()) {
+                internal_topics.push(InternalTopic {
+                    name: topic.resolve(application_id),
+                    partitions: tasks[sub.id],
+                    kind: InternalTopicKind::Repartition,
+                });
+            }
+        }
+        for sub in subs {
+            for store in &sub.stores {
+                internal_topics.push(InternalTopic {
+                    name: changelog_topic(application_id, store),
+                    partitions: tasks[sub.id],
+                    kind: InternalTopicKind::Changelog,
+                });
+            }
+        }
+        Ok(PartitionPlan { tasks, internal_topics })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serde::{Utf8, I64};
+    use crate::{Consumed, Grouped, Materialized, StreamsBuilder};
+
+    #[test]
+    fn a_regrouped_count_plans_its_repartition_and_changelog_topics() {
+        let builder = StreamsBuilder::new();
+        builder
+            .table("users", Consumed::with(Utf8, Utf8))
+            .group_by(|_, email| (email.clone(), 1i64), Grouped::with(Utf8, I64).named("by-email"))
+            .count(Materialized::named("counts"));
+        let topology = builder.build().unwrap();
+        let plan = topology
+            .partition_plan("app", &mut |topic| match topic {
+                "users" => Ok(4),
+                other => Err(WeirError::Config(format!("no topic {other}"))),
+            })
+            .unwrap();
+        assert_eq!(plan.tasks, vec![4, 4]);
+        let topics: Vec<(&str, i32, InternalTopicKind)> = plan
+            .internal_topics
+            .iter()
+            .map(|t| (t.name.as_str(), t.partitions, t.kind))
+            .collect();
+        assert!(topics.contains(&("app-by-email-repartition", 4, InternalTopicKind::Repartition)));
+        assert!(topics.contains(&("app-counts-changelog", 4, InternalTopicKind::Changelog)));
+        assert_eq!(plan.partitions_of(&topology, "app", "users"), Some(4));
+        assert_eq!(topology.external_source_topics().collect::<Vec<_>>(), vec!["users"]);
+    }
+
+    #[test]
+    fn joined_topics_with_different_partition_counts_are_rejected_by_name() {
+        let builder = StreamsBuilder::new();
+        let a = builder.table("a", Consumed::with(Utf8, Utf8));
+        let b = builder.table("b", Consumed::with(Utf8, Utf8));
+        a.join(&b, |x, y| format!("{x}{y}"));
+        let topology = builder.build().unwrap();
+        let error = topology
+            .partition_plan("app", &mut |topic| Ok(if topic == "a" { 3 } else { 6 }))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("a (3)") && error.contains("b (6)"), "{error}");
+    }
+}

@@ -1,0 +1,373 @@
+//! The Kafka runtime, in this process, against both the in-process mock
+//! cluster and a broker in its own process (Tansu, or the cluster in
+//! `KAFKA_BOOTSTRAP_SERVERS`): processing, restore from changelogs and
+//! checkpoints, two instances sharing a group, exactly-once transactions,
+//! dead letters, and start-up errors. Every scenario runs on both.
+
+use std::collections::HashMap;
+use std::time::Duration;
+use weir::runtime::{KafkaStreams, StreamsConfig, StreamsState};
+use weir::serde::{Json, Utf8, I64};
+use weir::testing::kafka::{eventually, read_compacted, read_topic, TestProducer};
+use weir::{Consumed, Grouped, Materialized, Produced, StreamsBuilder, Topology};
+use weir_e2e::cluster::Cluster;
+
+const PARTITIONS: i32 = 3;
+const WAIT: Duration = Duration::from_secs(90);
+
+/// Runs each scenario on the embedded cluster and on a broker process.
+macro_rules! on_every_cluster {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[test]
+            fn embedded() {
+                super::$scenario(&weir_e2e::cluster::Cluster::embedded());
+            }
+            #[test]
+            fn broker() {
+                super::$scenario(&weir_e2e::cluster::Cluster::broker());
+            }
+        }
+    )*};
+}
+
+on_every_cluster!(
+    a_join_and_an_aggregation_run,
+    a_clean_restart_replays_nothing_and_a_lost_state_dir_is_rebuilt,
+    two_instances_split_the_tasks_and_the_survivor_takes_over,
+    exactly_once_commits_in_transactions,
+    undecodable_records_go_to_a_dead_letter_topic,
+    start_up_errors_name_the_problem,
+);
+
+/// The topics of one scenario.
+struct Topics {
+    users: String,
+    preferences: String,
+    profiles: String,
+    domain_counts: String,
+}
+
+/// users ⋈ preferences → profiles, and the number of users per email domain.
+fn topology(topics: &Topics) -> Topology {
+    let builder = StreamsBuilder::new();
+    let users = builder.table(&topics.users, Consumed::with(Utf8, Utf8).store("users"));
+    let prefs = builder.table(
+        &topics.preferences,
+        Consumed::with(Utf8, Json::<bool>::new()).store("preferences"),
+    );
+    users
+        .join(&prefs, |email, dark| format!("{email}:{dark}"))
+        .to(&topics.profiles, Produced::with(Utf8, Utf8));
+    users
+        .group_by(
+            |_, email| (domain(email), 1i64),
+            Grouped::with(Utf8, I64).named("users-by-domain"),
+        )
+        .count(Materialized::named("domain-counts"))
+        .to(&topics.domain_counts, Produced::with(Utf8, I64));
+    builder.build().unwrap()
+}
+
+fn domain(email: &str) -> String {
+    email.split('@').nth(1).unwrap_or("").to_string()
+}
+
+/// The seeded email of user `id`: every third at other.org.
+fn email(id: usize) -> String {
+    if id % 3 == 0 {
+        format!("u{id}@other.org")
+    } else {
+        format!("u{id}@example.com")
+    }
+}
+
+/// A scenario's cluster, topics and producer.
+struct Setup<'a> {
+    cluster: &'a Cluster,
+    topics: Topics,
+    producer: TestProducer,
+}
+
+impl<'a> Setup<'a> {
+    fn new(cluster: &'a Cluster) -> Self {
+        let topics = Topics {
+            users: cluster.create_topic("users", PARTITIONS),
+            preferences: cluster.create_topic("preferences", PARTITIONS),
+            profiles: cluster.create_topic("profiles", PARTITIONS),
+            domain_counts: cluster.create_topic("domain-counts", PARTITIONS),
+        };
+        let producer = TestProducer::new(cluster.bootstrap_servers()).unwrap();
+        Setup {
+            cluster,
+            topics,
+            producer,
+        }
+    }
+
+    fn topology(&self) -> Topology {
+        topology(&self.topics)
+    }
+
+    /// Starts an instance and waits until it processes.
+    fn start(&self, config: &StreamsConfig) -> KafkaStreams {
+        let mut streams = self.cluster.streams(self.topology(), config);
+        streams.start().unwrap();
+        assert!(
+            streams.wait_for_state(StreamsState::Running, WAIT),
+            "the instance did not start running: {:?}",
+            streams.state()
+        );
+        streams
+    }
+
+    fn user(&self, id: usize, email: Option<&str>) {
+        let email = email.map(str::to_string);
+        self.producer
+            .send(&self.topics.users, &Utf8, &Utf8, &format!("u{id}"), email.as_ref())
+            .unwrap();
+    }
+
+    fn preference(&self, id: usize, dark: bool) {
+        self.producer
+            .send(
+                &self.topics.preferences,
+                &Utf8,
+                &Json::<bool>::new(),
+                &format!("u{id}"),
+                Some(&dark),
+            )
+            .unwrap();
+    }
+
+    /// Users u0..u{n-1} with their emails and a preference each (dark mode
+    /// for even ids); returns the expected profiles.
+    fn seed(&self, users: usize) -> HashMap<String, String> {
+        let mut expected = HashMap::new();
+        for id in 0..users {
+            self.user(id, Some(&email(id)));
+            self.preference(id, id % 2 == 0);
+            expected.insert(format!("u{id}"), format!("{}:{}", email(id), id % 2 == 0));
+        }
+        self.producer.flush().unwrap();
+        expected
+    }
+
+    fn profiles(&self) -> HashMap<String, String> {
+        read_compacted(self.cluster.bootstrap_servers(), &self.topics.profiles, &Utf8, &Utf8).unwrap()
+    }
+
+    fn domain_counts(&self) -> HashMap<String, i64> {
+        read_compacted(self.cluster.bootstrap_servers(), &self.topics.domain_counts, &Utf8, &I64).unwrap()
+    }
+
+    /// Waits until the profiles topic holds exactly `expected`.
+    fn await_profiles(&self, expected: &HashMap<String, String>) {
+        let converged = eventually(WAIT, || Ok(&self.profiles() == expected)).unwrap();
+        assert!(converged, "profiles {:?} never became {expected:?}", self.profiles());
+    }
+
+    fn await_domain_counts(&self, example: i64, other: i64) {
+        let expected = HashMap::from([("example.com".to_string(), example), ("other.org".to_string(), other)]);
+        let converged = eventually(WAIT, || Ok(self.domain_counts() == expected)).unwrap();
+        assert!(converged, "domain counts {:?} never became {expected:?}", self.domain_counts());
+    }
+}
+
+fn a_join_and_an_aggregation_run(cluster: &Cluster) {
+    let setup = Setup::new(cluster);
+    let state = tempfile::tempdir().unwrap();
+    let mut expected = setup.seed(30);
+    let mut streams = setup.start(&cluster.config("join", state.path()));
+    setup.await_profiles(&expected);
+
+    // Updates of either side re-emit the join; a deleted user leaves a tombstone.
+    setup.preference(4, false);
+    setup.user(5, Some("five@other.org"));
+    setup.user(6, None);
+    setup.producer.flush().unwrap();
+    expected.insert("u4".into(), "u4@example.com:false".into());
+    expected.insert("u5".into(), "five@other.org:false".into());
+    expected.remove("u6");
+    setup.await_profiles(&expected);
+    setup.await_domain_counts(19, 10);
+
+    let metrics = streams.metrics();
+    assert!(metrics.processed >= 63, "{metrics:?}");
+    assert!(metrics.commits > 0);
+    assert_eq!(metrics.active_tasks, 2 * PARTITIONS as u64);
+    streams.close().unwrap();
+    assert_eq!(streams.state(), StreamsState::NotRunning);
+}
+
+fn a_clean_restart_replays_nothing_and_a_lost_state_dir_is_rebuilt(cluster: &Cluster) {
+    let setup = Setup::new(cluster);
+    let state = tempfile::tempdir().unwrap();
+    let config = cluster.config("restore", state.path());
+    let mut expected = setup.seed(40);
+    let mut first = setup.start(&config);
+    setup.await_profiles(&expected);
+    first.close().unwrap();
+
+    // Same state directory: every store resumes from its checkpoint.
+    let mut second = setup.start(&config);
+    assert_eq!(second.metrics().restored_total(), 0, "{:?}", second.metrics());
+    setup.preference(1, true);
+    setup.producer.flush().unwrap();
+    expected.insert("u1".into(), "u1@example.com:true".into());
+    setup.await_profiles(&expected);
+    second.close().unwrap();
+
+    // No state directory: the stores come back from their changelogs, so a
+    // preference update still finds its user and a new user is counted on
+    // top of the restored counts.
+    std::fs::remove_dir_all(second.settings().app_dir()).unwrap();
+    let mut third = setup.start(&config);
+    let restored = third.metrics().restored;
+    assert!(restored["users"] >= 40 && restored["preferences"] >= 40, "{restored:?}");
+    assert!(restored["domain-counts"] >= 2, "{restored:?}");
+    setup.preference(2, false);
+    setup.user(100, Some("new@other.org"));
+    setup.preference(100, true);
+    setup.producer.flush().unwrap();
+    expected.insert("u2".into(), "u2@example.com:false".into());
+    expected.insert("u100".into(), "new@other.org:true".into());
+    setup.await_profiles(&expected);
+    setup.await_domain_counts(26, 15);
+    third.close().unwrap();
+}
+
+fn two_instances_split_the_tasks_and_the_survivor_takes_over(cluster: &Cluster) {
+    let setup = Setup::new(cluster);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut expected = setup.seed(30);
+    let mut a = setup.start(&cluster.config("pair", dir_a.path()));
+    setup.await_profiles(&expected);
+    let mut b = setup.start(&cluster.config("pair", dir_b.path()));
+    let all_tasks = 2 * PARTITIONS as u64;
+    let split = eventually(WAIT, || {
+        let (ta, tb) = (a.metrics().active_tasks, b.metrics().active_tasks);
+        Ok(ta > 0 && tb > 0 && ta + tb == all_tasks)
+    })
+    .unwrap();
+    assert!(split, "tasks: {} and {}", a.metrics().active_tasks, b.metrics().active_tasks);
+    for id in 0..30 {
+        setup.preference(id, id % 2 == 1);
+        expected.insert(format!("u{id}"), format!("{}:{}", email(id), id % 2 == 1));
+    }
+    setup.producer.flush().unwrap();
+    setup.await_profiles(&expected);
+
+    a.close().unwrap();
+    assert!(eventually(WAIT, || Ok(b.metrics().active_tasks == all_tasks)).unwrap());
+    setup.user(7, Some("seven@example.com"));
+    setup.producer.flush().unwrap();
+    expected.insert("u7".into(), "seven@example.com:true".into());
+    setup.await_profiles(&expected);
+    b.close().unwrap();
+}
+
+fn exactly_once_commits_in_transactions(cluster: &Cluster) {
+    let setup = Setup::new(cluster);
+    let state = tempfile::tempdir().unwrap();
+    let config = cluster
+        .config("eos", state.path())
+        .set("processing.guarantee", "exactly_once_v2");
+    let mut expected = setup.seed(20);
+    let mut first = setup.start(&config);
+    setup.await_profiles(&expected);
+    assert!(first.metrics().commits > 0);
+    first.close().unwrap();
+
+    // A clean close leaves checkpoints under exactly-once too.
+    let mut second = setup.start(&config);
+    assert_eq!(second.metrics().restored_total(), 0);
+    setup.preference(3, true);
+    setup.producer.flush().unwrap();
+    expected.insert("u3".into(), "u3@other.org:true".into());
+    setup.await_profiles(&expected);
+    second.close().unwrap();
+}
+
+fn undecodable_records_go_to_a_dead_letter_topic(cluster: &Cluster) {
+    let setup = Setup::new(cluster);
+    let state = tempfile::tempdir().unwrap();
+    let dead_letters = cluster.name("preferences-dlq");
+    let config = cluster
+        .config("dlq", state.path())
+        .set("default.error.handler", format!("dead_letter:{dead_letters}"));
+    let mut expected = setup.seed(5);
+    setup
+        .producer
+        .send_raw(&setup.topics.preferences, None, Some(b"u1"), Some(b"not json"))
+        .unwrap();
+    setup.preference(1, true);
+    setup.producer.flush().unwrap();
+    expected.insert("u1".into(), "u1@example.com:true".into());
+    let mut streams = setup.start(&config);
+    setup.await_profiles(&expected);
+    let dead = read_topic(cluster.bootstrap_servers(), &dead_letters).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].record.value.as_deref(), Some(&b"not json"[..]));
+    let header = |key: &str| {
+        dead[0]
+            .record
+            .headers
+            .iter()
+            .find(|h| h.key == key)
+            .map(|h| String::from_utf8_lossy(&h.value).to_string())
+    };
+    assert_eq!(header("weir.source.topic"), Some(setup.topics.preferences.clone()));
+    assert!(header("weir.error.message").unwrap().contains("JSON"));
+    streams.close().unwrap();
+    let skipped = streams.metrics().tasks.skipped_for(weir::metrics::SkipReason::DeadLettered);
+    assert_eq!(skipped, 1);
+}
+
+fn start_up_errors_name_the_problem(cluster: &Cluster) {
+    let setup = Setup::new(cluster);
+    let state = tempfile::tempdir().unwrap();
+    let config = cluster.config("errors", state.path());
+    let start_error = |topology: Topology, config: &StreamsConfig| {
+        cluster.streams(topology, config).start().unwrap_err().to_string()
+    };
+
+    // Joined topics with different partition counts.
+    let left = cluster.create_topic("left", 3);
+    let right = cluster.create_topic("right", 6);
+    let builder = StreamsBuilder::new();
+    let left_table = builder.table(&left, Consumed::with(Utf8, Utf8));
+    let right_table = builder.table(&right, Consumed::with(Utf8, Utf8));
+    left_table
+        .join(&right_table, |l, r| format!("{l}{r}"))
+        .to(&setup.topics.profiles, Produced::with(Utf8, Utf8));
+    let error = start_error(builder.build().unwrap(), &config);
+    assert!(error.contains(&format!("{left} (3)")) && error.contains(&format!("{right} (6)")), "{error}");
+
+    // A source topic that does not exist.
+    let nowhere = cluster.name("nowhere");
+    let builder = StreamsBuilder::new();
+    builder
+        .stream(&nowhere, Consumed::with(Utf8, Utf8))
+        .to(&setup.topics.profiles, Produced::with(Utf8, Utf8));
+    let error = start_error(builder.build().unwrap(), &config);
+    assert!(error.contains(&nowhere), "{error}");
+
+    // Unknown and invalid keys.
+    let error = KafkaStreams::new(setup.topology(), &config.clone().set("processing.guarantees", "exactly_once_v2"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("'processing.guarantees'"), "{error}");
+
+    // An internal topic left over with the wrong partition count.
+    let changelog = cluster.create_topic("errors-users-changelog", 5);
+    let error = start_error(setup.topology(), &config);
+    assert!(error.contains(&changelog) && error.contains("5 partitions"), "{error}");
+
+    // Two instances on one state directory.
+    let good = cluster.config("lock", state.path());
+    let _running = setup.start(&good);
+    let error = start_error(setup.topology(), &good);
+    assert!(error.contains("in use by another instance"), "{error}");
+}

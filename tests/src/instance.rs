@@ -1,0 +1,93 @@
+//! Application instances as child processes (the `weir-e2e-instance`
+//! binary), so that a test can stop one with SIGTERM or kill it with
+//! SIGKILL mid-stream, as an operator or a crash would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running instance; killed if still running when dropped.
+pub struct Instance {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Instance {
+    /// Starts `binary` (the test's `CARGO_BIN_EXE_weir-e2e-instance`) with the
+    /// workload's topic prefix and `key=value` configuration entries; its
+    /// logs go to `<log_dir>/<name>.log`.
+    pub fn spawn(binary: &Path, name: &str, topic_prefix: &str, config: &[(String, String)], log_dir: &Path) -> Self {
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("an instance log file");
+        let child = Command::new(binary)
+            .arg(topic_prefix)
+            .args(config.iter().map(|(k, v)| format!("{k}={v}")))
+            .env("RUST_LOG", "info,librdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        Instance {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no commit, no checkpoint, no leaving the group.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("the instance can be killed");
+        self.child.wait().expect("the killed instance is reaped");
+    }
+
+    /// SIGTERM, then waits for a graceful exit.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "cannot signal {}", self.name);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the instance can be waited on") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("{} did not stop within {timeout:?} of SIGTERM:\n{}", self.name, self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the process has exited.
+    pub fn has_exited(&mut self) -> bool {
+        self.child.try_wait().expect("the instance can be waited on").is_some()
+    }
+
+    /// The instance's whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last lines of the instance's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = self.log();
+        let lines: Vec<&str> = text.lines().collect();
+        format!("--- {} ---\n{}", self.name, lines[lines.len().saturating_sub(40)..].join("\n"))
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if !self.has_exited() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
