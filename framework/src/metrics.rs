@@ -70,7 +70,7 @@ pub(crate) fn processed_counter(topic: &str) -> metrics::Counter {
 }
 
 /// Counters of one task.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct TaskMetrics {
     pub processed: u64,
     pub skipped: BTreeMap<(SkipReason, Arc<str>), u64>,

@@ -71,7 +71,7 @@ pub trait InputHeaders {
     fn to_headers(&self) -> Vec<Header>;
 }
 
-impl InputHeaders for [Header] {
+impl InputHeaders for Vec<Header> {
     fn to_headers(&self) -> Vec<Header> {
         self.to_vec()
     }
@@ -94,7 +94,7 @@ impl RawRecord {
             key: self.key.as_deref(),
             value: self.value.as_deref(),
             timestamp: self.timestamp,
-            headers: self.headers.as_slice(),
+            headers: &self.headers,
         }
     }
 }

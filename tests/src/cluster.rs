@@ -35,19 +35,33 @@ pub struct Cluster {
     bootstrap_servers: String,
     admin: Arc<dyn TopicAdmin>,
     embedded: bool,
+    transactions: bool,
     prefix: String,
     _broker: Option<BrokerProcess>,
+}
+
+/// Sends the logs of in-process instances to the test's output when
+/// `RUST_LOG` is set (`RUST_LOG=info cargo test -- --nocapture`).
+fn init_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
 }
 
 impl Cluster {
     /// librdkafka's mock cluster, in this process (reachable from child
     /// processes too, over loopback).
     pub fn embedded() -> Cluster {
+        init_logging();
         let kafka = Arc::new(EmbeddedKafka::start().expect("the mock cluster starts"));
         Cluster {
             bootstrap_servers: kafka.bootstrap_servers().to_string(),
             admin: kafka,
             embedded: true,
+            transactions: true,
             prefix: unique_prefix(),
             _broker: None,
         }
@@ -56,6 +70,9 @@ impl Cluster {
     /// The cluster of `KAFKA_BOOTSTRAP_SERVERS` when set, else a Tansu
     /// broker started for this cluster alone.
     pub fn broker() -> Cluster {
+        init_logging();
+        // Tansu 0.6.0 has no EndTxn; a cluster named by the user is taken
+        // to be a full Kafka.
         let (bootstrap_servers, broker) = match std::env::var(BOOTSTRAP_ENV) {
             Ok(servers) if !servers.trim().is_empty() => (servers, None),
             _ => {
@@ -68,6 +85,7 @@ impl Cluster {
             .expect("admin settings");
         let admin = Arc::new(KafkaTopicAdmin::new(&settings).expect("an admin client"));
         let cluster = Cluster {
+            transactions: broker.is_none(),
             bootstrap_servers,
             admin,
             embedded: false,
@@ -85,6 +103,11 @@ impl Cluster {
     /// Whether this is the in-process mock cluster.
     pub fn is_embedded(&self) -> bool {
         self.embedded
+    }
+
+    /// Whether the brokers support Kafka transactions (exactly-once).
+    pub fn supports_transactions(&self) -> bool {
+        self.transactions
     }
 
     /// `name` made unique to this cluster's run.

@@ -240,6 +240,13 @@ impl StreamsConfig {
             },
         };
         let commit_interval = Duration::from_millis(number("commit.interval.ms", default_commit));
+        let poll_interval = Duration::from_millis(number("poll.ms", 100));
+        let defaults = RocksDbConfig::default();
+        let rocksdb = RocksDbConfig {
+            block_cache_bytes: number("rocksdb.block.cache.bytes", defaults.block_cache_bytes as u64) as usize,
+            write_buffer_bytes: number("rocksdb.write.buffer.bytes", defaults.write_buffer_bytes as u64) as usize,
+            memtable_bytes: number("rocksdb.memtable.bytes", defaults.memtable_bytes as u64) as usize,
+        };
         let replication_factor = match self.get("replication.factor").map(|t| (t, t.trim().parse::<i32>())) {
             None => -1,
             Some((_, Ok(n))) if n == -1 || n > 0 => n,
@@ -247,13 +254,6 @@ impl StreamsConfig {
                 problems.push(format!("invalid 'replication.factor' {text:?}: expected -1 or a positive number"));
                 -1
             }
-        };
-        let poll_interval = Duration::from_millis(number("poll.ms", 100));
-        let defaults = RocksDbConfig::default();
-        let rocksdb = RocksDbConfig {
-            block_cache_bytes: number("rocksdb.block.cache.bytes", defaults.block_cache_bytes as u64) as usize,
-            write_buffer_bytes: number("rocksdb.write.buffer.bytes", defaults.write_buffer_bytes as u64) as usize,
-            memtable_bytes: number("rocksdb.memtable.bytes", defaults.memtable_bytes as u64) as usize,
         };
         let store_backend = match self.get("state.store").unwrap_or("rocksdb") {
             "rocksdb" => StoreBackend::RocksDb,
@@ -337,7 +337,7 @@ fn check_librdkafka_property(key: &str, value: &str) -> Result<(), PropertyProbl
     match config.create_native_config() {
         Ok(_) => Ok(()),
         Err(rdkafka::error::KafkaError::ClientConfig(result, message, _, _)) => Err(PropertyProblem {
-            unknown: result == rdkafka::config::RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN,
+            unknown: result == rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN,
             message,
         }),
         Err(other) => Err(PropertyProblem {

@@ -7,7 +7,7 @@ use super::config::{ClientKind, ProcessingGuarantee, Settings};
 use crate::error::WeirError;
 use crate::record::OutputRecord;
 use rdkafka::consumer::ConsumerGroupMetadata;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Message, TopicPartitionList};
@@ -177,22 +177,20 @@ impl RecordSender {
     }
 
     /// Commits the open transaction with the consumed `offsets`, then opens
-    /// the next one. On an error the caller aborts (see [`Self::abort`]).
+    /// the next one. Steps that fail with a retriable error are retried.
     pub(crate) fn commit_transaction(
         &self,
         offsets: &TopicPartitionList,
         group: &ConsumerGroupMetadata,
-    ) -> Result<(), WeirError> {
+    ) -> Result<(), CommitFailure> {
         if offsets.count() > 0 {
-            self.producer
-                .send_offsets_to_transaction(offsets, group, BROKER_TIMEOUT)
-                .map_err(|e| WeirError::Kafka(format!("cannot add the consumed offsets to the transaction: {e}")))?;
+            retrying("add the consumed offsets to the transaction", || {
+                self.producer.send_offsets_to_transaction(offsets, group, BROKER_TIMEOUT)
+            })?;
         }
-        self.producer
-            .commit_transaction(BROKER_TIMEOUT)
-            .map_err(|e| WeirError::Kafka(format!("cannot commit the transaction: {e}")))?;
+        retrying("commit the transaction", || self.producer.commit_transaction(BROKER_TIMEOUT))?;
         self.check_deliveries()?;
-        self.begin()
+        Ok(self.begin()?)
     }
 
     /// Aborts the open transaction and opens the next one.
@@ -202,5 +200,55 @@ impl RecordSender {
             .map_err(|e| WeirError::Kafka(format!("cannot abort the transaction: {e}")))?;
         self.producer.context().deliveries.lock().unwrap_or_else(|p| p.into_inner()).failure = None;
         self.begin()
+    }
+}
+
+/// How a commit failed.
+pub(crate) enum CommitFailure {
+    /// The transaction must be aborted; the instance can go on after that.
+    Abortable(WeirError),
+    /// The instance cannot go on: at-least-once commit errors, a producer
+    /// fenced by a newer instance, brokers without transactions.
+    Fatal(WeirError),
+}
+
+impl From<WeirError> for CommitFailure {
+    fn from(error: WeirError) -> Self {
+        CommitFailure::Fatal(error)
+    }
+}
+
+impl CommitFailure {
+    pub(crate) fn into_error(self) -> WeirError {
+        match self {
+            CommitFailure::Abortable(error) | CommitFailure::Fatal(error) => error,
+        }
+    }
+}
+
+/// Runs a transaction step, again while it fails with a retriable error.
+fn retrying(step: &str, mut run: impl FnMut() -> KafkaResult<()>) -> Result<(), CommitFailure> {
+    const ATTEMPTS: usize = 3;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let error = match run() {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        let described = WeirError::Kafka(format!("cannot {step}: {error}"));
+        match &error {
+            KafkaError::Transaction(e) if e.is_retriable() && attempt < ATTEMPTS => {
+                tracing::warn!(%error, attempt, "retrying a transaction step");
+            }
+            KafkaError::Transaction(e) if e.txn_requires_abort() => return Err(CommitFailure::Abortable(described)),
+            _ if error.to_string().contains("not supported by broker") => {
+                return Err(CommitFailure::Fatal(WeirError::Kafka(format!(
+                    "cannot {step}: the brokers do not support Kafka transactions ({error}); exactly_once_v2 needs \
+                     them, at_least_once does not"
+                ))))
+            }
+            _ => return Err(CommitFailure::Fatal(described)),
+        }
     }
 }

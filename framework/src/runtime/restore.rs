@@ -3,15 +3,22 @@
 //!
 //! It has its own consumer, outside the consumer group, that reads one
 //! changelog partition at a time from a start offset (the checkpoint, or
-//! the beginning) to the end offset seen when the restore began, and writes
-//! what it reads into the store in batches.
+//! the beginning) until the end of the partition, and writes what it reads
+//! into the store in batches. Only the task's owner writes to its changelog
+//! partitions, so the end does not move during a restore.
+//!
+//! The end is where the consumer reports the partition's end (EOF), not a
+//! watermark read beforehand: transaction markers may sit after the last
+//! record, and some Kafka-compatible brokers report watermarks that are not
+//! exact. A checkpoint offset the broker no longer has (the topic was
+//! recreated or truncated) fails the read instead of silently skipping.
 
 use super::config::{ClientKind, ProcessingGuarantee, Settings};
 use super::task::Task;
 use crate::error::WeirError;
 use crate::metrics::RuntimeMetrics;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 
@@ -29,10 +36,21 @@ pub(crate) struct RestoreRange {
     pub store: String,
     pub topic: String,
     pub partition: i32,
-    /// The first offset to read.
-    pub from: i64,
-    /// The end offset when the restore began (exclusive).
-    pub to: i64,
+    /// The first offset to read (a checkpoint), or `None` for the beginning.
+    pub from: Option<i64>,
+}
+
+/// Why a restore did not finish.
+pub(crate) enum RestoreFailure {
+    /// The start offset is outside the partition: the checkpoint is stale.
+    OutOfRange,
+    Failed(WeirError),
+}
+
+impl From<WeirError> for RestoreFailure {
+    fn from(error: WeirError) -> Self {
+        RestoreFailure::Failed(error)
+    }
 }
 
 pub(crate) struct ChangelogReader {
@@ -42,10 +60,13 @@ pub(crate) struct ChangelogReader {
 impl ChangelogReader {
     pub(crate) fn new(settings: &Settings) -> Result<Self, WeirError> {
         let mut config = settings.client_config(ClientKind::Consumer);
+        // The reader is assigned partitions and never joins this group, but
+        // librdkafka wants one.
         config
+            .set("group.id", format!("{}-restore", settings.application_id))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest");
+            .set("auto.offset.reset", "error");
         // Under exactly-once, aborted writes must not come back into stores.
         let isolation = match settings.guarantee {
             ProcessingGuarantee::ExactlyOnceV2 => "read_committed",
@@ -58,56 +79,73 @@ impl ChangelogReader {
         Ok(ChangelogReader { consumer })
     }
 
-    /// The first and the end offset of a changelog partition.
-    pub(crate) fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64), WeirError> {
-        self.consumer
-            .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
-            .map_err(|e| WeirError::Kafka(format!("cannot read the offsets of {topic}[{partition}]: {e}")))
-    }
-
-    /// Replays `range` into its store of `task`; returns the records read.
+    /// Replays `range` into its store of `task`; returns the offset after
+    /// the last record read (where a checkpoint of the store would point).
     pub(crate) fn restore(
         &self,
         task: &mut Task,
         range: &RestoreRange,
         metrics: &RuntimeMetrics,
-    ) -> Result<u64, WeirError> {
-        if range.from >= range.to {
-            return Ok(0);
-        }
+    ) -> Result<i64, RestoreFailure> {
         let RestoreRange {
             store,
             topic,
             partition,
             from,
-            to,
         } = range;
-        tracing::info!(task = %task.id(), store, topic, partition, from, to, "restoring a store from its changelog");
+        // For progress reports only: see the module documentation.
+        let (_, end_estimate) = self
+            .consumer
+            .fetch_watermarks(topic, *partition, METADATA_TIMEOUT)
+            .map_err(|e| WeirError::Kafka(format!("cannot read the offsets of {topic}[{partition}]: {e}")))?;
+        let start = from.map_or(Offset::Beginning, Offset::Offset);
+        tracing::debug!(task = %task.id(), store, topic, partition, ?start, end_estimate, "restoring a store");
         let mut assignment = TopicPartitionList::new();
         assignment
-            .add_partition_offset(topic, *partition, Offset::Offset(*from))
+            .add_partition_offset(topic, *partition, start)
             .map_err(|e| WeirError::Kafka(e.to_string()))?;
         self.consumer
             .assign(&assignment)
             .map_err(|e| WeirError::Kafka(format!("cannot read {topic}[{partition}]: {e}")))?;
+        let read = self.read_to_end(task, range, end_estimate, metrics);
+        let unassigned = self
+            .consumer
+            .unassign()
+            .map_err(|e| WeirError::Kafka(format!("cannot stop reading {topic}[{partition}]: {e}")));
+        let (next, restored, started) = read?;
+        unassigned?;
+        metrics.restored(store, 0, 0);
+        if restored > 0 {
+            tracing::info!(
+                task = %task.id(), store, records = restored, elapsed_ms = started.elapsed().as_millis() as u64,
+                "store restored from its changelog"
+            );
+        }
+        Ok(next)
+    }
+
+    fn read_to_end(
+        &self,
+        task: &mut Task,
+        range: &RestoreRange,
+        end_estimate: i64,
+        metrics: &RuntimeMetrics,
+    ) -> Result<(i64, u64, Instant), RestoreFailure> {
+        let (store, topic, partition) = (&range.store, &range.topic, range.partition);
         let started = Instant::now();
         let mut last_progress = started;
         let mut last_record = started;
         let mut batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(BATCH_RECORDS);
         let mut restored = 0u64;
-        let mut next = *from;
-        let mut apply = |task: &mut Task, batch: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>| {
-            let result = task.restore(
-                store,
-                &mut batch.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
-            );
+        let mut next = range.from.unwrap_or(0);
+        let apply = |task: &mut Task, batch: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>, next: i64| {
+            let written = batch.len() as u64;
+            task.restore(store, &mut batch.iter().map(|(k, v)| (k.as_slice(), v.as_deref())))?;
             batch.clear();
-            result
+            metrics.restored(store, written, (end_estimate - next).max(0) as u64);
+            Ok::<(), WeirError>(())
         };
-        let result = loop {
-            if next >= *to {
-                break Ok(());
-            }
+        loop {
             match self.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => {
                     last_record = Instant::now();
@@ -118,41 +156,31 @@ impl ChangelogReader {
                         restored += 1;
                     }
                     if batch.len() >= BATCH_RECORDS {
-                        apply(task, &mut batch)?;
-                        metrics.restored(store, BATCH_RECORDS as u64, (to - next).max(0) as u64);
+                        apply(task, &mut batch, next)?;
                     }
                 }
-                // The end of the partition: only control records (transaction
-                // markers) were left between the last record and `to`.
-                Some(Err(KafkaError::PartitionEOF(_))) => break Ok(()),
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
+                ))) => return Err(RestoreFailure::OutOfRange),
                 Some(Err(error)) => {
-                    break Err(WeirError::Kafka(format!("cannot restore from {topic}[{partition}]: {error}")))
+                    return Err(WeirError::Kafka(format!("cannot restore from {topic}[{partition}]: {error}")).into())
                 }
                 None if last_record.elapsed() > STALL_TIMEOUT => {
-                    break Err(WeirError::Kafka(format!(
-                        "restoring {topic}[{partition}] stalled at offset {next} of {to}: no record for {}s",
+                    return Err(WeirError::Kafka(format!(
+                        "restoring {topic}[{partition}] stalled at offset {next}: no record and no end for {}s",
                         STALL_TIMEOUT.as_secs()
-                    )))
+                    ))
+                    .into())
                 }
                 None => {}
             }
             if last_progress.elapsed() > PROGRESS_EVERY {
                 last_progress = Instant::now();
-                tracing::info!(store, topic, partition, at = next, to, "restore in progress");
+                tracing::info!(store, topic, partition, at = next, end = end_estimate, "restore in progress");
             }
-        };
-        let unassigned = self
-            .consumer
-            .unassign()
-            .map_err(|e| WeirError::Kafka(format!("cannot stop reading {topic}[{partition}]: {e}")));
-        result.and(unassigned)?;
-        let remainder = batch.len() as u64;
-        apply(task, &mut batch)?;
-        metrics.restored(store, remainder, 0);
-        tracing::info!(
-            task = %task.id(), store, records = restored, elapsed_ms = started.elapsed().as_millis() as u64,
-            "store restored"
-        );
-        Ok(restored)
+        }
+        apply(task, &mut batch, next)?;
+        Ok((next, restored, started))
     }
 }

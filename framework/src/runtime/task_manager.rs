@@ -14,8 +14,8 @@
 
 use super::checkpoint::Checkpoint;
 use super::config::{ProcessingGuarantee, Settings};
-use super::producer::RecordSender;
-use super::restore::{ChangelogReader, RestoreRange};
+use super::producer::{CommitFailure, RecordSender};
+use super::restore::{ChangelogReader, RestoreFailure, RestoreRange};
 use super::task::{Task, TaskId, TaskSettings};
 use crate::error::WeirError;
 use crate::metrics::{RuntimeMetrics, TaskMetrics};
@@ -167,7 +167,7 @@ impl TaskManager {
     }
 
     /// Commits what the tasks processed (see the module documentation).
-    pub(crate) fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), WeirError> {
+    pub(crate) fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), CommitFailure> {
         if self.uncommitted == 0 {
             return Ok(());
         }
@@ -196,16 +196,17 @@ impl TaskManager {
         Ok(())
     }
 
-    /// Commits; under exactly-once an abortable failure aborts the
-    /// transaction and rewinds every task to its last committed state
-    /// instead of stopping the thread.
+    /// Commits; an abortable failure (exactly-once) aborts the transaction
+    /// and rewinds every task to its last committed state instead of
+    /// stopping the thread.
     pub(crate) fn commit_or_rewind<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), WeirError> {
         match self.commit(consumer) {
-            Err(error) if self.is_exactly_once() => {
+            Ok(()) => Ok(()),
+            Err(CommitFailure::Abortable(error)) => {
                 tracing::warn!(%error, "the transaction failed; aborting it and rewinding to the last commit");
                 self.rewind(consumer)
             }
-            other => other,
+            Err(CommitFailure::Fatal(error)) => Err(error),
         }
     }
 
@@ -223,7 +224,7 @@ impl TaskManager {
         let assignment = consumer
             .assignment()
             .map_err(|e| WeirError::Kafka(format!("cannot read the assignment: {e}")))?;
-        let mut committed = consumer
+        let committed = consumer
             .committed_offsets(assignment, CONSUMER_TIMEOUT)
             .map_err(|e| WeirError::Kafka(format!("cannot read the committed offsets: {e}")))?;
         for mut element in committed.elements() {
@@ -267,12 +268,12 @@ impl TaskManager {
     fn revoke<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, revoked: &TopicPartitionList) -> Result<(), WeirError> {
         let ids = self.task_ids(revoked)?;
         tracing::info!(tasks = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(), "partitions revoked");
-        let committed = self.commit(consumer);
+        let committed = self.commit(consumer).map_err(CommitFailure::into_error);
         let clean = match committed {
             Ok(()) => true,
             Err(error) if self.is_exactly_once() => {
                 tracing::warn!(%error, "cannot commit before the revocation; the tasks' state will be rebuilt");
-                self.sender.abort_transaction()?;
+                self.abort();
                 false
             }
             Err(error) => {
@@ -351,8 +352,9 @@ impl TaskManager {
             .collect()
     }
 
-    /// Creates a task and restores its stores: from the checkpoint when it
-    /// is valid, else from the changelog's beginning into emptied stores.
+    /// Creates a task and restores its stores: from the checkpoint when
+    /// there is one for every store and the broker still has its offsets,
+    /// else from the changelogs' beginning into emptied stores.
     fn open_task(&mut self, id: TaskId) -> Result<(), WeirError> {
         let app = &self.settings.application_id;
         let sub = &self.topology.subtopologies()[id.subtopology];
@@ -364,43 +366,36 @@ impl TaskManager {
             // stores will hold uncommitted writes.
             Checkpoint::delete(&dir)?;
         }
-        let mut ranges = Vec::new();
-        let mut resumable = true;
-        for store in &sub.stores {
-            let topic = changelog_topic(app, store);
-            let (first, end) = self.reader.offsets(&topic, id.partition)?;
-            let from = checkpoint
-                .as_ref()
-                .and_then(|c| c.offsets.get(&(topic.clone(), id.partition)).copied())
-                .filter(|offset| (first..=end).contains(offset));
-            resumable &= from.is_some();
-            ranges.push(RestoreRange {
-                store: store.clone(),
-                topic,
-                partition: id.partition,
-                from: from.unwrap_or(first),
-                to: end,
-            });
+        let mut ranges: Vec<RestoreRange> = sub
+            .stores
+            .iter()
+            .map(|store| {
+                let topic = changelog_topic(app, store);
+                let from = checkpoint
+                    .as_ref()
+                    .and_then(|c| c.offsets.get(&(topic.clone(), id.partition)).copied());
+                RestoreRange {
+                    store: store.clone(),
+                    topic,
+                    partition: id.partition,
+                    from,
+                }
+            })
+            .collect();
+        if persistent && ranges.iter().any(|r| r.from.is_none()) && dir.exists() {
+            tracing::info!(task = %id, "no checkpoint; rebuilding the task's stores from their changelogs");
+            wipe(&dir, &mut ranges)?;
         }
-        if persistent && !resumable && dir.exists() {
-            tracing::info!(task = %id, dir = %dir.display(), "no valid checkpoint; rebuilding the task's stores from their changelogs");
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| WeirError::StateDir(format!("cannot remove {}: {e}", dir.display())))?;
-            for range in &mut ranges {
-                range.from = self.reader.offsets(&range.topic, range.partition)?.0;
+        let (task, restored_ends) = match self.create_and_restore(id, &ranges)? {
+            Some(restored) => restored,
+            None => {
+                tracing::warn!(task = %id, "the checkpoint points outside the changelog; rebuilding the task's stores");
+                wipe(&dir, &mut ranges)?;
+                self.create_and_restore(id, &ranges)?.ok_or_else(|| {
+                    WeirError::Kafka(format!("task {id}: a changelog cannot be read from its beginning"))
+                })?
             }
-        }
-        let task_settings = TaskSettings {
-            application_id: app,
-            stores: self.stores.as_ref(),
-            default_error_handler: &self.settings.default_error_handler,
         };
-        let mut task = Task::new(&self.topology, id, &task_settings)?;
-        let mut restored_ends = BTreeMap::new();
-        for range in &ranges {
-            self.reader.restore(&mut task, range, &self.metrics)?;
-            restored_ends.insert((range.topic.clone(), range.partition), range.to);
-        }
         let positions = sub
             .source_topics
             .iter()
@@ -418,6 +413,31 @@ impl TaskManager {
         Ok(())
     }
 
+    /// Creates a task and replays its changelogs; `None` when a start offset
+    /// is out of range.
+    #[allow(clippy::type_complexity)]
+    fn create_and_restore(
+        &self,
+        id: TaskId,
+        ranges: &[RestoreRange],
+    ) -> Result<Option<(Task, BTreeMap<(String, i32), i64>)>, WeirError> {
+        let task_settings = TaskSettings {
+            application_id: &self.settings.application_id,
+            stores: self.stores.as_ref(),
+            default_error_handler: &self.settings.default_error_handler,
+        };
+        let mut task = Task::new(&self.topology, id, &task_settings)?;
+        let mut restored_ends = BTreeMap::new();
+        for range in ranges {
+            match self.reader.restore(&mut task, range, &self.metrics) {
+                Ok(end) => restored_ends.insert((range.topic.clone(), range.partition), end),
+                Err(RestoreFailure::OutOfRange) => return Ok(None),
+                Err(RestoreFailure::Failed(error)) => return Err(error),
+            };
+        }
+        Ok(Some((task, restored_ends)))
+    }
+
     /// Closes a task: cleanly (stores flushed, checkpoint written) or, when
     /// its state cannot be trusted, by deleting its state.
     fn close_task(&mut self, id: TaskId, clean: bool) -> Result<(), WeirError> {
@@ -430,18 +450,18 @@ impl TaskManager {
         self.closed_metrics.merge(active.task.metrics());
         let dir = active.dir;
         drop(active.task);
-        if !clean && self.stores.persistent() && dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| WeirError::StateDir(format!("cannot remove {}: {e}", dir.display())))?;
+        if !clean && self.stores.persistent() {
+            remove_state(&dir)?;
         }
         Ok(())
     }
 
     /// Commits and closes every task, as a clean shutdown does.
     pub(crate) fn close_all<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), WeirError> {
-        let committed = self.commit(consumer);
+        let committed = self.commit(consumer).map_err(CommitFailure::into_error);
         let clean = committed.is_ok() || !self.is_exactly_once();
         if !clean {
-            self.sender.abort_transaction()?;
+            self.abort();
         }
         let ids: Vec<TaskId> = self.active.keys().copied().collect();
         for id in ids {
@@ -457,9 +477,7 @@ impl TaskManager {
     /// changelogs.
     pub(crate) fn abandon_all(&mut self) -> Result<(), WeirError> {
         if self.is_exactly_once() {
-            if let Err(error) = self.sender.abort_transaction() {
-                tracing::warn!(%error, "cannot abort the open transaction");
-            }
+            self.abort();
         }
         let ids: Vec<TaskId> = self.active.keys().copied().collect();
         for id in ids {
@@ -469,12 +487,37 @@ impl TaskManager {
         Ok(())
     }
 
+    /// Aborts the open transaction on the way to dropping the tasks' state;
+    /// a failure only means the brokers abort it when it times out.
+    fn abort(&self) {
+        if let Err(error) = self.sender.abort_transaction() {
+            tracing::warn!(%error, "cannot abort the open transaction; it will time out");
+        }
+    }
+
     fn publish_task_metrics(&self) {
         let mut total = self.closed_metrics.clone();
         for active in self.active.values() {
             total.merge(active.task.metrics());
         }
         self.metrics.set_tasks(total);
+    }
+}
+
+/// Deletes a task's state and makes its restore start from the beginning.
+fn wipe(dir: &std::path::Path, ranges: &mut [RestoreRange]) -> Result<(), WeirError> {
+    remove_state(dir)?;
+    ranges.iter_mut().for_each(|r| r.from = None);
+    Ok(())
+}
+
+/// Deletes a task's state directory, if any.
+fn remove_state(dir: &std::path::Path) -> Result<(), WeirError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(WeirError::StateDir(format!("cannot remove {}: {e}", dir.display())))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -119,6 +119,9 @@ pub struct ReadRecord {
 pub fn read_topic(bootstrap_servers: &str, topic: &str) -> Result<Vec<ReadRecord>, WeirError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap_servers)
+        // Assigned partitions only: the group is never joined, but librdkafka
+        // wants one.
+        .set("group.id", "weir-test-reader")
         .set("enable.partition.eof", "true")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")

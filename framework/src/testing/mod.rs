@@ -398,7 +398,7 @@ impl DriverState {
                 topic,
                 partition,
                 record,
-            } in task.drain_output()
+            } in task.drain_output().collect::<Vec<_>>()
             {
                 let (partition, offset, index) = self.append(&topic, partition, record)?;
                 if self.routes.contains_key(&*topic) {
