@@ -158,7 +158,13 @@ impl<'a> Setup<'a> {
     }
 
     fn domain_counts(&self) -> HashMap<String, i64> {
-        read_compacted(self.cluster.bootstrap_servers(), &self.topics.domain_counts, &Utf8, &I64).unwrap()
+        read_compacted(
+            self.cluster.bootstrap_servers(),
+            &self.topics.domain_counts,
+            &Utf8,
+            &I64,
+        )
+        .unwrap()
     }
 
     /// Waits until the profiles topic holds exactly `expected`.
@@ -170,7 +176,11 @@ impl<'a> Setup<'a> {
     fn await_domain_counts(&self, example: i64, other: i64) {
         let expected = HashMap::from([("example.com".to_string(), example), ("other.org".to_string(), other)]);
         let converged = eventually(WAIT, || Ok(self.domain_counts() == expected)).unwrap();
-        assert!(converged, "domain counts {:?} never became {expected:?}", self.domain_counts());
+        assert!(
+            converged,
+            "domain counts {:?} never became {expected:?}",
+            self.domain_counts()
+        );
     }
 }
 
@@ -250,7 +260,12 @@ fn two_instances_split_the_tasks_and_the_survivor_takes_over(cluster: &Cluster) 
         Ok(ta > 0 && tb > 0 && ta + tb == all_tasks)
     })
     .unwrap();
-    assert!(split, "tasks: {} and {}", a.metrics().active_tasks, b.metrics().active_tasks);
+    assert!(
+        split,
+        "tasks: {} and {}",
+        a.metrics().active_tasks,
+        b.metrics().active_tasks
+    );
     for id in 0..30 {
         setup.preference(id, id % 2 == 1);
         expected.insert(format!("u{id}"), format!("{}:{}", email(id), id % 2 == 1));
@@ -330,7 +345,10 @@ fn undecodable_records_go_to_a_dead_letter_topic(cluster: &Cluster) {
     assert_eq!(header("weir.source.topic"), Some(setup.topics.preferences.clone()));
     assert!(header("weir.error.message").unwrap().contains("JSON"));
     streams.close().unwrap();
-    let skipped = streams.metrics().tasks.skipped_for(weir::metrics::SkipReason::DeadLettered);
+    let skipped = streams
+        .metrics()
+        .tasks
+        .skipped_for(weir::metrics::SkipReason::DeadLettered);
     assert_eq!(skipped, 1);
 }
 
@@ -338,9 +356,8 @@ fn start_up_errors_name_the_problem(cluster: &Cluster) {
     let setup = Setup::new(cluster);
     let state = tempfile::tempdir().unwrap();
     let config = cluster.config("errors", state.path());
-    let start_error = |topology: Topology, config: &StreamsConfig| {
-        cluster.streams(topology, config).start().unwrap_err().to_string()
-    };
+    let start_error =
+        |topology: Topology, config: &StreamsConfig| cluster.streams(topology, config).start().unwrap_err().to_string();
 
     // Joined topics with different partition counts.
     let left = cluster.create_topic("left", 3);
@@ -352,7 +369,10 @@ fn start_up_errors_name_the_problem(cluster: &Cluster) {
         .join(&right_table, |l, r| format!("{l}{r}"))
         .to(&setup.topics.profiles, Produced::with(Utf8, Utf8));
     let error = start_error(builder.build().unwrap(), &config);
-    assert!(error.contains(&format!("{left} (3)")) && error.contains(&format!("{right} (6)")), "{error}");
+    assert!(
+        error.contains(&format!("{left} (3)")) && error.contains(&format!("{right} (6)")),
+        "{error}"
+    );
 
     // A source topic that does not exist.
     let nowhere = cluster.name("nowhere");
@@ -364,10 +384,13 @@ fn start_up_errors_name_the_problem(cluster: &Cluster) {
     assert!(error.contains(&nowhere), "{error}");
 
     // Unknown and invalid keys.
-    let error = KafkaStreams::new(setup.topology(), &config.clone().set("processing.guarantees", "exactly_once_v2"))
-        .err()
-        .unwrap()
-        .to_string();
+    let error = KafkaStreams::new(
+        setup.topology(),
+        &config.clone().set("processing.guarantees", "exactly_once_v2"),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(error.contains("'processing.guarantees'"), "{error}");
 
     // An internal topic left over with the wrong partition count.

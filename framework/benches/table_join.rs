@@ -204,7 +204,9 @@ impl Pipeline {
         let mut offset = 0;
         for batch in records.chunks(BATCH) {
             for (topic, record) in batch {
-                self.tasks[self.readers[*topic]].process(topic, offset, &record.as_input()).unwrap();
+                self.tasks[self.readers[*topic]]
+                    .process(topic, offset, &record.as_input())
+                    .unwrap();
                 offset += 1;
             }
             loop {

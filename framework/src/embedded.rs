@@ -38,7 +38,8 @@ unsafe impl Sync for EmbeddedKafka {}
 impl EmbeddedKafka {
     /// Starts a cluster of one broker.
     pub fn start() -> Result<Self, WeirError> {
-        let cluster = MockCluster::new(1).map_err(|e| WeirError::Kafka(format!("cannot start the mock cluster: {e}")))?;
+        let cluster =
+            MockCluster::new(1).map_err(|e| WeirError::Kafka(format!("cannot start the mock cluster: {e}")))?;
         let bootstrap_servers = cluster.bootstrap_servers();
         let metadata = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap_servers)

@@ -36,6 +36,9 @@ pub struct Cluster {
     admin: Arc<dyn TopicAdmin>,
     embedded: bool,
     transactions: bool,
+    /// Whether the group coordinator starts a new generation (and so new
+    /// assignments) when a member dies without leaving.
+    reassigns_after_death: bool,
     prefix: String,
     _broker: Option<BrokerProcess>,
 }
@@ -62,6 +65,7 @@ impl Cluster {
             admin: kafka,
             embedded: true,
             transactions: true,
+            reassigns_after_death: true,
             prefix: unique_prefix(),
             _broker: None,
         }
@@ -71,8 +75,9 @@ impl Cluster {
     /// broker started for this cluster alone.
     pub fn broker() -> Cluster {
         init_logging();
-        // Tansu 0.6.0 has no EndTxn; a cluster named by the user is taken
-        // to be a full Kafka.
+        // Tansu 0.6.0 has no EndTxn, and its group coordinator drops a dead
+        // member without starting a new generation; a cluster named by the
+        // user is taken to be a full Kafka.
         let (bootstrap_servers, broker) = match std::env::var(BOOTSTRAP_ENV) {
             Ok(servers) if !servers.trim().is_empty() => (servers, None),
             _ => {
@@ -86,6 +91,7 @@ impl Cluster {
         let admin = Arc::new(KafkaTopicAdmin::new(&settings).expect("an admin client"));
         let cluster = Cluster {
             transactions: broker.is_none(),
+            reassigns_after_death: broker.is_none(),
             bootstrap_servers,
             admin,
             embedded: false,
@@ -108,6 +114,12 @@ impl Cluster {
     /// Whether the brokers support Kafka transactions (exactly-once).
     pub fn supports_transactions(&self) -> bool {
         self.transactions
+    }
+
+    /// Whether the partitions of a member that dies without leaving the
+    /// group are assigned to the others.
+    pub fn reassigns_after_a_member_dies(&self) -> bool {
+        self.reassigns_after_death
     }
 
     /// `name` made unique to this cluster's run.
@@ -141,6 +153,14 @@ impl Cluster {
             .set("commit.interval.ms", "100")
             .set("consumer.session.timeout.ms", "6000")
             .set("consumer.heartbeat.interval.ms", "500")
+    }
+
+    /// Creates the internal topics of an application ahead of its instances,
+    /// for instances in other processes, which cannot create topics on the
+    /// in-process cluster (it has no admin API).
+    pub fn prepare_topics(&self, topology: &Topology, config: &StreamsConfig) {
+        let settings = config.settings().expect("a valid configuration");
+        weir::runtime::prepare_topics(topology, &settings, self.admin.as_ref()).expect("the topics are prepared");
     }
 
     /// An instance in this process, with the cluster's topic administration.
@@ -181,7 +201,11 @@ fn unique_prefix() -> String {
 /// The Tansu binary: on `PATH`, or where `cargo install` puts it.
 fn tansu_binary() -> PathBuf {
     let on_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|p| p.join("tansu")).collect::<Vec<_>>())
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("tansu"))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)

@@ -23,7 +23,10 @@ impl Instance {
         let child = Command::new(binary)
             .arg(topic_prefix)
             .args(config.iter().map(|(k, v)| format!("{k}={v}")))
-            .env("RUST_LOG", "info,librdkafka=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("WEIR_E2E_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -52,6 +55,11 @@ impl Instance {
             .status()
             .expect("kill runs");
         assert!(sent.success(), "cannot signal {}", self.name);
+        self.wait(timeout)
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("the instance can be waited on") {
@@ -59,7 +67,7 @@ impl Instance {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("{} did not stop within {timeout:?} of SIGTERM:\n{}", self.name, self.log_tail());
+                panic!("{} did not stop within {timeout:?}:\n{}", self.name, self.log_tail());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -79,7 +87,11 @@ impl Instance {
     pub fn log_tail(&self) -> String {
         let text = self.log();
         let lines: Vec<&str> = text.lines().collect();
-        format!("--- {} ---\n{}", self.name, lines[lines.len().saturating_sub(40)..].join("\n"))
+        format!(
+            "--- {} ---\n{}",
+            self.name,
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        )
     }
 }
 

@@ -53,7 +53,10 @@ pub fn topology(topics: &Topics) -> Topology {
     users
         .to_stream()
         .flat_map_values(|email: Option<String>| email)
-        .group_by(|_, email| domain(email), Grouped::with(Utf8, Utf8).named("users-by-domain"))
+        .group_by(
+            |_, email| domain(email),
+            Grouped::with(Utf8, Utf8).named("users-by-domain"),
+        )
         .aggregate(
             BTreeSet::new,
             |_, email: String, mut members: BTreeSet<String>| {
@@ -221,7 +224,10 @@ mod tests {
         ] {
             reference.apply(&change);
         }
-        assert_eq!(reference.profiles(), HashMap::from([("u1".into(), "u1.2@b.com:true".into())]));
+        assert_eq!(
+            reference.profiles(),
+            HashMap::from([("u1".into(), "u1.2@b.com:true".into())])
+        );
         assert_eq!(
             reference.domain_members()["a.com"],
             BTreeSet::from(["u1".to_string(), "u2".to_string()])

@@ -18,16 +18,43 @@ use std::time::Duration;
 
 /// weir's own keys, with what each one sets.
 pub const WEIR_KEYS: &[(&str, &str)] = &[
-    ("application.id", "the consumer group, and the prefix of internal topics and the state directory (required)"),
-    ("bootstrap.servers", "the Kafka brokers, host:port[,host:port] (required)"),
-    ("state.dir", "where stores and checkpoints live (default: <temp dir>/weir)"),
-    ("commit.interval.ms", "how often progress is committed (default: 30000, or 100 under exactly-once)"),
-    ("poll.ms", "the longest wait for new records before the loop checks for commits and shutdown (default: 100)"),
+    (
+        "application.id",
+        "the consumer group, and the prefix of internal topics and the state directory (required)",
+    ),
+    (
+        "bootstrap.servers",
+        "the Kafka brokers, host:port[,host:port] (required)",
+    ),
+    (
+        "state.dir",
+        "where stores and checkpoints live (default: <temp dir>/weir)",
+    ),
+    (
+        "commit.interval.ms",
+        "how often progress is committed (default: 30000, or 100 under exactly-once)",
+    ),
+    (
+        "poll.ms",
+        "the longest wait for new records before the loop checks for commits and shutdown (default: 100)",
+    ),
     ("processing.guarantee", "at_least_once (default) or exactly_once_v2"),
-    ("replication.factor", "replicas of the internal topics weir creates; -1 (default) takes the broker's default"),
-    ("state.store", "rocksdb (default) or in_memory (restored from the changelog at every start)"),
-    ("rocksdb.block.cache.bytes", "the block cache shared by every RocksDB store of the instance"),
-    ("rocksdb.write.buffer.bytes", "the cap on all memtables, charged to the block cache"),
+    (
+        "replication.factor",
+        "replicas of the internal topics weir creates; -1 (default) takes the broker's default",
+    ),
+    (
+        "state.store",
+        "rocksdb (default) or in_memory (restored from the changelog at every start)",
+    ),
+    (
+        "rocksdb.block.cache.bytes",
+        "the block cache shared by every RocksDB store of the instance",
+    ),
+    (
+        "rocksdb.write.buffer.bytes",
+        "the cap on all memtables, charged to the block cache",
+    ),
     ("rocksdb.memtable.bytes", "the size of one store's memtable"),
     (
         "default.error.handler",
@@ -39,16 +66,31 @@ pub const WEIR_KEYS: &[(&str, &str)] = &[
 /// the commit, assignment or transaction protocol.
 const MANAGED_KEYS: &[(&str, &str)] = &[
     ("group.id", "application.id names the consumer group"),
-    ("enable.auto.commit", "weir commits offsets after the outputs they produced"),
-    ("enable.auto.offset.store", "weir commits offsets after the outputs they produced"),
-    ("transactional.id", "weir derives it from application.id under exactly_once_v2"),
+    (
+        "enable.auto.commit",
+        "weir commits offsets after the outputs they produced",
+    ),
+    (
+        "enable.auto.offset.store",
+        "weir commits offsets after the outputs they produced",
+    ),
+    (
+        "transactional.id",
+        "weir derives it from application.id under exactly_once_v2",
+    ),
     ("isolation.level", "processing.guarantee decides it"),
     (
         "partition.assignment.strategy",
         "weir needs the range assignor so that co-partitioned topics are assigned together",
     ),
-    ("group.protocol", "weir needs the classic group protocol with the range assignor"),
-    ("enable.partition.eof", "weir's restore reads changelogs with its own settings"),
+    (
+        "group.protocol",
+        "weir needs the classic group protocol with the range assignor",
+    ),
+    (
+        "enable.partition.eof",
+        "weir's restore reads changelogs with its own settings",
+    ),
 ];
 
 /// The client a librdkafka property is meant for.
@@ -165,7 +207,10 @@ impl StreamsConfig {
             if WEIR_KEYS.iter().any(|(k, _)| k == key) {
                 continue;
             }
-            let (client, property) = match CLIENT_PREFIXES.iter().find_map(|p| key.strip_prefix(p).map(|r| (*p, r))) {
+            let (client, property) = match CLIENT_PREFIXES
+                .iter()
+                .find_map(|p| key.strip_prefix(p).map(|r| (*p, r)))
+            {
                 Some((prefix, property)) => (Some(prefix), property),
                 None => (None, key.as_str()),
             };
@@ -251,7 +296,9 @@ impl StreamsConfig {
             None => -1,
             Some((_, Ok(n))) if n == -1 || n > 0 => n,
             Some((text, _)) => {
-                problems.push(format!("invalid 'replication.factor' {text:?}: expected -1 or a positive number"));
+                problems.push(format!(
+                    "invalid 'replication.factor' {text:?}: expected -1 or a positive number"
+                ));
                 -1
             }
         };
@@ -259,7 +306,9 @@ impl StreamsConfig {
             "rocksdb" => StoreBackend::RocksDb,
             "in_memory" => StoreBackend::InMemory,
             other => {
-                problems.push(format!("invalid 'state.store' {other:?}: expected rocksdb or in_memory"));
+                problems.push(format!(
+                    "invalid 'state.store' {other:?}: expected rocksdb or in_memory"
+                ));
                 StoreBackend::RocksDb
             }
         };
@@ -418,7 +467,10 @@ mod tests {
         let settings = base().settings().unwrap();
         assert_eq!(settings.guarantee, ProcessingGuarantee::AtLeastOnce);
         assert_eq!(settings.commit_interval, Duration::from_secs(30));
-        let eos = base().set("processing.guarantee", "exactly_once_v2").settings().unwrap();
+        let eos = base()
+            .set("processing.guarantee", "exactly_once_v2")
+            .settings()
+            .unwrap();
         assert_eq!(eos.commit_interval, Duration::from_millis(100));
         assert_eq!(settings.store_backend, StoreBackend::RocksDb);
         assert_eq!(settings.default_error_handler, ErrorHandler::Fail);

@@ -158,9 +158,8 @@ impl KafkaStreams {
             .name(format!("{}-stream-0", settings.application_id))
             .spawn(move || {
                 // The thread creates what it owns: tasks are not `Send`.
-                let prepared = RecordSender::new(&settings, &transactional_id).and_then(|sender| {
-                    TaskManager::new(topology, settings.clone(), stores, sender, metrics.clone())
-                });
+                let prepared = RecordSender::new(&settings, &transactional_id)
+                    .and_then(|sender| TaskManager::new(topology, settings.clone(), stores, sender, metrics.clone()));
                 let manager = match prepared {
                     Ok(manager) => {
                         let _ = started.send(Ok(()));
@@ -174,7 +173,11 @@ impl KafkaStreams {
                     }
                 };
                 let result = stream_thread::run(manager, &settings, &shutdown, &metrics, state.clone());
-                state.set(if result.is_ok() { StreamsState::NotRunning } else { StreamsState::Error });
+                state.set(if result.is_ok() {
+                    StreamsState::NotRunning
+                } else {
+                    StreamsState::Error
+                });
                 result
             })
             .map_err(|e| WeirError::Other(format!("cannot start the stream thread: {e}")))?;
@@ -278,7 +281,8 @@ fn log_plan(settings: &Settings, plan: &PartitionPlan) {
 /// Locks `<state.dir>/<application.id>/.lock` for the life of the instance.
 fn lock_state_dir(settings: &Settings) -> Result<File, WeirError> {
     let path = settings.app_dir().join(".lock");
-    let file = File::create(&path).map_err(|e| WeirError::StateDir(format!("cannot create {}: {e}", path.display())))?;
+    let file =
+        File::create(&path).map_err(|e| WeirError::StateDir(format!("cannot create {}: {e}", path.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(WeirError::StateDir(format!(
@@ -286,7 +290,9 @@ fn lock_state_dir(settings: &Settings) -> Result<File, WeirError> {
             settings.app_dir().display(),
             settings.application_id
         ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(WeirError::StateDir(format!("cannot lock {}: {e}", path.display()))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(WeirError::StateDir(format!("cannot lock {}: {e}", path.display())))
+        }
     }
 }
 

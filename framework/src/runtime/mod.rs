@@ -30,9 +30,9 @@ mod topics;
 
 pub use checkpoint::Checkpoint;
 pub use config::{ClientProperties, ProcessingGuarantee, Settings, StoreBackend, StreamsConfig, WEIR_KEYS};
-pub use kafka_streams::{KafkaStreams, ShutdownHandle, StreamsState};
 pub(crate) use kafka_streams::StateCell;
+pub use kafka_streams::{KafkaStreams, ShutdownHandle, StreamsState};
 pub(crate) use task::TaskBuilder;
 pub use task::{Task, TaskId, TaskSettings};
-pub use topics::{prepare_topics, KafkaTopicAdmin, NewTopicSpec, TopicAdmin};
 pub(crate) use topics::metadata_partition_counts;
+pub use topics::{prepare_topics, KafkaTopicAdmin, NewTopicSpec, TopicAdmin};

@@ -96,10 +96,9 @@ impl RecordSender {
             .map_err(|e| WeirError::Kafka(format!("cannot create the producer: {e}")))?;
         let sender = RecordSender { producer };
         if transactional {
-            sender
-                .producer
-                .init_transactions(BROKER_TIMEOUT)
-                .map_err(|e| WeirError::Kafka(format!("cannot initialise transactions as '{transactional_id}': {e}")))?;
+            sender.producer.init_transactions(BROKER_TIMEOUT).map_err(|e| {
+                WeirError::Kafka(format!("cannot initialise transactions as '{transactional_id}': {e}"))
+            })?;
             sender.begin()?;
         }
         Ok(sender)
@@ -135,7 +134,10 @@ impl RecordSender {
                     self.producer.poll(Duration::from_millis(10));
                 }
                 Err((error, _)) => {
-                    return Err(WeirError::Kafka(format!("cannot send a record to {}: {error}", output.topic)))
+                    return Err(WeirError::Kafka(format!(
+                        "cannot send a record to {}: {error}",
+                        output.topic
+                    )))
                 }
             }
         }
@@ -148,7 +150,12 @@ impl RecordSender {
     }
 
     fn check_deliveries(&self) -> Result<(), WeirError> {
-        let deliveries = self.producer.context().deliveries.lock().unwrap_or_else(|p| p.into_inner());
+        let deliveries = self
+            .producer
+            .context()
+            .deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         match &deliveries.failure {
             Some(failure) => Err(WeirError::Kafka(failure.clone())),
             None => Ok(()),
@@ -165,7 +172,12 @@ impl RecordSender {
 
     /// The next offset after the last acknowledged record of a partition.
     pub(crate) fn acknowledged_end(&self, topic: &str, partition: i32) -> Option<i64> {
-        let deliveries = self.producer.context().deliveries.lock().unwrap_or_else(|p| p.into_inner());
+        let deliveries = self
+            .producer
+            .context()
+            .deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let offset = *deliveries.acknowledged.get(topic)?.get(partition as usize)?;
         (offset >= 0).then_some(offset + 1)
     }
@@ -185,10 +197,13 @@ impl RecordSender {
     ) -> Result<(), CommitFailure> {
         if offsets.count() > 0 {
             retrying("add the consumed offsets to the transaction", || {
-                self.producer.send_offsets_to_transaction(offsets, group, BROKER_TIMEOUT)
+                self.producer
+                    .send_offsets_to_transaction(offsets, group, BROKER_TIMEOUT)
             })?;
         }
-        retrying("commit the transaction", || self.producer.commit_transaction(BROKER_TIMEOUT))?;
+        retrying("commit the transaction", || {
+            self.producer.commit_transaction(BROKER_TIMEOUT)
+        })?;
         self.check_deliveries()?;
         Ok(self.begin()?)
     }
@@ -198,7 +213,12 @@ impl RecordSender {
         self.producer
             .abort_transaction(BROKER_TIMEOUT)
             .map_err(|e| WeirError::Kafka(format!("cannot abort the transaction: {e}")))?;
-        self.producer.context().deliveries.lock().unwrap_or_else(|p| p.into_inner()).failure = None;
+        self.producer
+            .context()
+            .deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failure = None;
         self.begin()
     }
 }

@@ -17,7 +17,9 @@ use super::config::{ClientKind, ProcessingGuarantee, Settings};
 use super::task::Task;
 use crate::error::WeirError;
 use crate::metrics::RuntimeMetrics;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
@@ -54,8 +56,26 @@ impl From<WeirError> for RestoreFailure {
 }
 
 pub(crate) struct ChangelogReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ReaderContext>,
 }
+
+/// Logs librdkafka's messages, except the end-of-partition events that the
+/// reader waits for.
+pub(crate) struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        super::stream_thread::log_to_tracing(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!(%error, reason, "changelog reader error");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
 
 impl ChangelogReader {
     pub(crate) fn new(settings: &Settings) -> Result<Self, WeirError> {
@@ -66,7 +86,10 @@ impl ChangelogReader {
             .set("group.id", format!("{}-restore", settings.application_id))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "error");
+            .set("auto.offset.reset", "error")
+            // The end of a partition is known from a fetch that comes back
+            // empty; do not let the broker hold it.
+            .set("fetch.wait.max.ms", "10");
         // Under exactly-once, aborted writes must not come back into stores.
         let isolation = match settings.guarantee {
             ProcessingGuarantee::ExactlyOnceV2 => "read_committed",
@@ -74,7 +97,7 @@ impl ChangelogReader {
         };
         config.set("isolation.level", isolation);
         let consumer = config
-            .create()
+            .create_with_context(ReaderContext)
             .map_err(|e| WeirError::Kafka(format!("cannot create the changelog reader: {e}")))?;
         Ok(ChangelogReader { consumer })
     }
@@ -93,11 +116,21 @@ impl ChangelogReader {
             partition,
             from,
         } = range;
-        // For progress reports only: see the module documentation.
-        let (_, end_estimate) = self
+        let (first, end_estimate) = self
             .consumer
             .fetch_watermarks(topic, *partition, METADATA_TIMEOUT)
             .map_err(|e| WeirError::Kafka(format!("cannot read the offsets of {topic}[{partition}]: {e}")))?;
+        // A start at the high watermark has nothing to read; one before the
+        // first offset is stale. Otherwise the watermark only feeds progress
+        // reports, and the read finds the end (or that the start is past it).
+        let start_offset = from.unwrap_or(first);
+        if from.is_some_and(|f| f < first) {
+            return Err(RestoreFailure::OutOfRange);
+        }
+        if start_offset == end_estimate {
+            metrics.restored(store, 0, 0);
+            return Ok(start_offset);
+        }
         let start = from.map_or(Offset::Beginning, Offset::Offset);
         tracing::debug!(task = %task.id(), store, topic, partition, ?start, end_estimate, "restoring a store");
         let mut assignment = TopicPartitionList::new();
@@ -177,7 +210,14 @@ impl ChangelogReader {
             }
             if last_progress.elapsed() > PROGRESS_EVERY {
                 last_progress = Instant::now();
-                tracing::info!(store, topic, partition, at = next, end = end_estimate, "restore in progress");
+                tracing::info!(
+                    store,
+                    topic,
+                    partition,
+                    at = next,
+                    end = end_estimate,
+                    "restore in progress"
+                );
             }
         }
         apply(task, &mut batch, next)?;

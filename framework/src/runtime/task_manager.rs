@@ -229,7 +229,9 @@ impl TaskManager {
             .map_err(|e| WeirError::Kafka(format!("cannot read the committed offsets: {e}")))?;
         for mut element in committed.elements() {
             if element.offset() == Offset::Invalid {
-                element.set_offset(Offset::Beginning).map_err(|e| WeirError::Kafka(e.to_string()))?;
+                element
+                    .set_offset(Offset::Beginning)
+                    .map_err(|e| WeirError::Kafka(e.to_string()))?;
             }
         }
         consumer
@@ -265,7 +267,11 @@ impl TaskManager {
         }
     }
 
-    fn revoke<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, revoked: &TopicPartitionList) -> Result<(), WeirError> {
+    fn revoke<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        revoked: &TopicPartitionList,
+    ) -> Result<(), WeirError> {
         let ids = self.task_ids(revoked)?;
         tracing::info!(tasks = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(), "partitions revoked");
         let committed = self.commit(consumer).map_err(CommitFailure::into_error);

@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Checking cleanup policies is a courtesy: a cluster that does not answer
+/// DescribeConfigs (librdkafka's mock cluster) should not hold up a start.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A topic to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +57,9 @@ impl KafkaTopicAdmin {
 }
 
 /// The partition counts of every topic a client's metadata request sees.
-pub(crate) fn metadata_partition_counts(client: &rdkafka::client::Client<impl rdkafka::ClientContext>) -> Result<BTreeMap<String, i32>, WeirError> {
+pub(crate) fn metadata_partition_counts(
+    client: &rdkafka::client::Client<impl rdkafka::ClientContext>,
+) -> Result<BTreeMap<String, i32>, WeirError> {
     let metadata = client
         .fetch_metadata(None, ADMIN_TIMEOUT)
         .map_err(|e| WeirError::Kafka(format!("cannot read the cluster's metadata: {e}")))?;
@@ -75,7 +80,7 @@ impl TopicAdmin for KafkaTopicAdmin {
         let resources: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
         let results = futures_executor::block_on(self.admin.describe_configs(
             resources.iter(),
-            &AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT)),
+            &AdminOptions::new().request_timeout(Some(DESCRIBE_TIMEOUT)),
         ))
         .map_err(|e| WeirError::Kafka(format!("cannot describe topic configurations: {e}")))?;
         let mut policies = BTreeMap::new();

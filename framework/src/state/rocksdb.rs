@@ -177,7 +177,11 @@ mod tests {
             store.put(b"a", b"1").unwrap();
             store.put(b"c", b"3").unwrap();
             store.delete(b"c").unwrap();
-            let writes = [(&b"d"[..], Some(&b"4"[..])), (&b"b"[..], None), (&b"b"[..], Some(&b"2"[..]))];
+            let writes = [
+                (&b"d"[..], Some(&b"4"[..])),
+                (&b"b"[..], None),
+                (&b"b"[..], Some(&b"2"[..])),
+            ];
             store.write_batch(&mut writes.into_iter()).unwrap();
             store.flush().unwrap();
         }

@@ -55,7 +55,9 @@ pub(crate) enum NodeKind {
         on_error: Option<ErrorHandler>,
     },
     Processor,
-    Sink { topic: TopicRef },
+    Sink {
+        topic: TopicRef,
+    },
 }
 
 #[derive(Clone)]

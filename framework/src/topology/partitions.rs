@@ -154,7 +154,10 @@ mod tests {
         let builder = StreamsBuilder::new();
         builder
             .table("users", Consumed::with(Utf8, Utf8))
-            .group_by(|_, email| (email.clone(), 1i64), Grouped::with(Utf8, I64).named("by-email"))
+            .group_by(
+                |_, email| (email.clone(), 1i64),
+                Grouped::with(Utf8, I64).named("by-email"),
+            )
             .count(Materialized::named("counts"));
         let topology = builder.build().unwrap();
         let plan = topology
