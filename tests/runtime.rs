@@ -75,7 +75,7 @@ fn domain(email: &str) -> String {
 
 /// The seeded email of user `id`: every third at other.org.
 fn email(id: usize) -> String {
-    if id % 3 == 0 {
+    if id.is_multiple_of(3) {
         format!("u{id}@other.org")
     } else {
         format!("u{id}@example.com")
