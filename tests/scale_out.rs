@@ -142,9 +142,31 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
             .filter(|k| !expected_profiles.contains_key(*k))
             .take(10)
             .collect();
+        let members = read_compacted(
+            cluster.bootstrap_servers(),
+            &topics.domain_members,
+            &Utf8,
+            &Json::<std::collections::BTreeSet<String>>::new(),
+        )
+        .unwrap();
+        let wrong_members: Vec<_> = expected_members
+            .iter()
+            .filter(|(k, v)| members.get(*k) != Some(*v))
+            .map(|(k, v)| {
+                (
+                    k,
+                    v.len(),
+                    members
+                        .get(k)
+                        .map(|m| m.symmetric_difference(v).take(5).collect::<Vec<_>>()),
+                )
+            })
+            .take(10)
+            .collect();
         panic!(
-            "the outputs did not converge; first wrong profiles {wrong:?}, unexpected keys {extra:?}; the \
-             instances' logs are kept in {}\n{}\n{}",
+            "the outputs did not converge; first wrong profiles {wrong:?}, unexpected keys {extra:?}; wrong \
+             domain members (domain, expected count, first differences) {wrong_members:?}; the instances' logs are \
+             kept in {}\n{}\n{}",
             logs.keep().display(),
             first.log_tail(),
             second.log_tail()

@@ -33,6 +33,7 @@
 pub mod cdc;
 pub mod dsl;
 pub mod embedded;
+pub mod enrich;
 pub mod error;
 pub mod error_handler;
 pub mod metrics;

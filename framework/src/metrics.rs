@@ -29,6 +29,24 @@ pub const REBALANCES: &str = "weir_rebalances_total";
 /// Tasks an instance runs now.
 pub const ACTIVE_TASKS: &str = "weir_active_tasks";
 
+/// Calls an enrichment made to its service, retries included; every
+/// enrichment metric is labelled by `enrichment` (its name).
+pub const ENRICH_CALLS: &str = "weir_enrich_calls_total";
+/// Records an enrichment answered from its cache.
+pub const ENRICH_CACHE_HITS: &str = "weir_enrich_cache_hits_total";
+/// Calls that retried a failed one.
+pub const ENRICH_RETRIES: &str = "weir_enrich_retries_total";
+/// Records whose enrichment failed for good (dead-lettered or fatal).
+pub const ENRICH_FAILURES: &str = "weir_enrich_failures_total";
+/// Calls under way.
+pub const ENRICH_IN_FLIGHT: &str = "weir_enrich_in_flight";
+/// Records waiting for enrichment.
+pub const ENRICH_BUFFERED: &str = "weir_enrich_buffered";
+/// The circuit breaker: 0 closed, 1 open, 2 half-open.
+pub const ENRICH_BREAKER_STATE: &str = "weir_enrich_breaker_state";
+/// How long each call took, in seconds.
+pub const ENRICH_LATENCY_SECONDS: &str = "weir_enrich_latency_seconds";
+
 /// Debezium change events read by CDC sources, labelled by `topic` and `op`
 /// (`c`, `u`, `d`, `r`, `t`, `m`, or `tombstone`).
 pub const CDC_EVENTS: &str = "weir_cdc_events_total";
@@ -50,6 +68,8 @@ pub enum SkipReason {
     CdcTruncate,
     /// A CDC table has nothing to do with a logical decoding message.
     CdcMessage,
+    /// Its enrichment failed for good; it went to the dead-letter topic.
+    EnrichmentDeadLettered,
 }
 
 impl SkipReason {
@@ -59,6 +79,7 @@ impl SkipReason {
             SkipReason::DeadLettered => "dead_lettered",
             SkipReason::CdcTruncate => "cdc_truncate",
             SkipReason::CdcMessage => "cdc_message",
+            SkipReason::EnrichmentDeadLettered => "enrichment_dead_lettered",
         }
     }
 }
@@ -82,7 +103,7 @@ impl TaskMetrics {
     pub(crate) fn record_skip(&mut self, reason: SkipReason, topic: &Arc<str>) {
         *self.skipped.entry((reason, topic.clone())).or_default() += 1;
         metrics::counter!(RECORDS_SKIPPED, "reason" => reason.as_str(), "topic" => topic.to_string()).increment(1);
-        if reason == SkipReason::DeadLettered {
+        if matches!(reason, SkipReason::DeadLettered | SkipReason::EnrichmentDeadLettered) {
             metrics::counter!(RECORDS_DEAD_LETTERED, "topic" => topic.to_string()).increment(1);
         }
     }

@@ -18,6 +18,7 @@
 //! ```
 
 mod cdc;
+mod enrich;
 mod grouped;
 mod kstream;
 mod ktable;

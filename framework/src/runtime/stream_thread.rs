@@ -7,6 +7,7 @@
 use super::config::{ClientKind, Settings};
 use super::task_manager::TaskManager;
 use super::StreamsState;
+use crate::enrich;
 use crate::error::WeirError;
 use crate::metrics::RuntimeMetrics;
 use rdkafka::client::ClientContext;
@@ -17,10 +18,14 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::ThreadId;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The most records processed between two checks for commits and shutdown.
 const MAX_BATCH: usize = 10_000;
+/// How many records go by between two checks of the enrichment backlog.
+const BACKPRESSURE_CHECK: u64 = 64;
+/// The longest an idle thread sleeps waiting for enrichment answers.
+const MAX_ANSWER_WAIT: Duration = Duration::from_millis(10);
 
 /// A value only the thread that made it may touch.
 ///
@@ -185,9 +190,23 @@ fn poll_loop(
 ) -> Result<(), WeirError> {
     let manager = consumer.context().manager()?;
     let mut last_commit = Instant::now();
+    let mut paused = false;
     while !shutdown.load(Ordering::Relaxed) {
+        let answers_seen = enrich::completions_so_far();
+        let (holds_records, backpressured) = {
+            let manager = manager.borrow();
+            (manager.holds_records(), manager.backpressured())
+        };
+        paused = pause_while(consumer, backpressured, paused)?;
+        // Records waiting for enrichment: do not sleep in `poll`, their
+        // answers may come first.
+        let wait = if holds_records {
+            Duration::ZERO
+        } else {
+            settings.poll_interval
+        };
         let mut processed = 0u64;
-        let mut next = consumer.poll(settings.poll_interval);
+        let mut next = consumer.poll(wait);
         while let Some(polled) = next {
             match polled {
                 Ok(message) => {
@@ -200,19 +219,54 @@ fn poll_loop(
                 // Transient broker and network errors: librdkafka retries.
                 Err(error) => tracing::warn!(%error, "consumer error"),
             }
-            if processed as usize >= MAX_BATCH {
+            if processed as usize >= MAX_BATCH
+                || (processed % BACKPRESSURE_CHECK == 0 && manager.borrow().backpressured())
+            {
                 break;
             }
-            next = consumer.poll(std::time::Duration::ZERO);
+            next = consumer.poll(Duration::ZERO);
         }
         metrics.processed(processed);
         let mut manager = manager.borrow_mut();
         manager.take_failure()?;
+        manager.complete_async()?;
         manager.poll_deliveries()?;
         if last_commit.elapsed() >= settings.commit_interval && manager.uncommitted() > 0 {
             manager.commit_or_rewind(consumer)?;
             last_commit = Instant::now();
         }
+        if processed == 0 && manager.holds_records() {
+            drop(manager);
+            enrich::wait_for_completions(answers_seen, settings.poll_interval.min(MAX_ANSWER_WAIT));
+        }
     }
     Ok(())
+}
+
+/// Pauses every assigned partition while `backpressured` (again on each
+/// call, so that partitions assigned meanwhile pause too), and resumes them
+/// once it is not; returns whether input is paused. librdkafka drops the
+/// records it fetched for a paused partition and fetches again from the
+/// last record handed out, so nothing is skipped.
+fn pause_while(consumer: &BaseConsumer<StreamContext>, backpressured: bool, paused: bool) -> Result<bool, WeirError> {
+    if !backpressured && !paused {
+        return Ok(false);
+    }
+    let assignment = consumer
+        .assignment()
+        .map_err(|e| WeirError::Kafka(format!("cannot read the assignment: {e}")))?;
+    if backpressured {
+        if !paused {
+            tracing::info!("enrichment backlog full; pausing input until it drains");
+        }
+        consumer
+            .pause(&assignment)
+            .map_err(|e| WeirError::Kafka(format!("cannot pause the input: {e}")))?;
+    } else {
+        tracing::info!("enrichment backlog drained; resuming input");
+        consumer
+            .resume(&assignment)
+            .map_err(|e| WeirError::Kafka(format!("cannot resume the input: {e}")))?;
+    }
+    Ok(backpressured)
 }

@@ -3,6 +3,7 @@
 use crate::error::WeirError;
 use crate::error_handler::ErrorHandler;
 use crate::metrics::TaskMetrics;
+use crate::processor::enrich::AsyncNode;
 use crate::processor::source::RawSource;
 use crate::processor::{ProcessorContext, RecordCollector};
 use crate::record::{InputRecord, OutputRecord, SourceMetadata};
@@ -36,6 +37,9 @@ pub struct TaskSettings<'a> {
     pub stores: &'a dyn StoreSupplier,
     /// The error handler of sources that do not set their own.
     pub default_error_handler: &'a ErrorHandler,
+    /// Whether the task runs under exactly-once, so that asynchronous nodes
+    /// must pass records on in input order.
+    pub exactly_once: bool,
 }
 
 /// Handed to node factories while a task is instantiated.
@@ -43,6 +47,7 @@ pub(crate) struct TaskBuilder<'a> {
     id: TaskId,
     settings: &'a TaskSettings<'a>,
     stores: BTreeMap<String, Rc<RefCell<StoreHandle>>>,
+    async_nodes: Vec<Rc<dyn AsyncNode>>,
 }
 
 impl TaskBuilder<'_> {
@@ -77,6 +82,15 @@ impl TaskBuilder<'_> {
     pub(crate) fn default_error_handler(&self) -> &ErrorHandler {
         self.settings.default_error_handler
     }
+
+    pub(crate) fn exactly_once(&self) -> bool {
+        self.settings.exactly_once
+    }
+
+    /// Lets the task drive a node whose outputs come later than its inputs.
+    pub(crate) fn register_async_node(&mut self, node: Rc<dyn AsyncNode>) {
+        self.async_nodes.push(node);
+    }
 }
 
 /// A source topic of a task: its node and its exported counter.
@@ -92,6 +106,8 @@ pub struct Task {
     id: TaskId,
     sources: HashMap<Arc<str>, Source>,
     stores: BTreeMap<String, Rc<RefCell<StoreHandle>>>,
+    /// Enrichments, which hold records until their answers arrive.
+    async_nodes: Vec<Rc<dyn AsyncNode>>,
     collector: RecordCollector,
     metrics: TaskMetrics,
 }
@@ -108,6 +124,7 @@ impl Task {
             id,
             settings,
             stores: BTreeMap::new(),
+            async_nodes: Vec::new(),
         };
         let mut instances: HashMap<usize, Box<dyn Any>> = HashMap::new();
         let mut sources = HashMap::new();
@@ -150,6 +167,7 @@ impl Task {
             id,
             sources,
             stores: builder.stores,
+            async_nodes: builder.async_nodes,
             collector: RecordCollector::default(),
             metrics: TaskMetrics::default(),
         })
@@ -192,6 +210,38 @@ impl Task {
                 cause: Box::new(cause),
             },
         })
+    }
+
+    /// Passes on the records whose asynchronous work (enrichment) finished
+    /// since the last call; returns how many. Their outputs join
+    /// [`Task::drain_output`].
+    pub fn complete_async(&mut self) -> Result<u64, WeirError> {
+        let mut released = 0;
+        for node in &self.async_nodes {
+            released += node.complete(&mut self.collector, &mut self.metrics)?;
+        }
+        Ok(released)
+    }
+
+    /// Records held by asynchronous nodes, not yet passed on.
+    pub fn held_records(&self) -> usize {
+        self.async_nodes.iter().map(|n| n.held()).sum()
+    }
+
+    /// Whether an asynchronous node holds as many records as it allows, so
+    /// that input should pause.
+    pub fn backpressured(&self) -> bool {
+        self.async_nodes.iter().any(|n| n.backpressured())
+    }
+
+    /// The offset of `topic` to commit when everything before `next` has
+    /// been read: the lowest offset still held by an asynchronous node, if
+    /// any, so that a restart reads that record again.
+    pub fn committable_offset(&self, topic: &str, next: i64) -> i64 {
+        self.async_nodes
+            .iter()
+            .filter_map(|n| n.lowest_held_offset(topic))
+            .fold(next, i64::min)
     }
 
     /// Takes the records produced since the last call: sink outputs,

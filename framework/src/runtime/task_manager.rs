@@ -132,6 +132,32 @@ impl TaskManager {
         Ok(())
     }
 
+    /// Passes on the records whose enrichment finished; their outputs go to
+    /// the producer and count as uncommitted work.
+    pub(crate) fn complete_async(&mut self) -> Result<(), WeirError> {
+        for active in self.active.values_mut() {
+            let released = active.task.complete_async()?;
+            if released > 0 {
+                for output in active.task.drain_output() {
+                    self.sender.send(&output)?;
+                }
+                self.uncommitted += released;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a task holds records that wait for asynchronous work.
+    pub(crate) fn holds_records(&self) -> bool {
+        self.active.values().any(|active| active.task.held_records() > 0)
+    }
+
+    /// Whether a task's asynchronous work is at its limit, so that input
+    /// should pause.
+    pub(crate) fn backpressured(&self) -> bool {
+        self.active.values().any(|active| active.task.backpressured())
+    }
+
     /// Serves the producer's delivery reports; a failed delivery stops the thread.
     pub(crate) fn poll_deliveries(&self) -> Result<(), WeirError> {
         self.sender.poll()
@@ -157,8 +183,9 @@ impl TaskManager {
         for (id, active) in &self.active {
             for (topic, position) in &active.positions {
                 if let Some(next) = position {
+                    let committable = active.task.committable_offset(topic, *next);
                     offsets
-                        .add_partition_offset(topic, id.partition, Offset::Offset(*next))
+                        .add_partition_offset(topic, id.partition, Offset::Offset(committable))
                         .map_err(|e| WeirError::Kafka(e.to_string()))?;
                 }
             }
@@ -431,6 +458,7 @@ impl TaskManager {
             application_id: &self.settings.application_id,
             stores: self.stores.as_ref(),
             default_error_handler: &self.settings.default_error_handler,
+            exactly_once: self.is_exactly_once(),
         };
         let mut task = Task::new(&self.topology, id, &task_settings)?;
         let mut restored_ends = BTreeMap::new();

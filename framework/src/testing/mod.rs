@@ -27,6 +27,7 @@
 pub mod debezium;
 pub mod kafka;
 
+use crate::enrich;
 use crate::error::WeirError;
 use crate::error_handler::ErrorHandler;
 use crate::metrics::TaskMetrics;
@@ -42,6 +43,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::Hash;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Which store backend the driver's tasks use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +63,9 @@ pub struct TestDriverConfig {
     pub default_partitions: i32,
     pub stores: TestStores,
     pub default_error_handler: ErrorHandler,
+    /// How long a pipe waits for enrichments to answer before it fails
+    /// (default 30 s).
+    pub async_timeout: Duration,
 }
 
 impl Default for TestDriverConfig {
@@ -71,6 +76,7 @@ impl Default for TestDriverConfig {
             default_partitions: 1,
             stores: TestStores::InMemory,
             default_error_handler: ErrorHandler::Fail,
+            async_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -98,6 +104,11 @@ impl TestDriverConfig {
 
     pub fn default_error_handler(mut self, handler: ErrorHandler) -> Self {
         self.default_error_handler = handler;
+        self
+    }
+
+    pub fn async_timeout(mut self, timeout: Duration) -> Self {
+        self.async_timeout = timeout;
         self
     }
 }
@@ -211,6 +222,7 @@ impl TopologyTestDriver {
             application_id: &app,
             stores: supplier.as_ref(),
             default_error_handler: &config.default_error_handler,
+            exactly_once: false,
         };
         let mut tasks = BTreeMap::new();
         for sub in topology.subtopologies() {
@@ -297,6 +309,7 @@ impl TopologyTestDriver {
         let skip = match layout {
             StoreLayout::Plain => 0,
             StoreLayout::Counted => COUNTED_PREFIX_LEN,
+            StoreLayout::Cached => 8,
         };
         let mut contents = HashMap::new();
         let mut failure = None;
@@ -371,13 +384,24 @@ impl DriverState {
         Ok((partition, offset, log.records.len() - 1))
     }
 
-    /// Writes a record and processes it and everything it leads to.
-    fn pipe(&mut self, topic: &str, partition: Option<i32>, record: RawRecord) -> Result<(), WeirError> {
+    /// Writes records, processes them and everything they lead to,
+    /// enrichments included: it returns once no record waits for an answer.
+    /// Records written together are enriched concurrently.
+    fn pipe(&mut self, topic: &str, records: Vec<(Option<i32>, RawRecord)>) -> Result<(), WeirError> {
         let mut queue = VecDeque::new();
-        let (partition, offset, index) = self.append(topic, partition, record)?;
-        if self.routes.contains_key(topic) {
-            queue.push_back((topic.to_string(), partition, offset, index));
+        for (partition, record) in records {
+            let (partition, offset, index) = self.append(topic, partition, record)?;
+            if self.routes.contains_key(topic) {
+                queue.push_back((topic.to_string(), partition, offset, index));
+            }
         }
+        self.process_queue(queue)?;
+        self.settle_async()
+    }
+
+    /// Processes queued input records, and the records they write to topics
+    /// the topology reads, until none is left.
+    fn process_queue(&mut self, mut queue: VecDeque<(String, i32, i64, usize)>) -> Result<(), WeirError> {
         while let Some((topic, partition, offset, index)) = queue.pop_front() {
             let task_id = TaskId {
                 subtopology: self.routes[&topic],
@@ -394,19 +418,63 @@ impl DriverState {
                 task.drain_output();
                 return Err(error);
             }
-            for OutputRecord {
-                topic,
-                partition,
-                record,
-            } in task.drain_output().collect::<Vec<_>>()
-            {
-                let (partition, offset, index) = self.append(&topic, partition, record)?;
-                if self.routes.contains_key(&*topic) {
-                    queue.push_back((topic.to_string(), partition, offset, index));
-                }
+            self.route_outputs(task_id, &mut queue)?;
+        }
+        Ok(())
+    }
+
+    /// Appends a task's outputs to their topics, queueing those the topology reads.
+    fn route_outputs(
+        &mut self,
+        task: TaskId,
+        queue: &mut VecDeque<(String, i32, i64, usize)>,
+    ) -> Result<(), WeirError> {
+        let outputs: Vec<OutputRecord> = self
+            .tasks
+            .get_mut(&task)
+            .map(|t| t.drain_output().collect())
+            .unwrap_or_default();
+        for OutputRecord {
+            topic,
+            partition,
+            record,
+        } in outputs
+        {
+            let (partition, offset, index) = self.append(&topic, partition, record)?;
+            if self.routes.contains_key(&*topic) {
+                queue.push_back((topic.to_string(), partition, offset, index));
             }
         }
         Ok(())
+    }
+
+    /// Waits for the answers of every record held by an enrichment and
+    /// processes what they lead to.
+    fn settle_async(&mut self) -> Result<(), WeirError> {
+        let deadline = Instant::now() + self.config.async_timeout;
+        loop {
+            let answers_seen = enrich::completions_so_far();
+            let mut queue = VecDeque::new();
+            let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+            for id in ids {
+                let task = self.tasks.get_mut(&id).expect("listed");
+                if task.held_records() > 0 && task.complete_async()? > 0 {
+                    self.route_outputs(id, &mut queue)?;
+                }
+            }
+            self.process_queue(queue)?;
+            if self.tasks.values().all(|t| t.held_records() == 0) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let held: usize = self.tasks.values().map(Task::held_records).sum();
+                return Err(WeirError::Other(format!(
+                    "{held} record(s) still wait for enrichment after {:?} (TestDriverConfig::async_timeout)",
+                    self.config.async_timeout
+                )));
+            }
+            enrich::wait_for_completions(answers_seen, Duration::from_millis(10));
+        }
     }
 }
 
@@ -430,12 +498,7 @@ impl<K: 'static, V: 'static> TestInputTopic<K, V> {
     }
 
     pub fn pipe_record(&self, record: TestRecord<K, V>) -> Result<(), WeirError> {
-        let key = self.key_serde.to_bytes(&self.topic, &record.key)?;
-        let value = match &record.value {
-            Some(value) => self.value_serde.to_bytes(&self.topic, value)?,
-            None => None,
-        };
-        self.pipe_raw(record.partition, key, value, record.timestamp, record.headers)
+        self.pipe_all([record])
     }
 
     /// Writes bytes as they are, for example input that cannot be deserialized.
@@ -453,7 +516,31 @@ impl<K: 'static, V: 'static> TestInputTopic<K, V> {
             timestamp,
             headers,
         };
-        self.state.borrow_mut().pipe(&self.topic, partition, record)
+        self.state.borrow_mut().pipe(&self.topic, vec![(partition, record)])
+    }
+
+    /// Writes several records before waiting for enrichments, so that
+    /// records of different keys are looked up concurrently, as in a
+    /// running application.
+    pub fn pipe_all(&self, records: impl IntoIterator<Item = TestRecord<K, V>>) -> Result<(), WeirError> {
+        let raw = records
+            .into_iter()
+            .map(|record| {
+                let key = self.key_serde.to_bytes(&self.topic, &record.key)?;
+                let value = match &record.value {
+                    Some(value) => self.value_serde.to_bytes(&self.topic, value)?,
+                    None => None,
+                };
+                let raw = RawRecord {
+                    key,
+                    value,
+                    timestamp: record.timestamp,
+                    headers: record.headers,
+                };
+                Ok((record.partition, raw))
+            })
+            .collect::<Result<Vec<_>, WeirError>>()?;
+        self.state.borrow_mut().pipe(&self.topic, raw)
     }
 }
 

@@ -1,7 +1,8 @@
 //! The mutable graph behind `StreamsBuilder`, and its compilation into a
 //! [`Topology`].
 
-use super::{NodeDef, NodeKind, StoreDef, StoreLayout, SubTopology, TopicRef, Topology, TopologyDef};
+use super::{EnrichmentDef, NodeDef, NodeKind, StoreDef, StoreLayout, SubTopology, TopicRef, Topology, TopologyDef};
+use crate::enrich::EnrichStats;
 use crate::error::WeirError;
 use crate::error_handler::ErrorHandler;
 use crate::processor::sink::SinkNode;
@@ -32,6 +33,7 @@ pub(crate) enum NodeFactory {
 pub(crate) struct TopologyBuilder {
     nodes: Vec<NodeDef>,
     stores: BTreeMap<String, StoreDef>,
+    enrichments: Vec<EnrichmentDef>,
     errors: Vec<String>,
     counter: usize,
 }
@@ -46,6 +48,31 @@ impl TopologyBuilder {
 
     pub(crate) fn node_name(&self, node: usize) -> &str {
         &self.nodes[node].name
+    }
+
+    /// Records that `node` is the enrichment `name`.
+    pub(crate) fn add_enrichment(
+        &mut self,
+        node: usize,
+        name: &str,
+        stats: Arc<EnrichStats>,
+        dead_letter_topic: Option<String>,
+    ) {
+        if self.enrichments.iter().any(|e| e.name == name) {
+            self.error(format!(
+                "enrichment name '{name}' is used twice; enrichment names must be unique"
+            ));
+        }
+        let note = match &dead_letter_topic {
+            Some(dlq) => format!("enrichment '{name}'; failures to {dlq}"),
+            None => format!("enrichment '{name}'; a failure stops the instance"),
+        };
+        self.annotate(node, note);
+        self.enrichments.push(EnrichmentDef {
+            name: name.to_string(),
+            stats,
+            dead_letter_topic,
+        });
     }
 
     /// Attaches a remark that `describe()` prints under the node.
@@ -241,6 +268,7 @@ impl TopologyBuilder {
                 nodes: self.nodes,
                 stores: self.stores,
                 subtopologies,
+                enrichments: self.enrichments,
             }),
         })
     }

@@ -14,6 +14,7 @@ pub(crate) use builder::{NodeFactory, TopologyBuilder};
 pub use describe::TopologyDescription;
 pub use partitions::{InternalTopic, InternalTopicKind, PartitionPlan};
 
+use crate::enrich::{EnrichMetrics, EnrichStats};
 use crate::error_handler::ErrorHandler;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -80,6 +81,8 @@ pub(crate) enum StoreLayout {
     Plain,
     /// A table aggregate: an 8-byte member count, then the value.
     Counted,
+    /// An enrichment's cached answer: an 8-byte fetch time, then the answer.
+    Cached,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +105,15 @@ pub(crate) struct TopologyDef {
     pub nodes: Vec<NodeDef>,
     pub stores: BTreeMap<String, StoreDef>,
     pub subtopologies: Vec<SubTopology>,
+    pub enrichments: Vec<EnrichmentDef>,
+}
+
+/// An enrichment node, for its metrics and its dead-letter topic.
+#[derive(Clone)]
+pub(crate) struct EnrichmentDef {
+    pub name: String,
+    pub stats: Arc<EnrichStats>,
+    pub dead_letter_topic: Option<String>,
 }
 
 /// A built topology, ready to run in a test driver or against Kafka.
@@ -138,8 +150,19 @@ impl Topology {
         self.def.subtopologies.iter().find(|s| s.source_topics.contains(topic))
     }
 
-    /// The dead-letter topics the sources write to, given the application's
-    /// default error handler, each with the source topic it serves.
+    /// The counters of each enrichment, by name, over every task of this
+    /// topology in the process.
+    pub fn enrichment_metrics(&self) -> BTreeMap<String, EnrichMetrics> {
+        self.def
+            .enrichments
+            .iter()
+            .map(|e| (e.name.clone(), e.stats.snapshot()))
+            .collect()
+    }
+
+    /// The dead-letter topics the sources and enrichments write to, given
+    /// the application's default error handler, each with the topic or the
+    /// enrichment it serves.
     pub fn dead_letter_topics(&self, application_id: &str, default: &ErrorHandler) -> BTreeSet<(String, String)> {
         self.def
             .nodes
@@ -151,6 +174,10 @@ impl Topology {
                 },
                 _ => None,
             })
+            .chain(self.def.enrichments.iter().filter_map(|e| {
+                let dlq = e.dead_letter_topic.clone()?;
+                Some((dlq, format!("enrichment '{}'", e.name)))
+            }))
             .collect()
     }
 

@@ -1,0 +1,474 @@
+//! The enrichment node: it hands each record's query to the enrichment's
+//! [`Caller`], holds the record until the answer arrives, and then passes
+//! it on, combined with the answer.
+//!
+//! Records of one key are looked up one after the other (the next one
+//! starts when the previous one has its answer, usually from the cache), so
+//! that they leave in the order they came. Answers arrive on a channel that
+//! the task drains through [`AsyncNode::complete`] between input records.
+
+use super::{Forwarder, Processor, ProcessorContext, RecordCollector};
+use crate::enrich::{Caller, Completion, DeadLetters, LookupError};
+use crate::error::WeirError;
+use crate::error_handler::{
+    DLQ_ERROR_CLASS, DLQ_ERROR_MESSAGE, DLQ_SOURCE_OFFSET, DLQ_SOURCE_PARTITION, DLQ_SOURCE_TOPIC,
+};
+use crate::metrics::{SkipReason, TaskMetrics};
+use crate::record::{Header, OutputRecord, RawRecord, Record, SourceMetadata};
+use crate::serde::{Encoded, Serde, SerdeRef};
+use crate::state::TypedStore;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::Hash;
+use std::rc::Rc;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::task::AbortHandle;
+
+/// A node whose outputs may come after the input that caused them; the task
+/// drives it between input records.
+pub(crate) trait AsyncNode {
+    /// Takes the answers that arrived and passes on the records that are
+    /// ready; returns how many it passed on (or dead-lettered).
+    fn complete(&self, collector: &mut RecordCollector, metrics: &mut TaskMetrics) -> Result<u64, WeirError>;
+    /// Records held, waiting for an answer or for an earlier record.
+    fn held(&self) -> usize;
+    /// The lowest offset of `topic` among the records held.
+    fn lowest_held_offset(&self, topic: &str) -> Option<i64>;
+    /// Whether the instance holds as many records as the node allows.
+    fn backpressured(&self) -> bool;
+}
+
+/// How the records of one enrichment become queries and outputs; shared by
+/// the node's instances in every task.
+pub(crate) struct EnrichSpec<K, VI, Q, R, VO> {
+    pub name: String,
+    /// `None` when the record needs no lookup (a deletion passing through).
+    pub query: Arc<dyn Fn(&K, &VI) -> Option<Q> + Send + Sync>,
+    /// The output for a record and its answer (`None` when it needed no
+    /// lookup); `None` emits nothing.
+    pub combine: Arc<dyn Fn(&K, VI, Option<R>) -> Option<VO> + Send + Sync>,
+    pub dead_letters: Option<DeadLetters<K, VI>>,
+    pub caller: Arc<Caller<Q, R>>,
+}
+
+/// A cached answer and when it was fetched.
+pub(crate) struct Cached<R> {
+    fetched_at_ms: i64,
+    answer: R,
+}
+
+impl<R: Clone> Clone for Cached<R> {
+    fn clone(&self) -> Self {
+        Cached {
+            fetched_at_ms: self.fetched_at_ms,
+            answer: self.answer.clone(),
+        }
+    }
+}
+
+/// Writes a [`Cached`] as 8 bytes of fetch time (big-endian milliseconds)
+/// followed by the answer in its own serde.
+pub(crate) struct CachedSerde<R>(pub SerdeRef<R>);
+
+impl<R: 'static> Serde<Cached<R>> for CachedSerde<R> {
+    fn serialize(
+        &self,
+        topic: &str,
+        value: &Cached<R>,
+        out: &mut Vec<u8>,
+    ) -> Result<Encoded, crate::error::SerdeError> {
+        out.extend_from_slice(&value.fetched_at_ms.to_be_bytes());
+        self.0.serialize(topic, &value.answer, out).map(|_| Encoded::Bytes)
+    }
+
+    fn deserialize(&self, topic: &str, bytes: Option<&[u8]>) -> Result<Cached<R>, crate::error::SerdeError> {
+        let bytes = bytes.ok_or_else(|| crate::error::SerdeError::deserialize(topic, "a null cache entry"))?;
+        if bytes.len() < 8 {
+            return Err(crate::error::SerdeError::deserialize(
+                topic,
+                "a cache entry shorter than its timestamp",
+            ));
+        }
+        let (at, answer) = bytes.split_at(8);
+        Ok(Cached {
+            fetched_at_ms: i64::from_be_bytes(at.try_into().expect("8 bytes")),
+            answer: self.0.deserialize(topic, Some(answer))?,
+        })
+    }
+}
+
+/// The node's cache store and how long its answers stay fresh.
+pub(crate) struct Cache<Q, R> {
+    pub store: Rc<TypedStore<Q, Cached<R>>>,
+    pub ttl: Option<Duration>,
+}
+
+impl<Q: 'static, R: Clone + 'static> Cache<Q, R> {
+    fn fresh(&self, query: &Q) -> Result<Option<R>, WeirError> {
+        Ok(self.store.get(query)?.and_then(|cached| match self.ttl {
+            Some(ttl) if now_ms() - cached.fetched_at_ms > ttl.as_millis() as i64 => None,
+            _ => Some(cached.answer),
+        }))
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+enum Stage<R> {
+    /// Behind an earlier record of its key.
+    Queued,
+    InFlight(AbortHandle),
+    /// Answered (`None` when no lookup was needed), or failed for good.
+    Done(Result<Option<R>, LookupError>),
+}
+
+struct Held<K, VI, Q, R> {
+    record: Record<K, VI>,
+    source: SourceMetadata,
+    query: Option<Q>,
+    stage: Stage<R>,
+}
+
+/// One task's instance of an enrichment node.
+pub(crate) struct EnrichNode<K, VI, Q, R, VO> {
+    spec: Arc<EnrichSpec<K, VI, Q, R, VO>>,
+    cache: Option<Cache<Q, R>>,
+    out: Forwarder<K, VO>,
+    /// Pass records on in the order they came (exactly-once), not only per key.
+    in_arrival_order: bool,
+    held: BTreeMap<u64, Held<K, VI, Q, R>>,
+    /// Records answered but not yet passed on.
+    done: BTreeSet<u64>,
+    /// Each key with a held record, and its records queued behind that one.
+    busy_keys: HashMap<K, VecDeque<u64>>,
+    answers: Receiver<Completion<R>>,
+    answers_sender: Sender<Completion<R>>,
+    next_seq: u64,
+}
+
+/// The processor the task's graph holds; the task drives the same state
+/// through [`AsyncNode`].
+pub(crate) struct EnrichProcessor<K, VI, Q, R, VO>(pub Rc<RefCell<EnrichNode<K, VI, Q, R, VO>>>);
+
+impl<K, VI, Q, R, VO> EnrichNode<K, VI, Q, R, VO>
+where
+    K: Clone + Eq + Hash + 'static,
+    VI: 'static,
+    Q: Clone + Send + 'static,
+    R: Clone + Send + 'static,
+    VO: Clone + 'static,
+{
+    pub(crate) fn new(
+        spec: Arc<EnrichSpec<K, VI, Q, R, VO>>,
+        cache: Option<Cache<Q, R>>,
+        out: Forwarder<K, VO>,
+        in_arrival_order: bool,
+    ) -> Self {
+        let (answers_sender, answers) = channel();
+        EnrichNode {
+            spec,
+            cache,
+            out,
+            in_arrival_order,
+            held: BTreeMap::new(),
+            done: BTreeSet::new(),
+            busy_keys: HashMap::new(),
+            answers,
+            answers_sender,
+            next_seq: 0,
+        }
+    }
+
+    fn accept(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, VI>) -> Result<(), WeirError> {
+        let query = (self.spec.query)(&record.key, &record.value);
+        let nothing_before =
+            !self.busy_keys.contains_key(&record.key) && (!self.in_arrival_order || self.held.is_empty());
+        if nothing_before {
+            // The common cases — no lookup needed, or a fresh cached answer —
+            // pass on at once, without being held.
+            if let Some(answer) = self.answer_at_hand(query.as_ref())? {
+                return self.pass_on(ctx, record, Ok(answer));
+            }
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let key = record.key.clone();
+        self.held.insert(
+            seq,
+            Held {
+                record,
+                source: ctx.source.clone(),
+                query,
+                stage: Stage::Queued,
+            },
+        );
+        self.spec.caller.add_buffered(1);
+        match self.busy_keys.get_mut(&key) {
+            Some(queue) => queue.push_back(seq),
+            None => {
+                self.busy_keys.insert(key, VecDeque::new());
+                self.start(seq)?;
+            }
+        }
+        self.release(ctx.collector, ctx.metrics).map(|_| ())
+    }
+
+    /// The answer for a query without a call: `Some(None)` when there is no
+    /// query, `Some(Some(answer))` on a fresh cache entry.
+    fn answer_at_hand(&self, query: Option<&Q>) -> Result<Option<Option<R>>, WeirError> {
+        let Some(query) = query else {
+            return Ok(Some(None));
+        };
+        let Some(cache) = &self.cache else {
+            return Ok(None);
+        };
+        let answer = cache.fresh(query)?;
+        if answer.is_some() {
+            self.spec.caller.record_cache_hit();
+        }
+        Ok(answer.map(Some))
+    }
+
+    /// Starts the lookup of a held record whose turn has come, and the
+    /// lookups of the records of its key queued behind it that need none.
+    fn start(&mut self, mut seq: u64) -> Result<(), WeirError> {
+        loop {
+            let held = self.held.get(&seq).expect("a started record is held");
+            if let Some(answer) = self.answer_at_hand(held.query.as_ref())? {
+                self.finish(seq, Ok(answer));
+                match self.next_of_key(seq) {
+                    Some(next) => seq = next,
+                    None => return Ok(()),
+                }
+                continue;
+            }
+            let query = held
+                .query
+                .clone()
+                .expect("a record without a query has its answer at hand");
+            let sender = self.answers_sender.clone();
+            let handle = self.spec.caller.spawn(query, move |result| {
+                // The task may have closed meanwhile; its records will be
+                // read again by the partition's next owner.
+                let _ = sender.send(Completion { seq, result });
+            })?;
+            self.held.get_mut(&seq).expect("held").stage = Stage::InFlight(handle);
+            return Ok(());
+        }
+    }
+
+    fn finish(&mut self, seq: u64, outcome: Result<Option<R>, LookupError>) {
+        if let Some(held) = self.held.get_mut(&seq) {
+            held.stage = Stage::Done(outcome);
+            self.done.insert(seq);
+        }
+    }
+
+    /// The next record of `seq`'s key, or `None` (and the key is free).
+    fn next_of_key(&mut self, seq: u64) -> Option<u64> {
+        let key = &self.held.get(&seq)?.record.key;
+        let queue = self.busy_keys.get_mut(key)?;
+        match queue.pop_front() {
+            Some(next) => Some(next),
+            None => {
+                let key = key.clone();
+                self.busy_keys.remove(&key);
+                None
+            }
+        }
+    }
+
+    /// Takes the answers that arrived, caches them and starts the next
+    /// record of each answered key.
+    fn take_answers(&mut self, collector: &mut RecordCollector, metrics: &mut TaskMetrics) -> Result<(), WeirError> {
+        while let Ok(Completion { seq, result }) = self.answers.try_recv() {
+            let Some(held) = self.held.get(&seq) else { continue };
+            if !matches!(held.stage, Stage::InFlight(_)) {
+                continue;
+            }
+            if let (Ok(answer), Some(cache), Some(query)) = (&result, &self.cache, &held.query) {
+                let entry = Cached {
+                    fetched_at_ms: now_ms(),
+                    answer: answer.clone(),
+                };
+                // The cache write is logged as if by the answered record.
+                let mut ctx = ProcessorContext {
+                    timestamp: held.record.timestamp,
+                    source: &held.source,
+                    collector,
+                    metrics,
+                };
+                cache.store.put(&mut ctx, query, Some(&entry))?;
+            }
+            self.finish(seq, result.map(Some));
+            if let Some(next) = self.next_of_key(seq) {
+                self.start(next)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Passes on the answered records whose turn it is.
+    fn release(&mut self, collector: &mut RecordCollector, metrics: &mut TaskMetrics) -> Result<u64, WeirError> {
+        let mut released = 0;
+        while let Some(&seq) = self.done.first() {
+            if self.in_arrival_order && self.held.first_key_value().map(|(s, _)| *s) != Some(seq) {
+                break;
+            }
+            self.done.pop_first();
+            let Some(held) = self.held.remove(&seq) else { continue };
+            self.spec.caller.add_buffered(-1);
+            let Stage::Done(outcome) = held.stage else {
+                unreachable!("only answered records are in `done`")
+            };
+            let mut ctx = ProcessorContext {
+                timestamp: held.record.timestamp,
+                source: &held.source,
+                collector,
+                metrics,
+            };
+            self.pass_on(&mut ctx, held.record, outcome)?;
+            released += 1;
+        }
+        Ok(released)
+    }
+
+    fn pass_on(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        record: Record<K, VI>,
+        outcome: Result<Option<R>, LookupError>,
+    ) -> Result<(), WeirError> {
+        match outcome {
+            Ok(answer) => {
+                let Record { key, value, timestamp } = record;
+                match (self.spec.combine)(&key, value, answer) {
+                    Some(value) => self
+                        .out
+                        .forward(ctx, Record::new(key, value, timestamp))
+                        .map_err(|e| ctx.failed_at_source(e)),
+                    None => Ok(()),
+                }
+            }
+            Err(error) => {
+                self.spec.caller.record_failure();
+                self.dead_letter(ctx, record, error)
+            }
+        }
+    }
+
+    fn dead_letter(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        record: Record<K, VI>,
+        error: LookupError,
+    ) -> Result<(), WeirError> {
+        let name = &self.spec.name;
+        let Some(dead_letters) = &self.spec.dead_letters else {
+            return Err(ctx.failed_at_source(WeirError::Other(format!("enrichment '{name}' failed: {error}"))));
+        };
+        let topic = &dead_letters.topic;
+        let key = dead_letters.key_serde.to_bytes(topic, &record.key)?;
+        let value = dead_letters.value_serde.to_bytes(topic, &record.value)?;
+        let source = ctx.source;
+        tracing::warn!(
+            enrichment = %name, topic = %source.topic, partition = source.partition, offset = source.offset,
+            %error, "dead-lettering a record whose enrichment failed"
+        );
+        let headers = [
+            (DLQ_ERROR_CLASS, "enrichment".to_string()),
+            (DLQ_ERROR_MESSAGE, format!("enrichment '{name}': {error}")),
+            (DLQ_SOURCE_TOPIC, source.topic.to_string()),
+            (DLQ_SOURCE_PARTITION, source.partition.to_string()),
+            (DLQ_SOURCE_OFFSET, source.offset.to_string()),
+        ]
+        .into_iter()
+        .map(|(key, value)| Header {
+            key: key.to_string(),
+            value: value.into_bytes(),
+        })
+        .collect();
+        ctx.collector.send(OutputRecord {
+            topic: Arc::from(topic.as_str()),
+            partition: None,
+            record: RawRecord {
+                key,
+                value,
+                timestamp: record.timestamp,
+                headers,
+            },
+        });
+        let source_topic = source.topic.clone();
+        ctx.metrics
+            .record_skip(SkipReason::EnrichmentDeadLettered, &source_topic);
+        Ok(())
+    }
+}
+
+impl<K, VI, Q, R, VO> Drop for EnrichNode<K, VI, Q, R, VO> {
+    fn drop(&mut self) {
+        // A closing task drops what it holds; the partition's next owner
+        // reads those records again, as their offsets were not committed.
+        for held in self.held.values() {
+            if let Stage::InFlight(handle) = &held.stage {
+                handle.abort();
+            }
+        }
+        self.spec.caller.add_buffered(-(self.held.len() as i64));
+    }
+}
+
+impl<K, VI, Q, R, VO> Processor<K, VI> for EnrichProcessor<K, VI, Q, R, VO>
+where
+    K: Clone + Eq + Hash + 'static,
+    VI: 'static,
+    Q: Clone + Send + 'static,
+    R: Clone + Send + 'static,
+    VO: Clone + 'static,
+{
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, VI>) -> Result<(), WeirError> {
+        self.0.borrow_mut().accept(ctx, record)
+    }
+}
+
+impl<K, VI, Q, R, VO> AsyncNode for RefCell<EnrichNode<K, VI, Q, R, VO>>
+where
+    K: Clone + Eq + Hash + 'static,
+    VI: 'static,
+    Q: Clone + Send + 'static,
+    R: Clone + Send + 'static,
+    VO: Clone + 'static,
+{
+    fn complete(&self, collector: &mut RecordCollector, metrics: &mut TaskMetrics) -> Result<u64, WeirError> {
+        let mut node = self.borrow_mut();
+        if node.held.is_empty() {
+            return Ok(0);
+        }
+        node.take_answers(collector, metrics)?;
+        node.release(collector, metrics)
+    }
+
+    fn held(&self) -> usize {
+        self.borrow().held.len()
+    }
+
+    fn lowest_held_offset(&self, topic: &str) -> Option<i64> {
+        self.borrow()
+            .held
+            .values()
+            .find(|held| &*held.source.topic == topic)
+            .map(|held| held.source.offset)
+    }
+
+    fn backpressured(&self) -> bool {
+        let spec = &self.borrow().spec;
+        spec.caller.stats().buffered() >= spec.caller.options().max_buffered as i64
+    }
+}
