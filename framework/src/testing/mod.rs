@@ -341,6 +341,12 @@ impl TopologyTestDriver {
         total
     }
 
+    /// The topology the driver runs, for its description and its
+    /// enrichments' metrics.
+    pub fn topology(&self) -> Topology {
+        self.state.borrow().topology.clone()
+    }
+
     /// Flushes every store (as a commit would).
     pub fn flush(&self) -> Result<(), WeirError> {
         self.state.borrow_mut().tasks.values_mut().try_for_each(Task::flush)
