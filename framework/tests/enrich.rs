@@ -142,7 +142,10 @@ fn a_permanent_failure_or_running_out_of_attempts_goes_to_the_dead_letter_topic(
     let out = driver.output_topic("out", Utf8, Utf8).read_key_values().unwrap();
     assert_eq!(
         out,
-        vec![("a".into(), Some("a-value|a".into())), ("b".into(), Some("b-value|b".into()))]
+        vec![
+            ("a".into(), Some("a-value|a".into())),
+            ("b".into(), Some("b-value|b".into()))
+        ]
     );
     let dead = driver.output_topic("ids-dlq", Utf8, Utf8).read_records().unwrap();
     assert_eq!(dead.len(), 2);
@@ -150,15 +153,27 @@ fn a_permanent_failure_or_running_out_of_attempts_goes_to_the_dead_letter_topic(
         let h = record.headers.iter().find(|h| h.key == name).unwrap();
         String::from_utf8(h.value.clone()).unwrap()
     };
-    assert_eq!((dead[0].key.as_str(), dead[0].value.as_deref()), ("unknown", Some("unknown-value")));
+    assert_eq!(
+        (dead[0].key.as_str(), dead[0].value.as_deref()),
+        ("unknown", Some("unknown-value"))
+    );
     assert_eq!(header(&dead[0], DLQ_ERROR_CLASS), "enrichment");
     assert!(header(&dead[0], DLQ_ERROR_MESSAGE).contains("404 Not Found"));
     assert_eq!(header(&dead[0], DLQ_SOURCE_OFFSET), "1");
     assert!(header(&dead[1], DLQ_ERROR_MESSAGE).contains("gave up after 4 failed attempts"));
     let metrics = &driver.topology().enrichment_metrics()["ids"];
     assert_eq!(metrics.failures, 2);
-    assert_eq!(driver.metrics().skipped_for(weir::metrics::SkipReason::EnrichmentDeadLettered), 2);
-    assert!(driver.topology().describe().to_string().contains("enrichment 'ids'; failures to ids-dlq"));
+    assert_eq!(
+        driver
+            .metrics()
+            .skipped_for(weir::metrics::SkipReason::EnrichmentDeadLettered),
+        2
+    );
+    assert!(driver
+        .topology()
+        .describe()
+        .to_string()
+        .contains("enrichment 'ids'; failures to ids-dlq"));
 }
 
 #[test]
@@ -170,7 +185,10 @@ fn without_a_dead_letter_topic_a_failure_stops_processing_naming_the_record() {
         .pipe("k".into(), "v".into())
         .unwrap_err()
         .to_string();
-    assert!(error.contains("in[0]@0") && error.contains("enrichment 'ids'") && error.contains("404"), "{error}");
+    assert!(
+        error.contains("in[0]@0") && error.contains("enrichment 'ids'") && error.contains("404"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -221,7 +239,10 @@ fn the_breaker_holds_records_through_an_outage_without_losing_them() {
     service.join().unwrap();
     let out = driver.output_topic("out", Utf8, Utf8).read_key_values_to_map().unwrap();
     assert_eq!(out.len(), 50, "every record is enriched once the service is back");
-    assert!(driver.output_topic("outage-dlq", Utf8, Utf8).is_empty(), "an outage dead-letters nothing");
+    assert!(
+        driver.output_topic("outage-dlq", Utf8, Utf8).is_empty(),
+        "an outage dead-letters nothing"
+    );
     // 50 first calls at most, then about one probe per 100 ms.
     let probes = calls_while_down.load(Ordering::Relaxed);
     assert!(probes < 50 + 20, "{probes} calls while the service was down");
@@ -255,8 +276,15 @@ fn cached_answers_spare_calls_until_they_expire() {
         let third = if ttl.is_some() { "3|a#1" } else { "3|a#0" };
         assert_eq!(out, vec!["1|a#0", "2|a#0", third], "ttl {ttl:?}");
         let changelog = driver.changelog_topic("cached-cache");
-        let logged = driver.output_topic(&changelog, Utf8, weir::serde::Bytes).read_records().unwrap();
-        assert_eq!(logged.len(), if ttl.is_some() { 2 } else { 1 }, "each call's answer is logged");
+        let logged = driver
+            .output_topic(&changelog, Utf8, weir::serde::Bytes)
+            .read_records()
+            .unwrap();
+        assert_eq!(
+            logged.len(),
+            if ttl.is_some() { 2 } else { 1 },
+            "each call's answer is logged"
+        );
     }
 }
 
@@ -289,11 +317,18 @@ fn a_table_enrichment_passes_deletions_on_in_order() {
             TestRecord::new("u2".to_string(), profile("c@x")),
         ])
         .unwrap();
-    let out = driver.output_topic("god-objects", Utf8, Json::<Option<String>>::new()).read_key_values().unwrap();
-    let by_key: BTreeMap<String, Vec<Option<Option<String>>>> = out.into_iter().fold(BTreeMap::new(), |mut m, (k, v)| {
-        m.entry(k).or_default().push(v);
-        m
-    });
+    let out = driver
+        .output_topic("god-objects", Utf8, Json::<Option<String>>::new())
+        .read_key_values()
+        .unwrap();
+    let by_key: BTreeMap<String, Vec<Option<Option<String>>>> =
+        out.into_iter().fold(BTreeMap::new(), |mut m, (k, v)| {
+            m.entry(k).or_default().push(v);
+            m
+        });
     assert_eq!(by_key["u1"], vec![Some(Some("new-u1:a@x".into())), None]);
-    assert_eq!(by_key["u2"], vec![Some(Some("new-u2:b@x".into())), Some(Some("new-u2:c@x".into()))]);
+    assert_eq!(
+        by_key["u2"],
+        vec![Some(Some("new-u2:b@x".into())), Some(Some("new-u2:c@x".into()))]
+    );
 }
