@@ -68,7 +68,7 @@ fn nothing_is_lost_through_errors_an_outage_and_a_restart(cluster: &Cluster) {
     })
     .unwrap();
     let input = cluster.create_topic("user-changes", 3);
-    let output = cluster.name("user-ids");
+    let output = cluster.create_topic("user-ids", 3);
     let dlq = cluster.name("user-ids-dlq");
     let state = tempfile::tempdir().unwrap();
     let config = cluster.config("enrichment", state.path());

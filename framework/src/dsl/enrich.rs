@@ -3,7 +3,7 @@
 
 use super::{Data, KStream, KTable};
 use crate::enrich::{Caller, DeadLetters, Enrichment};
-use crate::processor::enrich::{Cache, CachedSerde, EnrichNode, EnrichProcessor, EnrichSpec};
+use crate::processor::enrich::{Cache, CachedSerde, Combine, EnrichNode, EnrichProcessor, EnrichSpec, MaybeQuery};
 use crate::serde::Nullable;
 use crate::topology::StoreLayout;
 use std::cell::RefCell;
@@ -59,13 +59,12 @@ impl<K: Data + Eq + Hash, V: Data> KStream<K, V> {
 
     /// The node behind both `enrich_async`s: `query` says which records
     /// need a lookup, `combine` what each one becomes.
-    #[allow(clippy::type_complexity)]
     fn enrich_with<VU, Q, R, VO>(
         &self,
         enrichment: Enrichment<K, VU, Q, R>,
-        query: Arc<dyn Fn(&K, &V) -> Option<Q> + Send + Sync>,
+        query: MaybeQuery<K, V, Q>,
         dead_letters_for: impl FnOnce(DeadLetters<K, VU>) -> DeadLetters<K, V>,
-        combine: Arc<dyn Fn(&K, V, Option<R>) -> Option<VO> + Send + Sync>,
+        combine: Combine<K, V, R, VO>,
     ) -> KStream<K, VO>
     where
         Q: Clone + Send + 'static,

@@ -40,15 +40,20 @@ pub(crate) trait AsyncNode {
     fn backpressured(&self) -> bool;
 }
 
+/// A record's query, or `None` when it needs no lookup.
+pub(crate) type MaybeQuery<K, VI, Q> = Arc<dyn Fn(&K, &VI) -> Option<Q> + Send + Sync>;
+/// A record's output given its answer; `None` emits nothing.
+pub(crate) type Combine<K, VI, R, VO> = Arc<dyn Fn(&K, VI, Option<R>) -> Option<VO> + Send + Sync>;
+
 /// How the records of one enrichment become queries and outputs; shared by
 /// the node's instances in every task.
 pub(crate) struct EnrichSpec<K, VI, Q, R, VO> {
     pub name: String,
     /// `None` when the record needs no lookup (a deletion passing through).
-    pub query: Arc<dyn Fn(&K, &VI) -> Option<Q> + Send + Sync>,
+    pub query: MaybeQuery<K, VI, Q>,
     /// The output for a record and its answer (`None` when it needed no
     /// lookup); `None` emits nothing.
-    pub combine: Arc<dyn Fn(&K, VI, Option<R>) -> Option<VO> + Send + Sync>,
+    pub combine: Combine<K, VI, R, VO>,
     pub dead_letters: Option<DeadLetters<K, VI>>,
     pub caller: Arc<Caller<Q, R>>,
 }
