@@ -22,6 +22,8 @@ fn topology(enrichment: Enrichment<String, String, String, String>) -> Topology 
     builder.build().unwrap()
 }
 
+// The query function receives the record's key and value as they are typed.
+#[allow(clippy::ptr_arg)]
 fn query(key: &String, _value: &String) -> String {
     key.clone()
 }

@@ -160,7 +160,10 @@ pub(crate) struct EnrichNode<K, VI, Q, R, VO> {
 
 /// The processor the task's graph holds; the task drives the same state
 /// through [`AsyncNode`].
-pub(crate) struct EnrichProcessor<K, VI, Q, R, VO>(pub Rc<RefCell<EnrichNode<K, VI, Q, R, VO>>>);
+pub(crate) struct EnrichProcessor<K, VI, Q, R, VO>(pub SharedNode<K, VI, Q, R, VO>);
+
+/// An enrichment node as both its processor and its task hold it.
+pub(crate) type SharedNode<K, VI, Q, R, VO> = Rc<RefCell<EnrichNode<K, VI, Q, R, VO>>>;
 
 impl<K, VI, Q, R, VO> EnrichNode<K, VI, Q, R, VO>
 where

@@ -220,7 +220,7 @@ fn poll_loop(
                 Err(error) => tracing::warn!(%error, "consumer error"),
             }
             if processed as usize >= MAX_BATCH
-                || (processed % BACKPRESSURE_CHECK == 0 && manager.borrow().backpressured())
+                || (processed.is_multiple_of(BACKPRESSURE_CHECK) && manager.borrow().backpressured())
             {
                 break;
             }
