@@ -7,14 +7,11 @@
 //! that they leave in the order they came. Answers arrive on a channel that
 //! the task drains through [`AsyncNode::complete`] between input records.
 
-use super::{Forwarder, Processor, ProcessorContext, RecordCollector};
+use super::{send_dead_letter, Forwarder, Processor, ProcessorContext, RecordCollector};
 use crate::enrich::{Caller, Completion, DeadLetters, LookupError};
 use crate::error::WeirError;
-use crate::error_handler::{
-    DLQ_ERROR_CLASS, DLQ_ERROR_MESSAGE, DLQ_SOURCE_OFFSET, DLQ_SOURCE_PARTITION, DLQ_SOURCE_TOPIC,
-};
 use crate::metrics::{SkipReason, TaskMetrics};
-use crate::record::{Header, OutputRecord, RawRecord, Record, SourceMetadata};
+use crate::record::{RawRecord, Record, SourceMetadata};
 use crate::serde::{Encoded, Serde, SerdeRef};
 use crate::state::TypedStore;
 use std::cell::RefCell;
@@ -222,7 +219,8 @@ where
             Some(queue) => queue.push_back(seq),
             None => {
                 self.busy_keys.insert(key, VecDeque::new());
-                self.start(seq)?;
+                // When nothing came before, the answer was looked for above.
+                self.start(seq, nothing_before)?;
             }
         }
         self.release(ctx.collector, ctx.metrics).map(|_| ())
@@ -246,10 +244,17 @@ where
 
     /// Starts the lookup of a held record whose turn has come, and the
     /// lookups of the records of its key queued behind it that need none.
-    fn start(&mut self, mut seq: u64) -> Result<(), WeirError> {
+    /// `known_miss`: the first record's answer is known not to be at hand.
+    fn start(&mut self, mut seq: u64, mut known_miss: bool) -> Result<(), WeirError> {
         loop {
             let held = self.held.get(&seq).expect("a started record is held");
-            if let Some(answer) = self.answer_at_hand(held.query.as_ref())? {
+            let at_hand = if known_miss {
+                None
+            } else {
+                self.answer_at_hand(held.query.as_ref())?
+            };
+            known_miss = false;
+            if let Some(answer) = at_hand {
                 self.finish(seq, Ok(answer));
                 match self.next_of_key(seq) {
                     Some(next) => seq = next,
@@ -317,7 +322,7 @@ where
             }
             self.finish(seq, result.map(Some));
             if let Some(next) = self.next_of_key(seq) {
-                self.start(next)?;
+                self.start(next, false)?;
             }
         }
         Ok(())
@@ -390,30 +395,19 @@ where
             enrichment = %name, topic = %source.topic, partition = source.partition, offset = source.offset,
             %error, "dead-lettering a record whose enrichment failed"
         );
-        let headers = [
-            (DLQ_ERROR_CLASS, "enrichment".to_string()),
-            (DLQ_ERROR_MESSAGE, format!("enrichment '{name}': {error}")),
-            (DLQ_SOURCE_TOPIC, source.topic.to_string()),
-            (DLQ_SOURCE_PARTITION, source.partition.to_string()),
-            (DLQ_SOURCE_OFFSET, source.offset.to_string()),
-        ]
-        .into_iter()
-        .map(|(key, value)| Header {
-            key: key.to_string(),
-            value: value.into_bytes(),
-        })
-        .collect();
-        ctx.collector.send(OutputRecord {
-            topic: Arc::from(topic.as_str()),
-            partition: None,
-            record: RawRecord {
-                key,
-                value,
-                timestamp: record.timestamp,
-                headers,
-            },
-        });
         let source_topic = source.topic.clone();
+        let original = RawRecord {
+            key,
+            value,
+            timestamp: record.timestamp,
+            headers: Vec::new(),
+        };
+        send_dead_letter(
+            ctx,
+            topic,
+            ("enrichment", format!("enrichment '{name}': {error}")),
+            original,
+        );
         ctx.metrics
             .record_skip(SkipReason::EnrichmentDeadLettered, &source_topic);
         Ok(())

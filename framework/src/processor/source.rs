@@ -5,13 +5,12 @@
 //! decode with a key and a value serde ([`SerdeDecoder`]); CDC sources
 //! decode Debezium change events (see `processor::cdc`).
 
-use super::{Forwarder, ProcessorContext};
+use super::{send_dead_letter, Forwarder, ProcessorContext};
 use crate::error::{SerdeError, WeirError};
-use crate::error_handler::*;
+use crate::error_handler::ErrorHandler;
 use crate::metrics::SkipReason;
-use crate::record::{Header, InputRecord, OutputRecord, RawRecord, Record};
+use crate::record::{InputRecord, RawRecord, Record};
 use crate::serde::SerdeRef;
-use std::sync::Arc;
 
 /// The entry point of a task for one source topic.
 pub(crate) trait RawSource {
@@ -92,29 +91,13 @@ fn handle_undecodable(
             Ok(())
         }
         ErrorHandler::DeadLetter(dlq) => {
-            let mut headers = raw.headers.to_headers();
-            for (key, value) in [
-                (DLQ_ERROR_CLASS, "deserialization".to_string()),
-                (DLQ_ERROR_MESSAGE, error.to_string()),
-                (DLQ_SOURCE_TOPIC, source.topic.to_string()),
-                (DLQ_SOURCE_PARTITION, source.partition.to_string()),
-                (DLQ_SOURCE_OFFSET, source.offset.to_string()),
-            ] {
-                headers.push(Header {
-                    key: key.to_string(),
-                    value: value.into_bytes(),
-                });
-            }
-            ctx.collector.send(OutputRecord {
-                topic: Arc::from(dlq.as_str()),
-                partition: None,
-                record: RawRecord {
-                    key: raw.key.map(<[u8]>::to_vec),
-                    value: raw.value.map(<[u8]>::to_vec),
-                    timestamp: raw.timestamp,
-                    headers,
-                },
-            });
+            let original = RawRecord {
+                key: raw.key.map(<[u8]>::to_vec),
+                value: raw.value.map(<[u8]>::to_vec),
+                timestamp: raw.timestamp,
+                headers: raw.headers.to_headers(),
+            };
+            send_dead_letter(ctx, dlq, ("deserialization", error.to_string()), original);
             ctx.metrics.record_skip(SkipReason::DeadLettered, &source.topic);
             Ok(())
         }

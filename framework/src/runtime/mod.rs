@@ -34,5 +34,6 @@ pub(crate) use kafka_streams::StateCell;
 pub use kafka_streams::{KafkaStreams, ShutdownHandle, StreamsState};
 pub(crate) use task::TaskBuilder;
 pub use task::{Task, TaskId, TaskSettings};
+pub(crate) use task_manager::KafkaHeaders;
 pub(crate) use topics::metadata_partition_counts;
 pub use topics::{prepare_topics, KafkaTopicAdmin, NewTopicSpec, TopicAdmin};

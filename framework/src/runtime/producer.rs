@@ -149,14 +149,16 @@ impl RecordSender {
         self.check_deliveries()
     }
 
-    fn check_deliveries(&self) -> Result<(), WeirError> {
-        let deliveries = self
-            .producer
+    fn deliveries(&self) -> std::sync::MutexGuard<'_, Deliveries> {
+        self.producer
             .context()
             .deliveries
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match &deliveries.failure {
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_deliveries(&self) -> Result<(), WeirError> {
+        match &self.deliveries().failure {
             Some(failure) => Err(WeirError::Kafka(failure.clone())),
             None => Ok(()),
         }
@@ -172,13 +174,7 @@ impl RecordSender {
 
     /// The next offset after the last acknowledged record of a partition.
     pub(crate) fn acknowledged_end(&self, topic: &str, partition: i32) -> Option<i64> {
-        let deliveries = self
-            .producer
-            .context()
-            .deliveries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let offset = *deliveries.acknowledged.get(topic)?.get(partition as usize)?;
+        let offset = *self.deliveries().acknowledged.get(topic)?.get(partition as usize)?;
         (offset >= 0).then_some(offset + 1)
     }
 

@@ -555,8 +555,9 @@ fn remove_state(dir: &std::path::Path) -> Result<(), WeirError> {
     }
 }
 
-/// The headers of a consumed record, copied only for a dead letter.
-struct KafkaHeaders<'a>(Option<&'a rdkafka::message::BorrowedHeaders>);
+/// The headers of a consumed record, copied only for a dead letter (or by
+/// the test readers, which keep every record).
+pub(crate) struct KafkaHeaders<'a>(pub Option<&'a rdkafka::message::BorrowedHeaders>);
 
 impl InputHeaders for KafkaHeaders<'_> {
     fn to_headers(&self) -> Vec<Header> {

@@ -20,11 +20,11 @@
 //! ```
 
 use crate::error::WeirError;
-use crate::record::{Header, RawRecord};
+use crate::record::{InputHeaders, RawRecord};
+use crate::runtime::KafkaHeaders;
 use crate::serde::Serde;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Headers;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
@@ -160,18 +160,7 @@ pub fn read_topic(bootstrap_servers: &str, topic: &str) -> Result<Vec<ReadRecord
                     key: message.key().map(<[u8]>::to_vec),
                     value: message.payload().map(<[u8]>::to_vec),
                     timestamp: message.timestamp().to_millis().unwrap_or(-1),
-                    headers: message
-                        .headers()
-                        .map(|headers| {
-                            headers
-                                .iter()
-                                .map(|h| Header {
-                                    key: h.key.to_string(),
-                                    value: h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
+                    headers: KafkaHeaders(message.headers()).to_headers(),
                 },
             }),
             Some(Err(KafkaError::PartitionEOF(partition))) => {
