@@ -11,7 +11,7 @@ use weir::enrich::{BreakerPolicy, BreakerState, Enrichment, HttpJsonLookup, Retr
 use weir::error_handler::DLQ_ERROR_MESSAGE;
 use weir::runtime::{KafkaStreams, StreamsState};
 use weir::serde::{Serde, Utf8, I64};
-use weir::testing::kafka::{eventually, read_topic, TestProducer};
+use weir::testing::kafka::{eventually, read_topic};
 use weir::{Consumed, Produced, StreamsBuilder, Topology};
 use weir_e2e::cluster::Cluster;
 
@@ -74,7 +74,7 @@ fn nothing_is_lost_through_errors_an_outage_and_a_restart(cluster: &Cluster) {
     let config = cluster.config("enrichment", state.path());
     let first = topology(&input, &output, &dlq, &service, "first");
     cluster.prepare_topics(&first, &config);
-    let producer = TestProducer::new(cluster.bootstrap_servers()).unwrap();
+    let producer = cluster.producer();
     let mut sent: Vec<(i64, i64)> = Vec::new();
     let mut send = |count: i64| {
         for _ in 0..count {

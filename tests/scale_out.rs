@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use weir::runtime::StreamsConfig;
 use weir::serde::{Json, Utf8};
-use weir::testing::kafka::{eventually, read_compacted, TestProducer};
+use weir::testing::kafka::{eventually, read_compacted};
 use weir_e2e::cluster::Cluster;
 use weir_e2e::instance::Instance;
 use weir_e2e::workload::{send, topology, Generator, Reference, Topics, PARTITIONS};
@@ -51,7 +51,7 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
     for topic in topics.all() {
         cluster.create_topic(topic.strip_prefix(&prefix).unwrap(), PARTITIONS);
     }
-    let producer = TestProducer::new(cluster.bootstrap_servers()).unwrap();
+    let producer = cluster.producer();
     let mut generator = Generator::new(0x5eed, USERS);
     let mut reference = Reference::default();
     let mut feed = |changes: Vec<weir_e2e::workload::Change>| {
@@ -201,6 +201,7 @@ fn instance_config(cluster: &Cluster, prefix: &str, guarantee: &str, state: &Pat
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
+    .chain(cluster.client_settings())
     .collect()
 }
 

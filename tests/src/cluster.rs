@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir::embedded::EmbeddedKafka;
 use weir::runtime::{KafkaStreams, KafkaTopicAdmin, NewTopicSpec, StreamsConfig, TopicAdmin};
+use weir::testing::kafka::TestProducer;
 use weir::Topology;
 
 /// The variable that points the suite at an existing cluster.
@@ -39,6 +40,10 @@ pub struct Cluster {
     /// Whether the group coordinator starts a new generation (and so new
     /// assignments) when a member dies without leaving.
     reassigns_after_death: bool,
+    /// Whether the group coordinator returns the metadata of committed offsets.
+    commit_metadata: bool,
+    /// librdkafka settings every producer writing to this cluster needs.
+    producer_settings: &'static [(&'static str, &'static str)],
     prefix: String,
     _broker: Option<BrokerProcess>,
 }
@@ -66,6 +71,8 @@ impl Cluster {
             embedded: true,
             transactions: true,
             reassigns_after_death: true,
+            commit_metadata: true,
+            producer_settings: &[],
             prefix: unique_prefix(),
             _broker: None,
         }
@@ -76,7 +83,12 @@ impl Cluster {
     pub fn broker() -> Cluster {
         init_logging();
         // Tansu 0.6.0 has no EndTxn, and its group coordinator drops a dead
-        // member without starting a new generation; a cluster named by the
+        // member without starting a new generation and returns committed
+        // offsets without their metadata. A fetch from an offset
+        // inside a record batch returns nothing of that batch (only later
+        // batches), so a consumer resuming from a committed offset in the
+        // middle of a batch would silently skip the batch's rest: on Tansu
+        // every producer writes one record per batch. A cluster named by the
         // user is taken to be a full Kafka.
         let (bootstrap_servers, broker) = match std::env::var(BOOTSTRAP_ENV) {
             Ok(servers) if !servers.trim().is_empty() => (servers, None),
@@ -92,6 +104,12 @@ impl Cluster {
         let cluster = Cluster {
             transactions: broker.is_none(),
             reassigns_after_death: broker.is_none(),
+            commit_metadata: broker.is_none(),
+            producer_settings: if broker.is_some() {
+                &[("batch.num.messages", "1")]
+            } else {
+                &[]
+            },
             bootstrap_servers,
             admin,
             embedded: false,
@@ -122,6 +140,26 @@ impl Cluster {
         self.reassigns_after_death
     }
 
+    /// Whether committed offsets come back with the metadata committed with
+    /// them (weir keeps the changelog offsets of a commit there).
+    pub fn keeps_commit_metadata(&self) -> bool {
+        self.commit_metadata
+    }
+
+    /// Settings for the clients of an instance (`producer.`-prefixed
+    /// librdkafka properties) that this cluster needs.
+    pub fn client_settings(&self) -> Vec<(String, String)> {
+        self.producer_settings
+            .iter()
+            .map(|(key, value)| (format!("producer.{key}"), value.to_string()))
+            .collect()
+    }
+
+    /// A producer of test input for this cluster.
+    pub fn producer(&self) -> TestProducer {
+        TestProducer::with_settings(&self.bootstrap_servers, self.producer_settings).expect("a test producer")
+    }
+
     /// `name` made unique to this cluster's run.
     pub fn name(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
@@ -148,11 +186,14 @@ impl Cluster {
     /// A configuration for an instance of `application` (made unique) with
     /// fast commits and group joins.
     pub fn config(&self, application: &str, state_dir: &std::path::Path) -> StreamsConfig {
-        StreamsConfig::new(&self.name(application), &self.bootstrap_servers)
+        let config = StreamsConfig::new(&self.name(application), &self.bootstrap_servers)
             .set("state.dir", state_dir.to_string_lossy())
             .set("commit.interval.ms", "100")
             .set("consumer.session.timeout.ms", "6000")
-            .set("consumer.heartbeat.interval.ms", "500")
+            .set("consumer.heartbeat.interval.ms", "500");
+        self.client_settings()
+            .into_iter()
+            .fold(config, |config, (key, value)| config.set(key, value))
     }
 
     /// Creates the internal topics of an application ahead of its instances,

@@ -7,13 +7,15 @@
 //!    range assignor, so partition `p` of co-partitioned topics lands on one
 //!    instance. On assignment, the task manager creates one [`Task`] per
 //!    (sub-topology, partition) and restores its stores from their
-//!    changelogs (from the local checkpoint when it is valid).
+//!    changelogs (from the checkpoint of a clean close when there is one,
+//!    up to the changelog offsets of the last commit).
 //! 3. Each polled record goes to its task, which runs it through the
 //!    sub-topology's processors; the outputs (sinks, repartition topics,
 //!    changelog writes, dead letters) go to the producer.
 //! 4. Every `commit.interval.ms`, and before partitions are revoked, the
-//!    task manager commits: producer flushed, stores flushed, checkpoints
-//!    written, offsets committed, or under exactly-once, one transaction.
+//!    task manager commits: producer flushed, then the offsets committed
+//!    with the changelog offsets they belong to, or under exactly-once, one
+//!    transaction.
 //!
 //! A [`Task`] itself knows nothing of Kafka: the test driver runs the very
 //! same tasks without a broker.

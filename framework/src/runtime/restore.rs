@@ -3,14 +3,18 @@
 //!
 //! It has its own consumer, outside the consumer group, that reads one
 //! changelog partition at a time from a start offset (the checkpoint, or
-//! the beginning) until the end of the partition, and writes what it reads
+//! the beginning) up to a target (the changelog offset of the last commit,
+//! see [`CommitPosition`](super::checkpoint::CommitPosition)) or, when no
+//! commit names one, to the end of the partition, and writes what it reads
 //! into the store in batches. Only the task's owner writes to its changelog
 //! partitions, so the end does not move during a restore.
 //!
 //! The end is where the consumer reports the partition's end (EOF), not a
 //! watermark read beforehand: transaction markers may sit after the last
 //! record, and some Kafka-compatible brokers report watermarks that are not
-//! exact. A checkpoint offset the broker no longer has (the topic was
+//! exact. For the same reason an EOF before the target does not end a
+//! restore: the target was acknowledged by the broker, so the records are
+//! there. A checkpoint offset the broker no longer has (the topic was
 //! recreated or truncated) fails the read instead of silently skipping.
 
 use super::config::{ClientKind, ProcessingGuarantee, Settings};
@@ -40,6 +44,8 @@ pub(crate) struct RestoreRange {
     pub partition: i32,
     /// The first offset to read (a checkpoint), or `None` for the beginning.
     pub from: Option<i64>,
+    /// The offset to stop before (the last commit's), or `None` for the end.
+    pub to: Option<i64>,
 }
 
 /// Why a restore did not finish.
@@ -106,8 +112,8 @@ impl ChangelogReader {
         Ok(ChangelogReader { consumer })
     }
 
-    /// Replays `range` into its store of `task`; returns the offset after
-    /// the last record read (where a checkpoint of the store would point).
+    /// Replays `range` into its store of `task`; returns the offset the
+    /// store now reflects (where a checkpoint of it would point).
     pub(crate) fn restore(
         &self,
         task: &mut Task,
@@ -119,6 +125,7 @@ impl ChangelogReader {
             topic,
             partition,
             from,
+            to,
         } = range;
         let (first, end_estimate) = self
             .consumer
@@ -131,7 +138,8 @@ impl ChangelogReader {
         if from.is_some_and(|f| f < first) {
             return Err(RestoreFailure::OutOfRange);
         }
-        if start_offset == end_estimate {
+        let end_estimate = to.unwrap_or(end_estimate);
+        if start_offset >= end_estimate {
             metrics.restored(store, 0, 0);
             return Ok(start_offset);
         }
@@ -184,6 +192,7 @@ impl ChangelogReader {
         };
         loop {
             match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) if range.to.is_some_and(|to| message.offset() >= to) => break,
                 Some(Ok(message)) => {
                     last_record = Instant::now();
                     next = message.offset() + 1;
@@ -195,8 +204,16 @@ impl ChangelogReader {
                     if batch.len() >= BATCH_RECORDS {
                         apply(task, &mut batch, next)?;
                     }
+                    if range.to == Some(next) {
+                        break;
+                    }
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(KafkaError::PartitionEOF(_))) => match range.to {
+                    None => break,
+                    // Compaction may have removed the records just before the target.
+                    Some(to) if self.position(topic, partition)? >= to => break,
+                    Some(_) => {}
+                },
                 Some(Err(KafkaError::MessageConsumption(
                     RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
                 ))) => return Err(RestoreFailure::OutOfRange),
@@ -205,7 +222,11 @@ impl ChangelogReader {
                 }
                 None if last_record.elapsed() > STALL_TIMEOUT => {
                     return Err(WeirError::Kafka(format!(
-                        "restoring {topic}[{partition}] stalled at offset {next}: no record and no end for {}s",
+                        "restoring {topic}[{partition}] stalled at offset {next}{}: no record and no end for {}s",
+                        range
+                            .to
+                            .map(|to| format!(" before the committed offset {to}"))
+                            .unwrap_or_default(),
                         STALL_TIMEOUT.as_secs()
                     ))
                     .into())
@@ -225,6 +246,18 @@ impl ChangelogReader {
             }
         }
         apply(task, &mut batch, next)?;
-        Ok((next, restored, started))
+        Ok((range.to.unwrap_or(next), restored, started))
+    }
+
+    /// The reader's position in a partition (the next offset it will read).
+    fn position(&self, topic: &str, partition: i32) -> Result<i64, WeirError> {
+        let positions = self
+            .consumer
+            .position()
+            .map_err(|e| WeirError::Kafka(format!("cannot read the restore position in {topic}[{partition}]: {e}")))?;
+        Ok(positions
+            .find_partition(topic, partition)
+            .and_then(|p| p.offset().to_raw())
+            .unwrap_or(-1))
     }
 }

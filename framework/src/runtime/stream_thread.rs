@@ -107,10 +107,10 @@ impl ConsumerContext for StreamContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
-                self.with_manager(|manager| manager.on_assigned(partitions));
+                self.with_manager(|manager| manager.on_assigned(consumer, partitions));
                 self.state.set(StreamsState::Running);
             }
             Rebalance::Revoke(_) => {}

@@ -5,14 +5,23 @@
 //!
 //! Commit protocol:
 //! - at-least-once: flush the producer (outputs and changelog writes are
-//!   acknowledged), flush the stores, write each task's checkpoint, then
-//!   commit the consumed offsets;
+//!   acknowledged), record each task's [`CommitPosition`] (the changelog
+//!   offsets its stores reached) in its state directory, then commit the
+//!   consumed offsets with those changelog offsets as metadata;
 //! - exactly-once v2: the consumed offsets join the open transaction, which
-//!   then commits; checkpoints are written only when a task closes cleanly,
-//!   so a task whose instance crashed has none and is rebuilt from its
-//!   changelog.
+//!   then commits.
+//!
+//! State after a failure: a local store is trusted only when its task closed
+//! cleanly (it then has a [`Checkpoint`]); otherwise it is rebuilt from its
+//! changelog. Under at-least-once the rebuild stops at the changelog offsets
+//! of the last commit, not at the changelog's end: the records after the
+//! commit are processed again, and must meet the state they met the first
+//! time, or a table's update would see its own new value as the old one and
+//! an aggregation would never subtract the old. Under exactly-once the
+//! changelog read with `read_committed` ends at the last committed
+//! transaction, which is the committed state already.
 
-use super::checkpoint::Checkpoint;
+use super::checkpoint::{Checkpoint, CommitPosition};
 use super::config::{ProcessingGuarantee, Settings};
 use super::producer::{CommitFailure, RecordSender};
 use super::restore::{ChangelogReader, RestoreFailure, RestoreRange};
@@ -39,9 +48,20 @@ struct ActiveTask {
     dir: PathBuf,
     /// Per source topic, the next offset to commit (`None`: nothing read yet).
     positions: Vec<(Arc<str>, Option<i64>)>,
-    /// Per changelog partition, the end offset the store held after its restore.
-    restored_ends: BTreeMap<(String, i32), i64>,
+    /// The task's stores' changelogs, as their restore left them.
+    changelogs: Vec<RestoredChangelog>,
 }
+
+/// A store's changelog partition (the task's partition) and the offset its
+/// restore reached.
+struct RestoredChangelog {
+    store: String,
+    topic: String,
+    end: i64,
+}
+
+/// Per input partition, the committed offset and its metadata.
+type CommittedOffsets = BTreeMap<(String, i32), (i64, String)>;
 
 /// Everything a stream thread owns besides its consumer.
 pub(crate) struct TaskManager {
@@ -177,16 +197,55 @@ impl TaskManager {
         self.settings.guarantee == ProcessingGuarantee::ExactlyOnceV2
     }
 
-    /// The next offsets of every partition read since the tasks opened.
-    fn consumed_offsets(&self) -> Result<TopicPartitionList, WeirError> {
+    /// What each task would commit now: the next offset of every partition
+    /// it read since it opened, and its changelogs' ends (exact only once the
+    /// producer is flushed).
+    fn commit_positions(&self) -> BTreeMap<TaskId, CommitPosition> {
+        self.active
+            .iter()
+            .map(|(id, active)| {
+                let inputs = active
+                    .positions
+                    .iter()
+                    .filter_map(|(topic, position)| {
+                        let next = position.as_ref()?;
+                        let committable = active.task.committable_offset(topic, *next);
+                        Some(((topic.to_string(), id.partition), committable))
+                    })
+                    .collect();
+                let changelog_ends = self
+                    .changelog_ends(*id, active)
+                    .map(|(changelog, end)| (changelog.store.clone(), end))
+                    .collect();
+                (*id, CommitPosition { inputs, changelog_ends })
+            })
+            .collect()
+    }
+
+    /// Each changelog of a task with the offset after its last write.
+    fn changelog_ends<'a>(
+        &'a self,
+        id: TaskId,
+        active: &'a ActiveTask,
+    ) -> impl Iterator<Item = (&'a RestoredChangelog, i64)> + 'a {
+        active.changelogs.iter().map(move |changelog| {
+            let acknowledged = self.sender.acknowledged_end(&changelog.topic, id.partition);
+            (changelog, acknowledged.unwrap_or(0).max(changelog.end))
+        })
+    }
+
+    /// The offsets to commit, each carrying its task's changelog ends.
+    fn offsets_to_commit(positions: &BTreeMap<TaskId, CommitPosition>) -> Result<TopicPartitionList, WeirError> {
         let mut offsets = TopicPartitionList::new();
-        for (id, active) in &self.active {
-            for (topic, position) in &active.positions {
-                if let Some(next) = position {
-                    let committable = active.task.committable_offset(topic, *next);
-                    offsets
-                        .add_partition_offset(topic, id.partition, Offset::Offset(committable))
-                        .map_err(|e| WeirError::Kafka(e.to_string()))?;
+        for position in positions.values() {
+            let metadata = position.metadata();
+            for ((topic, partition), offset) in &position.inputs {
+                let mut element = offsets.add_partition(topic, *partition);
+                element
+                    .set_offset(Offset::Offset(*offset))
+                    .map_err(|e| WeirError::Kafka(e.to_string()))?;
+                if let Some(metadata) = &metadata {
+                    element.set_metadata(metadata);
                 }
             }
         }
@@ -199,18 +258,21 @@ impl TaskManager {
             return Ok(());
         }
         let started = Instant::now();
-        let offsets = self.consumed_offsets()?;
         if self.is_exactly_once() {
+            let offsets = Self::offsets_to_commit(&self.commit_positions())?;
             let group = consumer
                 .group_metadata()
                 .ok_or_else(|| WeirError::Kafka("the consumer has no group metadata".into()))?;
             self.sender.commit_transaction(&offsets, &group)?;
         } else {
             self.sender.flush()?;
-            let ids: Vec<TaskId> = self.active.keys().copied().collect();
-            for id in ids {
-                self.checkpoint(id)?;
+            let positions = self.commit_positions();
+            if self.stores.persistent() {
+                for (id, position) in positions.iter().filter(|(_, p)| !p.inputs.is_empty()) {
+                    position.write(&self.active[id].dir)?;
+                }
             }
+            let offsets = Self::offsets_to_commit(&positions)?;
             if offsets.count() > 0 {
                 consumer
                     .commit(&offsets, CommitMode::Sync)
@@ -246,7 +308,7 @@ impl TaskManager {
             self.close_task(id, false)?;
         }
         for &id in &ids {
-            self.open_task(id)?;
+            self.open_task(id, &CommittedOffsets::new())?;
         }
         let assignment = consumer
             .assignment()
@@ -271,19 +333,18 @@ impl TaskManager {
     /// Flushes a task's stores and records, for each changelog partition,
     /// the offset its store now reflects.
     fn checkpoint(&mut self, id: TaskId) -> Result<(), WeirError> {
-        let persistent = self.stores.persistent();
         let active = self.active.get_mut(&id).expect("checkpoint of an active task");
         active.task.flush()?;
-        if !persistent {
+        if !self.stores.persistent() {
             return Ok(());
         }
-        let mut checkpoint = Checkpoint::default();
-        for ((topic, partition), restored_end) in &active.restored_ends {
-            let acknowledged = self.sender.acknowledged_end(topic, *partition).unwrap_or(0);
-            checkpoint
-                .offsets
-                .insert((topic.clone(), *partition), acknowledged.max(*restored_end));
-        }
+        let active = &self.active[&id];
+        let checkpoint = Checkpoint {
+            offsets: self
+                .changelog_ends(id, active)
+                .map(|(changelog, end)| ((changelog.topic.clone(), id.partition), end))
+                .collect(),
+        };
         checkpoint.write(&active.dir)
     }
 
@@ -326,13 +387,21 @@ impl TaskManager {
     }
 
     /// Opens (restoring their stores) the tasks of newly assigned partitions.
-    pub(crate) fn on_assigned(&mut self, assigned: &TopicPartitionList) {
-        if let Err(error) = self.assign(assigned) {
+    pub(crate) fn on_assigned<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        assigned: &TopicPartitionList,
+    ) {
+        if let Err(error) = self.assign(consumer, assigned) {
             self.failure.get_or_insert(error);
         }
     }
 
-    fn assign(&mut self, assigned: &TopicPartitionList) -> Result<(), WeirError> {
+    fn assign<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        assigned: &TopicPartitionList,
+    ) -> Result<(), WeirError> {
         let ids = self.task_ids(assigned)?;
         let held: BTreeSet<(String, i32)> = assigned
             .elements()
@@ -359,13 +428,40 @@ impl TaskManager {
             }
         }
         tracing::info!(tasks = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(), "partitions assigned");
+        let committed = self.committed_offsets(consumer, assigned)?;
         for id in ids {
             if !self.active.contains_key(&id) {
-                self.open_task(id)?;
+                self.open_task(id, &committed)?;
             }
         }
         self.metrics.rebalanced(self.active.len());
         Ok(())
+    }
+
+    /// The group's committed offsets of `partitions`, with their metadata;
+    /// only at-least-once restores use them (see the module documentation).
+    fn committed_offsets<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        partitions: &TopicPartitionList,
+    ) -> Result<CommittedOffsets, WeirError> {
+        if self.is_exactly_once() {
+            return Ok(CommittedOffsets::new());
+        }
+        let committed = consumer
+            .committed_offsets(partitions.clone(), CONSUMER_TIMEOUT)
+            .map_err(|e| WeirError::Kafka(format!("cannot read the committed offsets: {e}")))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                let offset = e.offset().to_raw().filter(|o| *o >= 0)?;
+                Some((
+                    (e.topic().to_string(), e.partition()),
+                    (offset, e.metadata().to_string()),
+                ))
+            })
+            .collect())
     }
 
     /// The tasks that read the partitions of `partitions`.
@@ -385,20 +481,36 @@ impl TaskManager {
             .collect()
     }
 
-    /// Creates a task and restores its stores: from the checkpoint when
-    /// there is one for every store and the broker still has its offsets,
-    /// else from the changelogs' beginning into emptied stores.
-    fn open_task(&mut self, id: TaskId) -> Result<(), WeirError> {
+    /// Creates a task and restores its stores (see the module documentation):
+    /// from the checkpoint of a clean close, else into emptied stores from
+    /// the changelogs' beginning; up to the last commit's changelog offsets
+    /// when `committed` (or the task's own record of its last commit) names
+    /// them, else to the changelogs' end.
+    fn open_task(&mut self, id: TaskId, committed: &CommittedOffsets) -> Result<(), WeirError> {
         let app = &self.settings.application_id;
         let sub = &self.topology.subtopologies()[id.subtopology];
         let dir = self.settings.app_dir().join(id.to_string());
         let persistent = self.stores.persistent();
-        let checkpoint = if persistent { Checkpoint::read(&dir)? } else { None };
-        if persistent && self.is_exactly_once() {
-            // From now on, a crash must leave no checkpoint behind: the
-            // stores will hold uncommitted writes.
+        let (checkpoint, last_commit) = if persistent {
+            let read = (Checkpoint::read(&dir)?, CommitPosition::read(&dir)?);
+            // From now on the stores take writes that no commit covers: a
+            // crash must leave no checkpoint behind.
             Checkpoint::delete(&dir)?;
-        }
+            read
+        } else {
+            (None, None)
+        };
+        let inputs: BTreeSet<(String, i32)> = sub
+            .source_topics
+            .iter()
+            .map(|t| (t.resolve(app), id.partition))
+            .collect();
+        let committed: CommittedOffsets = committed
+            .iter()
+            .filter(|(partition, _)| inputs.contains(*partition))
+            .map(|(partition, value)| (partition.clone(), value.clone()))
+            .collect();
+        let targets = CommitPosition::committed_ends(&committed, last_commit.as_ref());
         let mut ranges: Vec<RestoreRange> = sub
             .stores
             .iter()
@@ -412,18 +524,25 @@ impl TaskManager {
                     topic,
                     partition: id.partition,
                     from,
+                    to: targets.as_ref().and_then(|t| t.get(store).copied()),
                 }
             })
             .collect();
+        let ahead_of_commit = ranges
+            .iter()
+            .any(|r| matches!((r.from, r.to), (Some(from), Some(to)) if from > to));
         if persistent && ranges.iter().any(|r| r.from.is_none()) && dir.exists() {
             tracing::info!(task = %id, "no checkpoint; rebuilding the task's stores from their changelogs");
-            wipe(&dir, &mut ranges)?;
+            self.wipe(&dir, &mut ranges, last_commit.as_ref())?;
+        } else if ahead_of_commit {
+            tracing::info!(task = %id, "the stores are ahead of the last commit; rebuilding them");
+            self.wipe(&dir, &mut ranges, last_commit.as_ref())?;
         }
-        let (task, restored_ends) = match self.create_and_restore(id, &ranges)? {
+        let (task, changelogs) = match self.create_and_restore(id, &ranges)? {
             Some(restored) => restored,
             None => {
                 tracing::warn!(task = %id, "the checkpoint points outside the changelog; rebuilding the task's stores");
-                wipe(&dir, &mut ranges)?;
+                self.wipe(&dir, &mut ranges, last_commit.as_ref())?;
                 self.create_and_restore(id, &ranges)?.ok_or_else(|| {
                     WeirError::Kafka(format!("task {id}: a changelog cannot be read from its beginning"))
                 })?
@@ -440,20 +559,36 @@ impl TaskManager {
                 task,
                 dir,
                 positions,
-                restored_ends,
+                changelogs,
             },
         );
         Ok(())
     }
 
+    /// Deletes a task's state and makes its restore start from the
+    /// beginning; the record of its last commit stays, as it still tells
+    /// where the restore ends.
+    fn wipe(
+        &self,
+        dir: &std::path::Path,
+        ranges: &mut [RestoreRange],
+        last_commit: Option<&CommitPosition>,
+    ) -> Result<(), WeirError> {
+        remove_state(dir)?;
+        ranges.iter_mut().for_each(|r| r.from = None);
+        match last_commit {
+            Some(position) if self.stores.persistent() => position.write(dir),
+            _ => Ok(()),
+        }
+    }
+
     /// Creates a task and replays its changelogs; `None` when a start offset
     /// is out of range.
-    #[allow(clippy::type_complexity)]
     fn create_and_restore(
         &self,
         id: TaskId,
         ranges: &[RestoreRange],
-    ) -> Result<Option<(Task, BTreeMap<(String, i32), i64>)>, WeirError> {
+    ) -> Result<Option<(Task, Vec<RestoredChangelog>)>, WeirError> {
         let task_settings = TaskSettings {
             application_id: &self.settings.application_id,
             stores: self.stores.as_ref(),
@@ -461,15 +596,19 @@ impl TaskManager {
             exactly_once: self.is_exactly_once(),
         };
         let mut task = Task::new(&self.topology, id, &task_settings)?;
-        let mut restored_ends = BTreeMap::new();
+        let mut changelogs = Vec::with_capacity(ranges.len());
         for range in ranges {
             match self.reader.restore(&mut task, range, &self.metrics) {
-                Ok(end) => restored_ends.insert((range.topic.clone(), range.partition), end),
+                Ok(end) => changelogs.push(RestoredChangelog {
+                    store: range.store.clone(),
+                    topic: range.topic.clone(),
+                    end,
+                }),
                 Err(RestoreFailure::OutOfRange) => return Ok(None),
                 Err(RestoreFailure::Failed(error)) => return Err(error),
             };
         }
-        Ok(Some((task, restored_ends)))
+        Ok(Some((task, changelogs)))
     }
 
     /// Closes a task: cleanly (stores flushed, checkpoint written) or, when
@@ -536,13 +675,6 @@ impl TaskManager {
         }
         self.metrics.set_tasks(total);
     }
-}
-
-/// Deletes a task's state and makes its restore start from the beginning.
-fn wipe(dir: &std::path::Path, ranges: &mut [RestoreRange]) -> Result<(), WeirError> {
-    remove_state(dir)?;
-    ranges.iter_mut().for_each(|r| r.from = None);
-    Ok(())
 }
 
 /// Deletes a task's state directory, if any.

@@ -41,10 +41,20 @@ pub struct TestProducer {
 
 impl TestProducer {
     pub fn new(bootstrap_servers: &str) -> Result<Self, WeirError> {
-        let producer = ClientConfig::new()
+        Self::with_settings(bootstrap_servers, &[])
+    }
+
+    /// A producer with further librdkafka `settings` (`(key, value)` pairs).
+    pub fn with_settings(bootstrap_servers: &str, settings: &[(&str, &str)]) -> Result<Self, WeirError> {
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", bootstrap_servers)
             .set("partitioner", "murmur2_random")
-            .set("linger.ms", "5")
+            .set("linger.ms", "5");
+        for (key, value) in settings {
+            config.set(*key, *value);
+        }
+        let producer = config
             .create()
             .map_err(|e| WeirError::Kafka(format!("cannot create a test producer: {e}")))?;
         Ok(TestProducer { producer })
