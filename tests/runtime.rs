@@ -258,8 +258,8 @@ fn a_clean_restart_replays_nothing_and_a_lost_state_dir_is_rebuilt(cluster: &Clu
 /// out, or the replay would find its own writes as the old values. The
 /// test appends such a write to the users changelog by hand ("u1" at a
 /// domain the input never had) and checks that no restore takes it in:
-/// neither from a clean close's checkpoint nor, where the brokers keep
-/// commit metadata, from an empty state directory.
+/// neither from a clean close's checkpoint nor into an empty state
+/// directory.
 fn a_restore_stops_at_the_last_commit(cluster: &Cluster) {
     let setup = Setup::new(cluster);
     let state = tempfile::tempdir().unwrap();
@@ -284,18 +284,18 @@ fn a_restore_stops_at_the_last_commit(cluster: &Cluster) {
         .unwrap();
     setup.producer.flush().unwrap();
 
-    let mut moves = vec![(
-        "u1",
-        "u1@moved.org",
-        [("example.com", 19), ("other.org", 10), ("moved.org", 1)],
-    )];
-    if cluster.keeps_commit_metadata() {
-        moves.push((
+    let moves = [
+        (
+            "u1",
+            "u1@moved.org",
+            [("example.com", 19), ("other.org", 10), ("moved.org", 1)],
+        ),
+        (
             "u2",
             "u2@moved.org",
             [("example.com", 18), ("other.org", 10), ("moved.org", 2)],
-        ));
-    }
+        ),
+    ];
     for (round, (user, email, counts)) in moves.into_iter().enumerate() {
         if round == 1 {
             std::fs::remove_dir_all(streams.settings().app_dir()).unwrap();

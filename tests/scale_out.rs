@@ -163,10 +163,17 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
             })
             .take(10)
             .collect();
+        let suspects: Vec<&String> = wrong
+            .iter()
+            .map(|(k, _)| *k)
+            .chain(extra.iter().copied())
+            .take(3)
+            .collect();
+        let histories: String = suspects.iter().map(|key| key_history(cluster, &topics, key)).collect();
         panic!(
             "the outputs did not converge; first wrong profiles {wrong:?}, unexpected keys {extra:?}; wrong \
              domain members (domain, expected count, first differences) {wrong_members:?}; the instances' logs are \
-             kept in {}\n{}\n{}",
+             kept in {}\n{histories}\n{}\n{}",
             logs.keep().display(),
             first.log_tail(),
             second.log_tail()
@@ -186,6 +193,23 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
     if std::env::var_os("WEIR_E2E_KEEP_LOGS").is_some() {
         eprintln!("the instances' logs are kept in {}", logs.keep().display());
     }
+}
+
+/// Every record of `key` in the inputs and the profiles, with partitions
+/// and offsets, to diagnose a failed run.
+fn key_history(cluster: &Cluster, topics: &Topics, key: &str) -> String {
+    let mut history = format!("history of {key}:\n");
+    for topic in [&topics.users, &topics.preferences, &topics.profiles] {
+        let records = weir::testing::kafka::read_topic(cluster.bootstrap_servers(), topic).unwrap_or_default();
+        for read in records
+            .iter()
+            .filter(|r| r.record.key.as_deref() == Some(key.as_bytes()))
+        {
+            let value = read.record.value.as_deref().map(String::from_utf8_lossy);
+            history.push_str(&format!("  {topic}[{}]@{}: {value:?}\n", read.partition, read.offset));
+        }
+    }
+    history
 }
 
 /// The configuration of one instance.

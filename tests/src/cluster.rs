@@ -40,8 +40,6 @@ pub struct Cluster {
     /// Whether the group coordinator starts a new generation (and so new
     /// assignments) when a member dies without leaving.
     reassigns_after_death: bool,
-    /// Whether the group coordinator returns the metadata of committed offsets.
-    commit_metadata: bool,
     /// librdkafka settings every producer writing to this cluster needs.
     producer_settings: &'static [(&'static str, &'static str)],
     prefix: String,
@@ -71,7 +69,6 @@ impl Cluster {
             embedded: true,
             transactions: true,
             reassigns_after_death: true,
-            commit_metadata: true,
             producer_settings: &[],
             prefix: unique_prefix(),
             _broker: None,
@@ -83,8 +80,7 @@ impl Cluster {
     pub fn broker() -> Cluster {
         init_logging();
         // Tansu 0.6.0 has no EndTxn, and its group coordinator drops a dead
-        // member without starting a new generation and returns committed
-        // offsets without their metadata. A fetch from an offset
+        // member without starting a new generation. A fetch from an offset
         // inside a record batch returns nothing of that batch (only later
         // batches), so a consumer resuming from a committed offset in the
         // middle of a batch would silently skip the batch's rest: on Tansu
@@ -104,7 +100,6 @@ impl Cluster {
         let cluster = Cluster {
             transactions: broker.is_none(),
             reassigns_after_death: broker.is_none(),
-            commit_metadata: broker.is_none(),
             producer_settings: if broker.is_some() {
                 &[("batch.num.messages", "1")]
             } else {
@@ -138,12 +133,6 @@ impl Cluster {
     /// group are assigned to the others.
     pub fn reassigns_after_a_member_dies(&self) -> bool {
         self.reassigns_after_death
-    }
-
-    /// Whether committed offsets come back with the metadata committed with
-    /// them (weir keeps the changelog offsets of a commit there).
-    pub fn keeps_commit_metadata(&self) -> bool {
-        self.commit_metadata
     }
 
     /// Settings for the clients of an instance (`producer.`-prefixed

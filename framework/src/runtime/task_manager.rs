@@ -5,9 +5,9 @@
 //!
 //! Commit protocol:
 //! - at-least-once: flush the producer (outputs and changelog writes are
-//!   acknowledged), record each task's [`CommitPosition`] (the changelog
-//!   offsets its stores reached) in its state directory, then commit the
-//!   consumed offsets with those changelog offsets as metadata;
+//!   acknowledged), then commit, in one request, the consumed offsets and,
+//!   as the group's offsets of the changelog partitions, the offset after
+//!   each task's last changelog write;
 //! - exactly-once v2: the consumed offsets join the open transaction, which
 //!   then commits.
 //!
@@ -17,11 +17,13 @@
 //! of the last commit, not at the changelog's end: the records after the
 //! commit are processed again, and must meet the state they met the first
 //! time, or a table's update would see its own new value as the old one and
-//! an aggregation would never subtract the old. Under exactly-once the
+//! an aggregation would never subtract the old. The group keeps those
+//! offsets with the input offsets they belong to, so any instance that
+//! takes the task over reads both. Under exactly-once the
 //! changelog read with `read_committed` ends at the last committed
 //! transaction, which is the committed state already.
 
-use super::checkpoint::{Checkpoint, CommitPosition};
+use super::checkpoint::Checkpoint;
 use super::config::{ProcessingGuarantee, Settings};
 use super::producer::{CommitFailure, RecordSender};
 use super::restore::{ChangelogReader, RestoreFailure, RestoreRange};
@@ -55,13 +57,12 @@ struct ActiveTask {
 /// A store's changelog partition (the task's partition) and the offset its
 /// restore reached.
 struct RestoredChangelog {
-    store: String,
     topic: String,
     end: i64,
 }
 
-/// Per input partition, the committed offset and its metadata.
-type CommittedOffsets = BTreeMap<(String, i32), (i64, String)>;
+/// Committed offsets by (topic, partition).
+type CommittedOffsets = BTreeMap<(String, i32), i64>;
 
 /// Everything a stream thread owns besides its consumer.
 pub(crate) struct TaskManager {
@@ -197,31 +198,6 @@ impl TaskManager {
         self.settings.guarantee == ProcessingGuarantee::ExactlyOnceV2
     }
 
-    /// What each task would commit now: the next offset of every partition
-    /// it read since it opened, and its changelogs' ends (exact only once the
-    /// producer is flushed).
-    fn commit_positions(&self) -> BTreeMap<TaskId, CommitPosition> {
-        self.active
-            .iter()
-            .map(|(id, active)| {
-                let inputs = active
-                    .positions
-                    .iter()
-                    .filter_map(|(topic, position)| {
-                        let next = position.as_ref()?;
-                        let committable = active.task.committable_offset(topic, *next);
-                        Some(((topic.to_string(), id.partition), committable))
-                    })
-                    .collect();
-                let changelog_ends = self
-                    .changelog_ends(*id, active)
-                    .map(|(changelog, end)| (changelog.store.clone(), end))
-                    .collect();
-                (*id, CommitPosition { inputs, changelog_ends })
-            })
-            .collect()
-    }
-
     /// Each changelog of a task with the offset after its last write.
     fn changelog_ends<'a>(
         &'a self,
@@ -234,18 +210,27 @@ impl TaskManager {
         })
     }
 
-    /// The offsets to commit, each carrying its task's changelog ends.
-    fn offsets_to_commit(positions: &BTreeMap<TaskId, CommitPosition>) -> Result<TopicPartitionList, WeirError> {
+    /// The next offset of every partition the tasks read since they opened
+    /// and, when `with_changelogs`, the end of each of their changelogs
+    /// (exact only once the producer is flushed).
+    fn offsets_to_commit(&self, with_changelogs: bool) -> Result<TopicPartitionList, WeirError> {
         let mut offsets = TopicPartitionList::new();
-        for position in positions.values() {
-            let metadata = position.metadata();
-            for ((topic, partition), offset) in &position.inputs {
-                let mut element = offsets.add_partition(topic, *partition);
-                element
-                    .set_offset(Offset::Offset(*offset))
-                    .map_err(|e| WeirError::Kafka(e.to_string()))?;
-                if let Some(metadata) = &metadata {
-                    element.set_metadata(metadata);
+        let mut add = |topic: &str, partition: i32, offset: i64| {
+            offsets
+                .add_partition_offset(topic, partition, Offset::Offset(offset))
+                .map_err(|e| WeirError::Kafka(e.to_string()))
+        };
+        for (id, active) in &self.active {
+            let mut read_any = false;
+            for (topic, position) in &active.positions {
+                if let Some(next) = position {
+                    add(topic, id.partition, active.task.committable_offset(topic, *next))?;
+                    read_any = true;
+                }
+            }
+            if with_changelogs && read_any {
+                for (changelog, end) in self.changelog_ends(*id, active) {
+                    add(&changelog.topic, id.partition, end)?;
                 }
             }
         }
@@ -259,20 +244,14 @@ impl TaskManager {
         }
         let started = Instant::now();
         if self.is_exactly_once() {
-            let offsets = Self::offsets_to_commit(&self.commit_positions())?;
+            let offsets = self.offsets_to_commit(false)?;
             let group = consumer
                 .group_metadata()
                 .ok_or_else(|| WeirError::Kafka("the consumer has no group metadata".into()))?;
             self.sender.commit_transaction(&offsets, &group)?;
         } else {
             self.sender.flush()?;
-            let positions = self.commit_positions();
-            if self.stores.persistent() {
-                for (id, position) in positions.iter().filter(|(_, p)| !p.inputs.is_empty()) {
-                    position.write(&self.active[id].dir)?;
-                }
-            }
-            let offsets = Self::offsets_to_commit(&positions)?;
+            let offsets = self.offsets_to_commit(true)?;
             if offsets.count() > 0 {
                 consumer
                     .commit(&offsets, CommitMode::Sync)
@@ -428,7 +407,7 @@ impl TaskManager {
             }
         }
         tracing::info!(tasks = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(), "partitions assigned");
-        let committed = self.committed_offsets(consumer, assigned)?;
+        let committed = self.committed_changelog_ends(consumer, &ids)?;
         for id in ids {
             if !self.active.contains_key(&id) {
                 self.open_task(id, &committed)?;
@@ -438,28 +417,32 @@ impl TaskManager {
         Ok(())
     }
 
-    /// The group's committed offsets of `partitions`, with their metadata;
-    /// only at-least-once restores use them (see the module documentation).
-    fn committed_offsets<C: ConsumerContext>(
+    /// The group's committed offsets of the changelog partitions of tasks
+    /// `ids`: where their last commit left the changelogs. Only
+    /// at-least-once restores use them (see the module documentation).
+    fn committed_changelog_ends<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
-        partitions: &TopicPartitionList,
+        ids: &BTreeSet<TaskId>,
     ) -> Result<CommittedOffsets, WeirError> {
-        if self.is_exactly_once() {
+        let mut partitions = TopicPartitionList::new();
+        for id in ids {
+            for store in &self.topology.subtopologies()[id.subtopology].stores {
+                partitions.add_partition(&changelog_topic(&self.settings.application_id, store), id.partition);
+            }
+        }
+        if self.is_exactly_once() || partitions.count() == 0 {
             return Ok(CommittedOffsets::new());
         }
         let committed = consumer
-            .committed_offsets(partitions.clone(), CONSUMER_TIMEOUT)
+            .committed_offsets(partitions, CONSUMER_TIMEOUT)
             .map_err(|e| WeirError::Kafka(format!("cannot read the committed offsets: {e}")))?;
         Ok(committed
             .elements()
             .iter()
             .filter_map(|e| {
                 let offset = e.offset().to_raw().filter(|o| *o >= 0)?;
-                Some((
-                    (e.topic().to_string(), e.partition()),
-                    (offset, e.metadata().to_string()),
-                ))
+                Some(((e.topic().to_string(), e.partition()), offset))
             })
             .collect())
     }
@@ -484,47 +467,30 @@ impl TaskManager {
     /// Creates a task and restores its stores (see the module documentation):
     /// from the checkpoint of a clean close, else into emptied stores from
     /// the changelogs' beginning; up to the last commit's changelog offsets
-    /// when `committed` (or the task's own record of its last commit) names
-    /// them, else to the changelogs' end.
+    /// when `committed` has them, else to the changelogs' end.
     fn open_task(&mut self, id: TaskId, committed: &CommittedOffsets) -> Result<(), WeirError> {
         let app = &self.settings.application_id;
         let sub = &self.topology.subtopologies()[id.subtopology];
         let dir = self.settings.app_dir().join(id.to_string());
         let persistent = self.stores.persistent();
-        let (checkpoint, last_commit) = if persistent {
-            let read = (Checkpoint::read(&dir)?, CommitPosition::read(&dir)?);
+        let checkpoint = if persistent { Checkpoint::read(&dir)? } else { None };
+        if persistent {
             // From now on the stores take writes that no commit covers: a
             // crash must leave no checkpoint behind.
             Checkpoint::delete(&dir)?;
-            read
-        } else {
-            (None, None)
-        };
-        let inputs: BTreeSet<(String, i32)> = sub
-            .source_topics
-            .iter()
-            .map(|t| (t.resolve(app), id.partition))
-            .collect();
-        let committed: CommittedOffsets = committed
-            .iter()
-            .filter(|(partition, _)| inputs.contains(*partition))
-            .map(|(partition, value)| (partition.clone(), value.clone()))
-            .collect();
-        let targets = CommitPosition::committed_ends(&committed, last_commit.as_ref());
+        }
         let mut ranges: Vec<RestoreRange> = sub
             .stores
             .iter()
             .map(|store| {
                 let topic = changelog_topic(app, store);
-                let from = checkpoint
-                    .as_ref()
-                    .and_then(|c| c.offsets.get(&(topic.clone(), id.partition)).copied());
+                let changelog = (topic, id.partition);
                 RestoreRange {
                     store: store.clone(),
-                    topic,
+                    from: checkpoint.as_ref().and_then(|c| c.offsets.get(&changelog).copied()),
+                    to: committed.get(&changelog).copied(),
+                    topic: changelog.0,
                     partition: id.partition,
-                    from,
-                    to: targets.as_ref().and_then(|t| t.get(store).copied()),
                 }
             })
             .collect();
@@ -533,16 +499,16 @@ impl TaskManager {
             .any(|r| matches!((r.from, r.to), (Some(from), Some(to)) if from > to));
         if persistent && ranges.iter().any(|r| r.from.is_none()) && dir.exists() {
             tracing::info!(task = %id, "no checkpoint; rebuilding the task's stores from their changelogs");
-            self.wipe(&dir, &mut ranges, last_commit.as_ref())?;
+            wipe(&dir, &mut ranges)?;
         } else if ahead_of_commit {
             tracing::info!(task = %id, "the stores are ahead of the last commit; rebuilding them");
-            self.wipe(&dir, &mut ranges, last_commit.as_ref())?;
+            wipe(&dir, &mut ranges)?;
         }
         let (task, changelogs) = match self.create_and_restore(id, &ranges)? {
             Some(restored) => restored,
             None => {
                 tracing::warn!(task = %id, "the checkpoint points outside the changelog; rebuilding the task's stores");
-                self.wipe(&dir, &mut ranges, last_commit.as_ref())?;
+                wipe(&dir, &mut ranges)?;
                 self.create_and_restore(id, &ranges)?.ok_or_else(|| {
                     WeirError::Kafka(format!("task {id}: a changelog cannot be read from its beginning"))
                 })?
@@ -565,23 +531,6 @@ impl TaskManager {
         Ok(())
     }
 
-    /// Deletes a task's state and makes its restore start from the
-    /// beginning; the record of its last commit stays, as it still tells
-    /// where the restore ends.
-    fn wipe(
-        &self,
-        dir: &std::path::Path,
-        ranges: &mut [RestoreRange],
-        last_commit: Option<&CommitPosition>,
-    ) -> Result<(), WeirError> {
-        remove_state(dir)?;
-        ranges.iter_mut().for_each(|r| r.from = None);
-        match last_commit {
-            Some(position) if self.stores.persistent() => position.write(dir),
-            _ => Ok(()),
-        }
-    }
-
     /// Creates a task and replays its changelogs; `None` when a start offset
     /// is out of range.
     fn create_and_restore(
@@ -600,7 +549,6 @@ impl TaskManager {
         for range in ranges {
             match self.reader.restore(&mut task, range, &self.metrics) {
                 Ok(end) => changelogs.push(RestoredChangelog {
-                    store: range.store.clone(),
                     topic: range.topic.clone(),
                     end,
                 }),
@@ -675,6 +623,13 @@ impl TaskManager {
         }
         self.metrics.set_tasks(total);
     }
+}
+
+/// Deletes a task's state and makes its restore start from the beginning.
+fn wipe(dir: &std::path::Path, ranges: &mut [RestoreRange]) -> Result<(), WeirError> {
+    remove_state(dir)?;
+    ranges.iter_mut().for_each(|r| r.from = None);
+    Ok(())
 }
 
 /// Deletes a task's state directory, if any.
