@@ -1,0 +1,405 @@
+//! `demo`: the whole pipeline on this machine alone — an in-process Kafka
+//! (librdkafka's mock cluster), the reference ID-mapping service on a
+//! loopback port, and the CDC generator — with progress while it runs and
+//! a summary at the end: records per second per stage, end-to-end latency
+//! percentiles, and whether the final `user-god-object` view is exactly
+//! what the generated changes imply.
+
+use crate::generator::{CdcWriter, Generator};
+use crate::model::GodObject;
+use crate::pipeline::{run_topology, MappingService, Topics};
+use id_mapping_service::Behaviour;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use weir::embedded::EmbeddedKafka;
+use weir::runtime::{KafkaStreams, StreamsConfig, StreamsState};
+use weir::WeirError;
+
+const PARTITIONS: i32 = 6;
+/// Change records generated per chunk, so that a large run never holds all
+/// its events in memory.
+const CHUNK: usize = 50_000;
+
+/// What `demo` runs.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// CDC records in all: the snapshot, then changes.
+    pub events: usize,
+    /// Users in the snapshot.
+    pub users: usize,
+    /// CDC records per second (`None`: as fast as the producer goes).
+    pub rate: Option<u64>,
+    /// The ID-mapping service's latency.
+    pub service_latency: Duration,
+    /// Share of the service's answers that are `503`s (retried).
+    pub service_error_rate: f64,
+    pub seed: u64,
+    /// How long to wait for the outputs to match after the last event.
+    pub settle_timeout: Duration,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            events: 1_000_000,
+            users: 100_000,
+            rate: None,
+            service_latency: Duration::from_millis(5),
+            service_error_rate: 0.001,
+            seed: 42,
+            settle_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The outcome of a demo run.
+#[derive(Debug)]
+pub struct DemoReport {
+    pub cdc_records: u64,
+    pub profiles_out: u64,
+    pub god_objects_out: u64,
+    pub verified: Result<usize, String>,
+}
+
+/// Runs the demo and prints its progress and summary.
+pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
+    let kafka = Arc::new(EmbeddedKafka::start()?);
+    let topics = Topics::default();
+    for topic in [
+        &topics.users,
+        &topics.preferences,
+        &topics.profiles,
+        &topics.god_objects,
+    ] {
+        kafka.create_topic(topic, PARTITIONS)?;
+    }
+    let service = id_mapping_service::MappingService::start(Behaviour {
+        latency_ms: options.service_latency.as_millis() as u64,
+        error_rate: options.service_error_rate,
+        ..Behaviour::default()
+    })
+    .map_err(|e| WeirError::Other(format!("cannot start the ID-mapping service: {e}")))?;
+    println!(
+        "in-process Kafka at {}, ID-mapping service at http://{} ({} ms, {:.1}% errors)",
+        kafka.bootstrap_servers(),
+        service.address(),
+        options.service_latency.as_millis(),
+        options.service_error_rate * 100.0
+    );
+
+    let state = tempfile::tempdir().map_err(|e| WeirError::StateDir(e.to_string()))?;
+    let config = StreamsConfig::new("user-profile-demo", kafka.bootstrap_servers())
+        .set("state.dir", state.path().to_string_lossy())
+        .set("consumer.session.timeout.ms", "6000")
+        // Frequent commits keep the counters the summary reads fresh.
+        .set("commit.interval.ms", "500");
+    let topology = run_topology(&topics, &MappingService::at(format!("http://{}", service.address())))?;
+    let mut streams = KafkaStreams::new(topology.clone(), &config)?.with_topic_admin(kafka.clone());
+    streams.start()?;
+    if !streams.wait_for_state(StreamsState::Running, Duration::from_secs(60)) {
+        return Err(WeirError::Other(format!(
+            "the pipeline did not start: {:?}",
+            streams.state()
+        )));
+    }
+    let outputs = OutputMonitor::start(kafka.bootstrap_servers(), &topics)?;
+
+    let started = Instant::now();
+    let mut generator = Generator::new(options.seed, options.users);
+    let mut writer = CdcWriter::new(kafka.bootstrap_servers(), &topics.users, &topics.preferences)?;
+    let mut progress = Progress::new(started);
+    let snapshot = generator.snapshot();
+    writer.write(&snapshot, options.rate)?;
+    let mut remaining = options.events.saturating_sub(snapshot.len());
+    drop(snapshot);
+    while remaining > 0 {
+        let chunk = generator.changes(remaining.min(CHUNK));
+        remaining = remaining.saturating_sub(chunk.len());
+        writer.write(&chunk, options.rate)?;
+        progress.report(&streams, &outputs, writer.written());
+    }
+    writer.flush()?;
+    let written = writer.written();
+    let generated_in = started.elapsed();
+    println!(
+        "generator done: {written} CDC records in {:.1}s",
+        generated_in.as_secs_f64()
+    );
+
+    let expected: BTreeMap<i64, (String, Option<bool>)> = generator
+        .expected_profiles()
+        .into_values()
+        .map(|p| (p.user_id, (p.email, p.dark_mode)))
+        .collect();
+    let deadline = Instant::now() + options.settle_timeout;
+    let mut cdc_done = None;
+    let verified = loop {
+        progress.report(&streams, &outputs, written);
+        let cdc_in = cdc_records_in(&streams, &topics);
+        if cdc_in >= written && cdc_done.is_none() {
+            cdc_done = Some(started.elapsed());
+        }
+        let mismatch = outputs.mismatch(&expected);
+        if mismatch.is_none() && cdc_done.is_some() {
+            break Ok(expected.len());
+        }
+        if streams.state() == StreamsState::Error || Instant::now() > deadline {
+            break Err(mismatch.unwrap_or_else(|| "the pipeline stopped".to_string()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let report = DemoReport {
+        cdc_records: written,
+        profiles_out: outputs.profiles.load(Ordering::Relaxed),
+        god_objects_out: outputs.god_objects.load(Ordering::Relaxed),
+        verified,
+    };
+    let enrichment = topology.enrichment_metrics()["id-mapping"];
+    println!();
+    println!("summary");
+    let rate = |records: u64, elapsed: Option<Duration>| {
+        elapsed.map_or("-".to_string(), |e| {
+            format!("{:.0}/s", records as f64 / e.as_secs_f64())
+        })
+    };
+    println!(
+        "  CDC in            {:>9} records  {:>10}",
+        report.cdc_records,
+        rate(report.cdc_records, cdc_done)
+    );
+    println!(
+        "  join out          {:>9} records  {:>10}",
+        report.profiles_out,
+        rate(
+            report.profiles_out,
+            outputs.last_arrival(&outputs.profiles_last, started)
+        )
+    );
+    println!(
+        "  enrichment out    {:>9} records  {:>10}   ({} service calls, {} retries, {} cache hits)",
+        report.god_objects_out,
+        rate(
+            report.god_objects_out,
+            outputs.last_arrival(&outputs.god_objects_last, started)
+        ),
+        enrichment.calls,
+        enrichment.retries,
+        enrichment.cache_hits
+    );
+    println!(
+        "  end-to-end latency (CDC event written → user-god-object record read): {}",
+        outputs.latency_summary()
+    );
+    match &report.verified {
+        Ok(users) => {
+            println!("  verified: user-god-object holds exactly the {users} users the generated changes imply")
+        }
+        Err(problem) => println!("  NOT verified: {problem}"),
+    }
+    outputs.stop();
+    streams.close()?;
+    Ok(report)
+}
+
+/// CDC records the pipeline consumed, as of its last commit.
+fn cdc_records_in(streams: &KafkaStreams, topics: &Topics) -> u64 {
+    let tasks = streams.metrics().tasks;
+    [&topics.users, &topics.preferences]
+        .iter()
+        .filter_map(|topic| tasks.cdc_events.get(topic.as_str()))
+        .map(|counts| counts.iter().sum::<u64>())
+        .sum()
+}
+
+/// Prints a line a second.
+struct Progress {
+    started: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(started: Instant) -> Self {
+        Progress { started, last: started }
+    }
+
+    fn report(&mut self, streams: &KafkaStreams, outputs: &OutputMonitor, written: u64) {
+        if self.last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last = Instant::now();
+        println!(
+            "[{:>5.1}s] CDC written {:>9}  processed {:>9}  user-profile {:>9}  user-god-object {:>9}",
+            self.started.elapsed().as_secs_f64(),
+            written,
+            streams.metrics().processed,
+            outputs.profiles.load(Ordering::Relaxed),
+            outputs.god_objects.load(Ordering::Relaxed),
+        );
+    }
+}
+
+/// Reads both output topics in a thread of its own: counts, the compacted
+/// view of `user-god-object`, and the latency of each god object.
+struct OutputMonitor {
+    profiles: Arc<AtomicU64>,
+    god_objects: Arc<AtomicU64>,
+    /// Milliseconds since the Unix epoch of each topic's last record.
+    profiles_last: Arc<AtomicU64>,
+    god_objects_last: Arc<AtomicU64>,
+    view: Arc<Mutex<BTreeMap<i64, GodObject>>>,
+    latencies_ms: Arc<Mutex<Vec<u32>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    undecodable: Arc<AtomicU64>,
+}
+
+impl OutputMonitor {
+    fn start(bootstrap_servers: &str, topics: &Topics) -> Result<Self, WeirError> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap_servers)
+            .set("group.id", "user-profile-demo-monitor")
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| WeirError::Kafka(format!("cannot create the output reader: {e}")))?;
+        let mut assignment = TopicPartitionList::new();
+        for topic in [&topics.profiles, &topics.god_objects] {
+            for partition in 0..PARTITIONS {
+                assignment
+                    .add_partition_offset(topic, partition, Offset::Beginning)
+                    .map_err(|e| WeirError::Kafka(e.to_string()))?;
+            }
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|e| WeirError::Kafka(format!("cannot read the outputs: {e}")))?;
+        let monitor = OutputMonitor {
+            profiles: Arc::default(),
+            god_objects: Arc::default(),
+            profiles_last: Arc::default(),
+            god_objects_last: Arc::default(),
+            view: Arc::default(),
+            latencies_ms: Arc::default(),
+            stop: Arc::default(),
+            thread: None,
+            undecodable: Arc::default(),
+        };
+        let (profiles, god_objects) = (monitor.profiles.clone(), monitor.god_objects.clone());
+        let (profiles_last, god_objects_last) = (monitor.profiles_last.clone(), monitor.god_objects_last.clone());
+        let (view, latencies, stop, undecodable) = (
+            monitor.view.clone(),
+            monitor.latencies_ms.clone(),
+            monitor.stop.clone(),
+            monitor.undecodable.clone(),
+        );
+        let profiles_topic = topics.profiles.clone();
+        let thread = std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
+                    continue;
+                };
+                let now = now_ms();
+                if message.topic() == profiles_topic {
+                    profiles.fetch_add(1, Ordering::Relaxed);
+                    profiles_last.store(now, Ordering::Relaxed);
+                    continue;
+                }
+                god_objects.fetch_add(1, Ordering::Relaxed);
+                god_objects_last.store(now, Ordering::Relaxed);
+                if let Some(written) = message.timestamp().to_millis() {
+                    let latency = now.saturating_sub(written.max(0) as u64);
+                    latencies
+                        .lock()
+                        .expect("latencies")
+                        .push(latency.min(u32::MAX as u64) as u32);
+                }
+                let key = message.key().and_then(|k| serde_json::from_slice::<i64>(k).ok());
+                let value = message.payload().map(serde_json::from_slice::<GodObject>);
+                let mut view = view.lock().expect("view");
+                match (key, value) {
+                    (Some(key), None) => {
+                        view.remove(&key);
+                    }
+                    (Some(key), Some(Ok(god_object))) => {
+                        view.insert(key, god_object);
+                    }
+                    _ => {
+                        undecodable.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        Ok(OutputMonitor {
+            thread: Some(thread),
+            ..monitor
+        })
+    }
+
+    /// `None` when the god objects are exactly the expected users (with the
+    /// service's `u2-` ids), else the first difference.
+    fn mismatch(&self, expected: &BTreeMap<i64, (String, Option<bool>)>) -> Option<String> {
+        let undecodable = self.undecodable.load(Ordering::Relaxed);
+        if undecodable > 0 {
+            return Some(format!("{undecodable} user-god-object records could not be read"));
+        }
+        let view = self.view.lock().expect("view");
+        if view.len() != expected.len() {
+            return Some(format!("{} god objects, {} users expected", view.len(), expected.len()));
+        }
+        for (id, (email, dark_mode)) in expected {
+            let wanted = GodObject {
+                user_id: *id,
+                new_user_id: format!("u2-{id}"),
+                email: email.clone(),
+                dark_mode: *dark_mode,
+            };
+            if view.get(id) != Some(&wanted) {
+                return Some(format!("user {id}: {:?}, expected {wanted:?}", view.get(id)));
+            }
+        }
+        None
+    }
+
+    /// How long after `started` a topic's last record arrived.
+    fn last_arrival(&self, last: &AtomicU64, started: Instant) -> Option<Duration> {
+        let last = last.load(Ordering::Relaxed);
+        if last == 0 {
+            return None;
+        }
+        let started_ms = now_ms().saturating_sub(started.elapsed().as_millis() as u64);
+        Some(Duration::from_millis(last.saturating_sub(started_ms).max(1)))
+    }
+
+    fn latency_summary(&self) -> String {
+        let mut latencies = self.latencies_ms.lock().expect("latencies").clone();
+        if latencies.is_empty() {
+            return "no records".to_string();
+        }
+        latencies.sort_unstable();
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+        format!(
+            "p50 {} ms, p95 {} ms, p99 {} ms, max {} ms",
+            at(0.5),
+            at(0.95),
+            at(0.99),
+            at(1.0)
+        )
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,201 @@
+//! `user-profile`: run the pipeline, re-run its enrichment, print its
+//! topology, generate CDC events, or run it all in one process (`demo`).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use user_profile::demo::{run_demo, DemoOptions};
+use user_profile::generator::{CdcWriter, Generator};
+use user_profile::pipeline::{reprocess_topology, run_topology, MappingService, Topics};
+use weir::runtime::{KafkaStreams, StreamsConfig};
+use weir::WeirError;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "users ⋈ preferences from Debezium, enriched with new ids, as one user object"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the pipeline until SIGTERM or SIGINT.
+    Run(PipelineArgs),
+    /// Re-runs only the enrichment, from the beginning of `user-profile`,
+    /// under an application id of its own (for when the mappings changed).
+    Reprocess(PipelineArgs),
+    /// Prints the topology of `run` (and of `reprocess`).
+    Describe,
+    /// Runs everything in this process: Kafka, the ID-mapping service, the
+    /// CDC generator and the pipeline; prints a verified summary.
+    Demo(DemoArgs),
+    /// Writes Debezium change events for `users` and `preferences`.
+    Generate(GenerateArgs),
+}
+
+#[derive(Args)]
+struct PipelineArgs {
+    /// weir's configuration (TOML); `WEIR_*` environment variables override it.
+    #[arg(long, env = "USER_PROFILE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Base URL of the ID-mapping service.
+    #[arg(long, env = "ID_MAPPING_URL")]
+    mapping_url: String,
+    /// Lookups in flight at most.
+    #[arg(long, default_value_t = 256)]
+    max_in_flight: usize,
+    /// Seconds a mapping is reused before it is looked up again (0: no cache).
+    #[arg(long, default_value_t = 86_400)]
+    cache_ttl_secs: u64,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// CDC records in all (snapshot, then changes).
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Users in the snapshot.
+    #[arg(long, default_value_t = 100_000)]
+    users: usize,
+    /// CDC records per second (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Latency of the ID-mapping service, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    service_latency_ms: u64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[arg(long, env = "WEIR_BOOTSTRAP_SERVERS")]
+    bootstrap_servers: String,
+    /// CDC records in all (snapshot, then changes).
+    #[arg(long, default_value_t = 100_000)]
+    events: usize,
+    #[arg(long, default_value_t = 10_000)]
+    users: usize,
+    /// CDC records per second (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<u64>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Writes the `user-profile` view the events imply here, one JSON object a line.
+    #[arg(long)]
+    expected: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,user_profile=info".into()),
+        )
+        .init();
+    match run(Cli::parse().command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("user-profile: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode, WeirError> {
+    let topics = Topics::default();
+    match command {
+        Command::Run(args) => {
+            let topology = run_topology(&topics, &args.service())?;
+            KafkaStreams::new(topology, &args.streams_config("user-profile")?)?.run()?;
+        }
+        Command::Reprocess(args) => {
+            let topology = reprocess_topology(&topics, &args.service())?;
+            let config = args.streams_config("user-profile")?;
+            // A new application id: its own consumer offsets (from the
+            // beginning) and stores, apart from those of `run`.
+            let base = config.get("application.id").unwrap_or("user-profile").to_string();
+            let config = config.set("application.id", format!("{base}-reprocess-{}", unix_seconds()));
+            KafkaStreams::new(topology, &config)?.run()?;
+        }
+        Command::Describe => {
+            let service = MappingService::at("http://id-mapping");
+            println!("run:\n{}", run_topology(&topics, &service)?.describe());
+            println!("reprocess:\n{}", reprocess_topology(&topics, &service)?.describe());
+        }
+        Command::Demo(args) => {
+            let report = run_demo(&DemoOptions {
+                events: args.events,
+                users: args.users,
+                rate: args.rate,
+                service_latency: Duration::from_millis(args.service_latency_ms),
+                seed: args.seed,
+                ..DemoOptions::default()
+            })?;
+            if report.verified.is_err() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Generate(args) => generate(&topics, &args)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+impl PipelineArgs {
+    fn service(&self) -> MappingService {
+        MappingService {
+            max_in_flight: self.max_in_flight,
+            cache_ttl: (self.cache_ttl_secs > 0).then(|| Duration::from_secs(self.cache_ttl_secs)),
+            ..MappingService::at(&self.mapping_url)
+        }
+    }
+
+    /// The TOML file (if any) under the environment, with `application.id`
+    /// defaulting to `default_id`.
+    fn streams_config(&self, default_id: &str) -> Result<StreamsConfig, WeirError> {
+        let file = match &self.config {
+            Some(path) => StreamsConfig::from_toml_file(path)?,
+            None => StreamsConfig::default(),
+        };
+        let config = file.merge(StreamsConfig::from_env());
+        Ok(match config.get("application.id") {
+            Some(_) => config,
+            None => config.set("application.id", default_id),
+        })
+    }
+}
+
+fn generate(topics: &Topics, args: &GenerateArgs) -> Result<(), WeirError> {
+    let mut generator = Generator::new(args.seed, args.users);
+    let mut writer = CdcWriter::new(&args.bootstrap_servers, &topics.users, &topics.preferences)?;
+    let snapshot = generator.snapshot();
+    writer.write(&snapshot, args.rate)?;
+    let mut remaining = args.events.saturating_sub(snapshot.len());
+    while remaining > 0 {
+        let chunk = generator.changes(remaining.min(50_000));
+        remaining = remaining.saturating_sub(chunk.len());
+        writer.write(&chunk, args.rate)?;
+    }
+    writer.flush()?;
+    println!("wrote {} CDC records", writer.written());
+    if let Some(path) = &args.expected {
+        let lines: Vec<String> = generator
+            .expected_profiles()
+            .values()
+            .map(|p| serde_json::to_string(p).expect("profiles serialize"))
+            .collect();
+        std::fs::write(path, lines.join("\n") + "\n")
+            .map_err(|e| WeirError::Other(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

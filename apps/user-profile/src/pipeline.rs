@@ -1,0 +1,120 @@
+//! The topologies: `run` (CDC tables → join → `user-profile` → enrichment
+//! → `user-god-object`) and `reprocess` (the enrichment stage alone, from
+//! the compacted `user-profile` topic).
+//!
+//! ```text
+//! mysql.app.users ──────► users table ───┐
+//!                                         ├─ left join ─► user-profile ─► ID mapping ─► user-god-object
+//! mysql.app.preferences ► preferences table ┘   (topic)       (HTTP, async)      (topic)
+//! ```
+
+use crate::model::{GodObject, IdMapping, PreferencesRow, UserProfile, UserRow};
+use std::time::Duration;
+use weir::cdc::Cdc;
+use weir::enrich::{Enrichment, HttpJsonLookup};
+use weir::serde::Json;
+use weir::{Consumed, KTable, Produced, StreamsBuilder, Topology, WeirError};
+
+/// The topics the pipeline reads and writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// Debezium's topic of the MySQL `users` table.
+    pub users: String,
+    /// Debezium's topic of the MySQL `preferences` table.
+    pub preferences: String,
+    /// Compacted: user id → [`UserProfile`].
+    pub profiles: String,
+    /// Compacted: user id → [`GodObject`].
+    pub god_objects: String,
+    /// Profiles whose enrichment failed for good, with the reason in headers.
+    pub enrichment_dead_letters: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            users: "mysql.app.users".into(),
+            preferences: "mysql.app.preferences".into(),
+            profiles: "user-profile".into(),
+            god_objects: "user-god-object".into(),
+            enrichment_dead_letters: "user-god-object-dlq".into(),
+        }
+    }
+}
+
+/// How the pipeline calls the ID-mapping service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappingService {
+    /// The service's base URL; the lookup is `GET <url>/users/<user_id>`.
+    pub url: String,
+    pub max_in_flight: usize,
+    pub timeout: Duration,
+    /// How long a looked-up mapping is reused, from a changelog-backed
+    /// store, before it is looked up again (`None`: no cache).
+    pub cache_ttl: Option<Duration>,
+}
+
+impl MappingService {
+    pub fn at(url: impl Into<String>) -> Self {
+        MappingService {
+            url: url.into(),
+            max_in_flight: 256,
+            timeout: Duration::from_secs(5),
+            cache_ttl: Some(Duration::from_secs(24 * 3600)),
+        }
+    }
+}
+
+/// The whole pipeline, as `run` starts it.
+///
+/// ```
+/// use user_profile::pipeline::{run_topology, MappingService, Topics};
+/// let topology = run_topology(&Topics::default(), &MappingService::at("http://localhost:8080")).unwrap();
+/// assert!(topology.describe().to_string().contains("user-god-object"));
+/// ```
+pub fn run_topology(topics: &Topics, service: &MappingService) -> Result<Topology, WeirError> {
+    let builder = StreamsBuilder::new();
+    let users = builder.cdc_table::<i64, UserRow>(&topics.users, Cdc::json().store("users"));
+    let preferences = builder.cdc_table::<i64, PreferencesRow>(&topics.preferences, Cdc::json().store("preferences"));
+    let profiles = users.left_join(&preferences, UserProfile::new);
+    profiles.to(&topics.profiles, Produced::with(Json::new(), Json::new()));
+    enrich(&profiles, topics, service, service.cache_ttl)?;
+    builder.build()
+}
+
+/// The enrichment stage alone, reading the compacted `user-profile` topic
+/// from its beginning: what `reprocess` runs when the mappings changed. It
+/// keeps no cache, so every profile is looked up again.
+pub fn reprocess_topology(topics: &Topics, service: &MappingService) -> Result<Topology, WeirError> {
+    let builder = StreamsBuilder::new();
+    let profiles = builder.table(
+        &topics.profiles,
+        Consumed::with(Json::<i64>::new(), Json::<UserProfile>::new()).store("profiles"),
+    );
+    enrich(&profiles, topics, service, None)?;
+    builder.build()
+}
+
+/// profiles → the ID-mapping service → `user-god-object`; a deleted profile
+/// passes on as a tombstone without a call. Mappings are cached for
+/// `cache_ttl`, if given.
+fn enrich(
+    profiles: &KTable<i64, UserProfile>,
+    topics: &Topics,
+    service: &MappingService,
+    cache_ttl: Option<Duration>,
+) -> Result<(), WeirError> {
+    let url = format!("{}/users/{{}}", service.url.trim_end_matches('/'));
+    let lookup = HttpJsonLookup::<i64, IdMapping>::new(url)?.timeout(service.timeout)?;
+    let mut enrichment = Enrichment::new("id-mapping", |user_id: &i64, _: &UserProfile| *user_id, lookup)
+        .max_in_flight(service.max_in_flight)
+        .timeout(service.timeout)
+        .dead_letter(&topics.enrichment_dead_letters, Json::new(), Json::new());
+    if cache_ttl.is_some() {
+        enrichment = enrichment.cache(cache_ttl);
+    }
+    profiles
+        .enrich_async(enrichment, |_, profile, mapping| GodObject::new(profile, mapping))
+        .to(&topics.god_objects, Produced::with(Json::new(), Json::new()));
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! What the end-to-end benchmarks share: an application on the in-process
+//! cluster, input written as fast as the producer goes, and a clock that
+//! stops when the last output record arrives.
+//!
+//! Each benchmark is a `harness = false` program under `benches/` that
+//! prints a table; run them with `cargo bench -p weir-benches`.
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+use weir::embedded::EmbeddedKafka;
+use weir::runtime::{KafkaStreams, StreamsConfig, StreamsState};
+use weir::Topology;
+
+/// A running application on an embedded cluster, with its state in a
+/// temporary directory.
+pub struct App {
+    streams: KafkaStreams,
+    _state: tempfile::TempDir,
+}
+
+impl App {
+    /// Starts `topology` as application `name` and waits until it runs.
+    pub fn start(kafka: &std::sync::Arc<EmbeddedKafka>, name: &str, topology: Topology) -> App {
+        let state = tempfile::tempdir().expect("a temporary directory");
+        let config = StreamsConfig::new(name, kafka.bootstrap_servers())
+            .set("state.dir", state.path().to_string_lossy())
+            .set("consumer.session.timeout.ms", "6000")
+            .set("consumer.heartbeat.interval.ms", "500");
+        let mut streams = KafkaStreams::new(topology, &config)
+            .expect("a valid configuration")
+            .with_topic_admin(kafka.clone());
+        streams.start().expect("the application starts");
+        assert!(
+            streams.wait_for_state(StreamsState::Running, Duration::from_secs(60)),
+            "the application did not start: {:?}",
+            streams.state()
+        );
+        App { streams, _state: state }
+    }
+
+    pub fn close(mut self) {
+        self.streams.close().expect("a clean close");
+    }
+}
+
+/// Counts the records arriving on a topic, from its beginning.
+pub struct OutputCounter {
+    consumer: BaseConsumer,
+    count: u64,
+}
+
+impl OutputCounter {
+    pub fn new(kafka: &EmbeddedKafka, topic: &str, partitions: i32) -> OutputCounter {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", kafka.bootstrap_servers())
+            .set("group.id", format!("{topic}-counter"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("a consumer");
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..partitions {
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .expect("a partition");
+        }
+        consumer.assign(&assignment).expect("an assignment");
+        OutputCounter { consumer, count: 0 }
+    }
+
+    /// Waits until `total` records have arrived in all; returns when the
+    /// last of them did.
+    pub fn wait_for(&mut self, total: u64, timeout: Duration) -> Instant {
+        let deadline = Instant::now() + timeout;
+        while self.count < total {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {total} records arrived",
+                self.count
+            );
+            if let Some(message) = self.consumer.poll(Duration::from_millis(50)) {
+                message.expect("a record");
+                self.count += 1;
+            }
+        }
+        Instant::now()
+    }
+}
+
+/// Records per second, rounded.
+pub fn rate(records: u64, elapsed: Duration) -> u64 {
+    (records as f64 / elapsed.as_secs_f64()).round() as u64
+}
