@@ -1,7 +1,8 @@
 //! A CDC generator: Debezium change events (MySQL connector, JSON without
-//! the schema wrapper) for the `users` and `preferences` tables, written to
-//! Kafka as Kafka Connect writes them (murmur2 of the key bytes), with the
-//! final state they imply kept for verification.
+//! the schema wrapper, written by [`weir::testing::debezium`]) for the
+//! `users` and `preferences` tables, written to Kafka as Kafka Connect
+//! writes them (murmur2 of the key bytes), with the final state they imply
+//! kept for verification.
 //!
 //! A run is a snapshot (`r` events for every row; one user in ten has no
 //! preferences row) followed by a stream of changes: `dark_mode` toggles
@@ -23,9 +24,11 @@
 use crate::model::UserProfile;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use weir::cdc::Op;
+use weir::testing::debezium::{Column, ColumnType, DebeziumJson};
 use weir::WeirError;
 
 /// The source table of an event.
@@ -35,41 +38,66 @@ pub enum Table {
     Preferences,
 }
 
-/// One Kafka record of a Debezium topic: the key `{"user_id": n}` and the
-/// change event, or `None` for the tombstone after a delete.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CdcRecord {
-    pub table: Table,
-    pub user_id: i64,
-    pub value: Option<Value>,
+impl Table {
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Users => "users",
+            Table::Preferences => "preferences",
+        }
+    }
 }
 
-impl CdcRecord {
-    pub fn key(&self) -> Vec<u8> {
-        format!(r#"{{"user_id":{}}}"#, self.user_id).into_bytes()
-    }
-
-    pub fn payload(&self) -> Option<Vec<u8>> {
-        self.value
-            .as_ref()
-            .map(|v| serde_json::to_vec(v).expect("JSON values serialize"))
-    }
+/// One Kafka record of a Debezium topic: the key `{"user_id": n}` and the
+/// change event, or `None` for the tombstone after a delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CdcRecord {
+    pub table: Table,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
 }
 
 /// The rows of both tables, changed at random, and the events that say so.
 pub struct Generator {
     users: BTreeMap<i64, User>,
     next_user_id: i64,
-    /// The binlog position, so that every event has its own.
-    position: u64,
     rng: fastrand::Rng,
+    users_table: DebeziumJson,
+    preferences_table: DebeziumJson,
 }
 
+/// A user as the generator keeps it: both rows in one.
 #[derive(Debug, Clone)]
 struct User {
     email: String,
     name: String,
+    /// `None`: no preferences row.
     dark_mode: Option<bool>,
+    language: &'static str,
+}
+
+/// A `users` row as the connector reads it.
+#[derive(Serialize)]
+struct UserColumns<'a> {
+    user_id: i64,
+    email: &'a str,
+    full_name: &'a str,
+}
+
+impl<'a> UserColumns<'a> {
+    fn of(user_id: i64, user: &'a User) -> Self {
+        UserColumns {
+            user_id,
+            email: &user.email,
+            full_name: &user.name,
+        }
+    }
+}
+
+/// A `preferences` row: `dark_mode` is a `TINYINT(1)`, so `0` or `1`.
+#[derive(Serialize)]
+struct PreferencesColumns {
+    user_id: i64,
+    dark_mode: i32,
     language: &'static str,
 }
 
@@ -82,8 +110,15 @@ impl Generator {
         let mut generator = Generator {
             users: BTreeMap::new(),
             next_user_id: 1,
-            position: 4,
             rng: fastrand::Rng::with_seed(seed),
+            users_table: DebeziumJson::mysql("app", "users")
+                .key_column(Column::new("user_id", ColumnType::Int64))
+                .column(Column::new("email", ColumnType::String))
+                .column(Column::new("full_name", ColumnType::String)),
+            preferences_table: DebeziumJson::mysql("app", "preferences")
+                .key_column(Column::new("user_id", ColumnType::Int64))
+                .column(Column::new("dark_mode", ColumnType::Int32))
+                .column(Column::new("language", ColumnType::String)),
         };
         for _ in 0..users {
             generator.add_user();
@@ -93,19 +128,14 @@ impl Generator {
 
     /// `r` events for every current row: users first, then preferences.
     pub fn snapshot(&mut self) -> Vec<CdcRecord> {
-        let users: Vec<(i64, User)> = self.users.iter().map(|(id, u)| (*id, u.clone())).collect();
-        let mut records = Vec::with_capacity(users.len() * 2);
-        for (id, user) in &users {
-            let row = user_row(*id, user);
-            records.push(self.event(Table::Users, *id, "r", None, Some(row)));
+        let mut records = Vec::with_capacity(self.users.len() * 2);
+        for (id, user) in &self.users {
+            records.push(self.user_event(Op::Read, *id, None, Some(user)));
         }
-        for (id, user) in &users {
-            if let Some(row) = preferences_row(*id, user) {
-                records.push(self.event(Table::Preferences, *id, "r", None, Some(row)));
+        for (id, user) in &self.users {
+            if user.dark_mode.is_some() {
+                records.push(self.preferences_event(Op::Read, *id, None, Some(user)));
             }
-        }
-        if let Some(last) = records.last_mut() {
-            last.value.as_mut().expect("a snapshot event")["source"]["snapshot"] = json!("last");
         }
         records
     }
@@ -122,10 +152,10 @@ impl Generator {
                 Some(id) if roll < 90 => self.delete_user(id, &mut records),
                 _ => {
                     let id = self.add_user();
-                    let user = self.users[&id].clone();
-                    records.push(self.event(Table::Users, id, "c", None, Some(user_row(id, &user))));
-                    if let Some(row) = preferences_row(id, &user) {
-                        records.push(self.event(Table::Preferences, id, "c", None, Some(row)));
+                    let user = &self.users[&id];
+                    records.push(self.user_event(Op::Create, id, None, Some(user)));
+                    if user.dark_mode.is_some() {
+                        records.push(self.preferences_event(Op::Create, id, None, Some(user)));
                     }
                 }
             }
@@ -165,7 +195,8 @@ impl Generator {
         if self.users.is_empty() {
             return None;
         }
-        // Ids are dense enough that a random pick near a live one is cheap.
+        // Ids are dense enough that the next live one after a random id is
+        // close to a uniform pick.
         let probe = self.rng.i64(1..self.next_user_id);
         self.users
             .range(probe..)
@@ -178,126 +209,64 @@ impl Generator {
         let before = self.users[&id].clone();
         let user = self.users.get_mut(&id).expect("a live user");
         user.dark_mode = Some(!user.dark_mode.unwrap_or(true));
-        let after = user.clone();
-        let (op, before_row) = match preferences_row(id, &before) {
-            Some(row) => ("u", Some(row)),
-            None => ("c", None),
+        let (op, before) = match before.dark_mode {
+            Some(_) => (Op::Update, Some(&before)),
+            None => (Op::Create, None),
         };
-        let event = self.event(Table::Preferences, id, op, before_row, preferences_row(id, &after));
-        records.push(event);
+        records.push(self.preferences_event(op, id, before, Some(&self.users[&id])));
     }
 
     fn change_email(&mut self, id: i64, records: &mut Vec<CdcRecord>) {
         let before = self.users[&id].clone();
         let domain = DOMAINS[self.rng.usize(0..DOMAINS.len())];
         let tag = self.rng.u16(..);
-        let user = self.users.get_mut(&id).expect("a live user");
-        user.email = format!("user{id}.{tag}@{domain}");
-        let after = user.clone();
-        let event = self.event(
-            Table::Users,
-            id,
-            "u",
-            Some(user_row(id, &before)),
-            Some(user_row(id, &after)),
-        );
-        records.push(event);
+        self.users.get_mut(&id).expect("a live user").email = format!("user{id}.{tag}@{domain}");
+        records.push(self.user_event(Op::Update, id, Some(&before), Some(&self.users[&id])));
     }
 
     fn delete_user(&mut self, id: i64, records: &mut Vec<CdcRecord>) {
         let user = self.users.remove(&id).expect("a live user");
-        if let Some(row) = preferences_row(id, &user) {
-            let event = self.event(Table::Preferences, id, "d", Some(row), None);
-            records.push(event);
-            records.push(tombstone(Table::Preferences, id));
+        if user.dark_mode.is_some() {
+            records.push(self.preferences_event(Op::Delete, id, Some(&user), None));
+            records.push(tombstone(&self.preferences_table, Table::Preferences, id));
         }
-        let event = self.event(Table::Users, id, "d", Some(user_row(id, &user)), None);
-        records.push(event);
-        records.push(tombstone(Table::Users, id));
+        records.push(self.user_event(Op::Delete, id, Some(&user), None));
+        records.push(tombstone(&self.users_table, Table::Users, id));
     }
 
-    /// A change event as Debezium's MySQL connector writes it.
-    fn event(
-        &mut self,
-        table: Table,
-        user_id: i64,
-        op: &str,
-        before: Option<Value>,
-        after: Option<Value>,
-    ) -> CdcRecord {
-        self.position += 1;
-        let now = now_ms();
-        let value = json!({
-            "before": before,
-            "after": after,
-            "source": {
-                "version": "2.7.3.Final",
-                "connector": "mysql",
-                "name": "mysql",
-                "ts_ms": now,
-                "snapshot": if op == "r" { "true" } else { "false" },
-                "db": "app",
-                "table": table.name(),
-                "server_id": 223344,
-                "gtid": null,
-                "file": "mysql-bin.000003",
-                "pos": self.position * 180,
-                "row": 0,
-                "thread": 7,
-            },
-            "op": op,
-            "ts_ms": now,
-            "transaction": null,
-        });
+    fn user_event(&self, op: Op, id: i64, before: Option<&User>, after: Option<&User>) -> CdcRecord {
+        let columns = |user| UserColumns::of(id, user);
+        let (before, after) = (before.map(columns), after.map(columns));
         CdcRecord {
-            table,
-            user_id,
-            value: Some(value),
+            table: Table::Users,
+            key: self.users_table.key(&id),
+            value: Some(self.users_table.event(op, before.as_ref(), after.as_ref())),
+        }
+    }
+
+    /// An event of the user's preferences row (`before` and `after`, when
+    /// given, have one).
+    fn preferences_event(&self, op: Op, id: i64, before: Option<&User>, after: Option<&User>) -> CdcRecord {
+        let columns = |user: &User| PreferencesColumns {
+            user_id: id,
+            dark_mode: i32::from(user.dark_mode.unwrap_or_default()),
+            language: user.language,
+        };
+        let (before, after) = (before.map(columns), after.map(columns));
+        CdcRecord {
+            table: Table::Preferences,
+            key: self.preferences_table.key(&id),
+            value: Some(self.preferences_table.event(op, before.as_ref(), after.as_ref())),
         }
     }
 }
 
-impl Table {
-    pub fn name(self) -> &'static str {
-        match self {
-            Table::Users => "users",
-            Table::Preferences => "preferences",
-        }
-    }
-}
-
-fn tombstone(table: Table, user_id: i64) -> CdcRecord {
+fn tombstone(writer: &DebeziumJson, table: Table, id: i64) -> CdcRecord {
     CdcRecord {
         table,
-        user_id,
+        key: writer.key(&id),
         value: None,
     }
-}
-
-fn user_row(id: i64, user: &User) -> Value {
-    json!({
-        "user_id": id,
-        "email": user.email,
-        "full_name": user.name,
-        "created_at": 1_700_000_000_000i64 + id * 1000,
-    })
-}
-
-/// `dark_mode` as MySQL's `TINYINT(1)` comes out of Debezium: `0` or `1`.
-fn preferences_row(id: i64, user: &User) -> Option<Value> {
-    let dark_mode = user.dark_mode?;
-    Some(json!({
-        "user_id": id,
-        "dark_mode": i32::from(dark_mode),
-        "language": user.language,
-    }))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Writes CDC records to Kafka as Kafka Connect does, at most `rate`
@@ -347,10 +316,8 @@ impl CdcWriter {
                 Table::Users => &self.users_topic,
                 Table::Preferences => &self.preferences_topic,
             };
-            let key = record.key();
-            let payload = record.payload();
-            let mut pending = BaseRecord::<[u8], [u8]>::to(topic).key(&key);
-            if let Some(payload) = &payload {
+            let mut pending = BaseRecord::<[u8], [u8]>::to(topic).key(&record.key);
+            if let Some(payload) = &record.value {
                 pending = pending.payload(payload);
             }
             loop {

@@ -1,0 +1,121 @@
+//! The `run` topology through the test driver, against the reference
+//! ID-mapping service over real HTTP (with errors that are retried).
+
+use id_mapping_service::{Behaviour, MappingService as ReferenceService};
+use std::collections::HashMap;
+use std::time::Duration;
+use user_profile::generator::{CdcRecord, Generator, Table};
+use user_profile::model::{GodObject, UserProfile};
+use user_profile::pipeline::{run_topology, MappingService, Topics};
+use weir::serde::{Bytes, Json};
+use weir::testing::{TestRecord, TopologyTestDriver};
+
+fn driver(service: &ReferenceService) -> TopologyTestDriver {
+    let settings = MappingService {
+        timeout: Duration::from_secs(2),
+        ..MappingService::at(format!("http://{}", service.address()))
+    };
+    TopologyTestDriver::new(run_topology(&Topics::default(), &settings).unwrap()).unwrap()
+}
+
+/// Pipes records in order, each run of one table's records at once.
+fn pipe(driver: &TopologyTestDriver, records: &[CdcRecord]) {
+    let topics = Topics::default();
+    let users = driver.input_topic(&topics.users, Bytes, Bytes);
+    let preferences = driver.input_topic(&topics.preferences, Bytes, Bytes);
+    for run in records.chunk_by(|a, b| a.table == b.table) {
+        let batch = run.iter().map(|r| TestRecord::new(r.key.clone(), r.value.clone()));
+        match run[0].table {
+            Table::Users => users.pipe_all(batch).unwrap(),
+            Table::Preferences => preferences.pipe_all(batch).unwrap(),
+        }
+    }
+}
+
+fn profiles(driver: &TopologyTestDriver) -> HashMap<i64, UserProfile> {
+    let topic = driver.output_topic(
+        &Topics::default().profiles,
+        Json::<i64>::new(),
+        Json::<UserProfile>::new(),
+    );
+    topic.read_key_values_to_map().unwrap()
+}
+
+fn god_objects(driver: &TopologyTestDriver) -> HashMap<i64, GodObject> {
+    let topic = driver.output_topic(
+        &Topics::default().god_objects,
+        Json::<i64>::new(),
+        Json::<GodObject>::new(),
+    );
+    topic.read_key_values_to_map().unwrap()
+}
+
+#[test]
+fn the_outputs_hold_exactly_the_users_the_generated_changes_imply() {
+    let service = ReferenceService::start(Behaviour {
+        error_rate: 0.05,
+        ..Behaviour::default()
+    })
+    .unwrap();
+    let driver = driver(&service);
+    let mut generator = Generator::new(11, 300);
+    let mut records = generator.snapshot();
+    records.extend(generator.changes(3_000));
+    pipe(&driver, &records);
+
+    let expected = generator.expected_profiles();
+    let expected_profiles: HashMap<i64, UserProfile> = expected.clone().into_iter().collect();
+    assert_eq!(profiles(&driver), expected_profiles);
+    let expected_god_objects: HashMap<i64, GodObject> = expected
+        .into_values()
+        .map(|p| {
+            let god = GodObject {
+                user_id: p.user_id,
+                new_user_id: format!("u2-{}", p.user_id),
+                email: p.email,
+                dark_mode: p.dark_mode,
+            };
+            (p.user_id, god)
+        })
+        .collect();
+    assert_eq!(god_objects(&driver), expected_god_objects);
+    assert!(
+        expected_god_objects.values().any(|g| g.dark_mode.is_none()),
+        "some users have no preferences"
+    );
+}
+
+#[test]
+fn a_user_without_preferences_is_published_with_dark_mode_null_and_a_deletion_is_a_tombstone() {
+    let service = ReferenceService::start(Behaviour::default()).unwrap();
+    let driver = driver(&service);
+    let topics = Topics::default();
+    let users = driver.input_topic(&topics.users, Bytes, Bytes);
+    let preferences = driver.input_topic(&topics.preferences, Bytes, Bytes);
+    let key = br#"{"user_id":7}"#.to_vec();
+    let event = |op: &str, before: &str, after: &str| {
+        format!(
+            r#"{{"before":{before},"after":{after},"source":{{"connector":"mysql","snapshot":"false"}},"op":"{op}"}}"#
+        )
+        .into_bytes()
+    };
+    let user = r#"{"user_id":7,"email":"ada@example.com"}"#;
+    let dark = r#"{"user_id":7,"dark_mode":1}"#;
+
+    users.pipe(key.clone(), event("c", "null", user)).unwrap();
+    preferences.pipe(key.clone(), event("c", "null", dark)).unwrap();
+    preferences.pipe(key.clone(), event("d", dark, "null")).unwrap();
+    preferences.pipe_tombstone(key.clone()).unwrap();
+    users.pipe(key.clone(), event("d", user, "null")).unwrap();
+    users.pipe_tombstone(key).unwrap();
+
+    let outputs = driver
+        .output_topic(&topics.god_objects, Json::<i64>::new(), Json::<GodObject>::new())
+        .read_key_values()
+        .unwrap();
+    let dark_modes: Vec<Option<Option<bool>>> = outputs.iter().map(|(_, v)| v.as_ref().map(|g| g.dark_mode)).collect();
+    // Without preferences, with dark mode, without again, then deleted: one tombstone.
+    assert_eq!(dark_modes, vec![Some(None), Some(Some(true)), Some(None), None]);
+    assert!(outputs.iter().all(|(k, _)| *k == 7));
+    assert_eq!(outputs[0].1.as_ref().unwrap().new_user_id, "u2-7");
+}
