@@ -18,7 +18,7 @@ use weir::runtime::StreamsConfig;
 use weir::serde::{Json, Utf8};
 use weir::testing::kafka::{eventually, read_compacted};
 use weir_e2e::cluster::Cluster;
-use weir_e2e::instance::Instance;
+use weir_e2e::instance::{await_stable_group, Instance};
 use weir_e2e::workload::{send, topology, Generator, Reference, Topics, PARTITIONS};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_weir-e2e-instance");
@@ -98,13 +98,14 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
     feed(generator.changes(CHANGES_PER_PHASE));
     let mut second = instance("second", states[1].path());
     feed(generator.changes(CHANGES_PER_PHASE));
-    await_log(&second, "partitions assigned", Duration::from_secs(90));
+    second.await_log("partitions assigned", Duration::from_secs(90));
     phase("second instance assigned");
 
     // The first instance leads the group: the harder loss, since the
     // coordinator must hand the leadership over before anything is
     // reassigned.
     feed(generator.changes(CHANGES_PER_PHASE / 2));
+    await_stable_group(&[&first, &second], Duration::from_secs(90));
     first.kill();
     phase("first instance killed");
     feed(generator.changes(CHANGES_PER_PHASE / 2));
@@ -227,17 +228,4 @@ fn instance_config(cluster: &Cluster, prefix: &str, guarantee: &str, state: &Pat
     .map(|(k, v)| (k.to_string(), v))
     .chain(cluster.client_settings())
     .collect()
-}
-
-/// Waits until an instance's log contains `text`.
-fn await_log(instance: &Instance, text: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while !instance.log().contains(text) {
-        assert!(
-            Instant::now() < deadline,
-            "no {text:?} in the log:\n{}",
-            instance.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }

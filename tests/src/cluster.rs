@@ -135,6 +135,11 @@ impl Cluster {
         self.reassigns_after_death
     }
 
+    /// librdkafka settings every producer writing to this cluster needs.
+    pub fn producer_settings(&self) -> &'static [(&'static str, &'static str)] {
+        self.producer_settings
+    }
+
     /// Settings for the clients of an instance (`producer.`-prefixed
     /// librdkafka properties) that this cluster needs.
     pub fn client_settings(&self) -> Vec<(String, String)> {

@@ -1,6 +1,6 @@
 //! Application instances as child processes (the `weir-e2e-instance`
-//! binary), so that a test can stop one with SIGTERM or kill it with
-//! SIGKILL mid-stream, as an operator or a crash would.
+//! binary, or any application's), so that a test can stop one with SIGTERM
+//! or kill it with SIGKILL mid-stream, as an operator or a crash would.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -18,11 +18,19 @@ impl Instance {
     /// workload's topic prefix and `key=value` configuration entries; its
     /// logs go to `<log_dir>/<name>.log`.
     pub fn spawn(binary: &Path, name: &str, topic_prefix: &str, config: &[(String, String)], log_dir: &Path) -> Self {
+        let mut command = Command::new(binary);
+        command
+            .arg(topic_prefix)
+            .args(config.iter().map(|(k, v)| format!("{k}={v}")));
+        Self::start(name, command, log_dir)
+    }
+
+    /// Starts `command`, with its standard error (the logs) going to
+    /// `<log_dir>/<name>.log` at the level `WEIR_E2E_LOG` gives.
+    pub fn start(name: &str, mut command: Command, log_dir: &Path) -> Self {
         let log = log_dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("an instance log file");
-        let child = Command::new(binary)
-            .arg(topic_prefix)
-            .args(config.iter().map(|(k, v)| format!("{k}={v}")))
+        let child = command
             .env(
                 "RUST_LOG",
                 std::env::var("WEIR_E2E_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()),
@@ -30,7 +38,7 @@ impl Instance {
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Instance {
             name: name.to_string(),
             child,
@@ -83,6 +91,19 @@ impl Instance {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the instance's log contains `text`.
+    pub fn await_log(&self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in the log:\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The last lines of the instance's log, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = self.log();
@@ -92,6 +113,31 @@ impl Instance {
             self.name,
             lines[lines.len().saturating_sub(40)..].join("\n")
         )
+    }
+}
+
+/// Waits until every instance holds its assignment (its last rebalance
+/// event is an assignment) for a second. A test kills an instance only
+/// then: Tansu 0.6.0 keeps a member that dies in the middle of a rebalance
+/// in the group, with partitions nobody then reads.
+pub fn await_stable_group(instances: &[&Instance], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let assigned = |instance: &&Instance| {
+        let log = instance.log();
+        log.rfind("partitions assigned") > log.rfind("partitions revoked")
+    };
+    let mut stable_since: Option<Instant> = None;
+    loop {
+        if instances.iter().all(assigned) {
+            let since = *stable_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_secs(1) {
+                return;
+            }
+        } else {
+            stable_since = None;
+        }
+        assert!(Instant::now() < deadline, "the group did not settle");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

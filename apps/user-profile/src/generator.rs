@@ -280,13 +280,28 @@ pub struct CdcWriter {
 
 impl CdcWriter {
     pub fn new(bootstrap_servers: &str, users_topic: &str, preferences_topic: &str) -> Result<Self, WeirError> {
-        let producer = ClientConfig::new()
+        Self::with_settings(bootstrap_servers, users_topic, preferences_topic, &[])
+    }
+
+    /// A writer whose producer has further librdkafka `settings`.
+    pub fn with_settings(
+        bootstrap_servers: &str,
+        users_topic: &str,
+        preferences_topic: &str,
+        settings: &[(&str, &str)],
+    ) -> Result<Self, WeirError> {
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", bootstrap_servers)
             // Kafka Connect's Java producer: murmur2 of the key bytes.
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "5")
             .set("queue.buffering.max.messages", "500000")
-            .set("compression.type", "lz4")
+            .set("compression.type", "lz4");
+        for (key, value) in settings {
+            config.set(*key, *value);
+        }
+        let producer = config
             .create()
             .map_err(|e| WeirError::Kafka(format!("cannot create the CDC producer: {e}")))?;
         Ok(CdcWriter {

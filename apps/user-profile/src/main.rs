@@ -11,6 +11,8 @@ use user_profile::pipeline::{reprocess_topology, run_topology, MappingService, T
 use weir::runtime::{KafkaStreams, StreamsConfig};
 use weir::WeirError;
 
+const DEFAULT_APPLICATION_ID: &str = "user-profile";
+
 #[derive(Parser)]
 #[command(
     version,
@@ -27,7 +29,7 @@ enum Command {
     Run(PipelineArgs),
     /// Re-runs only the enrichment, from the beginning of `user-profile`,
     /// under an application id of its own (for when the mappings changed).
-    Reprocess(PipelineArgs),
+    Reprocess(ReprocessArgs),
     /// Prints the topology of `run` (and of `reprocess`).
     Describe,
     /// Runs everything in this process: Kafka, the ID-mapping service, the
@@ -51,6 +53,19 @@ struct PipelineArgs {
     /// Seconds a mapping is reused before it is looked up again (0: no cache).
     #[arg(long, default_value_t = 86_400)]
     cache_ttl_secs: u64,
+    /// A prefix of every topic name.
+    #[arg(long, env = "USER_PROFILE_TOPIC_PREFIX", default_value = "")]
+    topic_prefix: String,
+}
+
+#[derive(Args)]
+struct ReprocessArgs {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// Names this re-run: its application id is `<application.id>-reprocess-<run id>`
+    /// (default: the current Unix time, so each re-run starts from the beginning).
+    #[arg(long)]
+    run_id: Option<String>,
 }
 
 #[derive(Args)]
@@ -95,6 +110,7 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,user_profile=info".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse().command) {
         Ok(code) => code,
@@ -106,22 +122,26 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> Result<ExitCode, WeirError> {
-    let topics = Topics::default();
     match command {
         Command::Run(args) => {
-            let topology = run_topology(&topics, &args.service())?;
-            KafkaStreams::new(topology, &args.streams_config("user-profile")?)?.run()?;
+            let topology = run_topology(&args.topics(), &args.service())?;
+            KafkaStreams::new(topology, &args.streams_config()?)?.run()?;
         }
-        Command::Reprocess(args) => {
-            let topology = reprocess_topology(&topics, &args.service())?;
-            let config = args.streams_config("user-profile")?;
-            // A new application id: its own consumer offsets (from the
-            // beginning) and stores, apart from those of `run`.
-            let base = config.get("application.id").unwrap_or("user-profile").to_string();
-            let config = config.set("application.id", format!("{base}-reprocess-{}", unix_seconds()));
+        Command::Reprocess(ReprocessArgs { pipeline, run_id }) => {
+            let topology = reprocess_topology(&pipeline.topics(), &pipeline.service())?;
+            let config = pipeline.streams_config()?;
+            // An application id of its own: its own consumer offsets (from
+            // the beginning) and stores, apart from those of `run`.
+            let base = config
+                .get("application.id")
+                .unwrap_or(DEFAULT_APPLICATION_ID)
+                .to_string();
+            let run_id = run_id.unwrap_or_else(|| unix_seconds().to_string());
+            let config = config.set("application.id", format!("{base}-reprocess-{run_id}"));
             KafkaStreams::new(topology, &config)?.run()?;
         }
         Command::Describe => {
+            let topics = Topics::default();
             let service = MappingService::at("http://id-mapping");
             println!("run:\n{}", run_topology(&topics, &service)?.describe());
             println!("reprocess:\n{}", reprocess_topology(&topics, &service)?.describe());
@@ -139,7 +159,7 @@ fn run(command: Command) -> Result<ExitCode, WeirError> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Generate(args) => generate(&topics, &args)?,
+        Command::Generate(args) => generate(&Topics::default(), &args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -153,9 +173,13 @@ impl PipelineArgs {
         }
     }
 
+    fn topics(&self) -> Topics {
+        Topics::with_prefix(&self.topic_prefix)
+    }
+
     /// The TOML file (if any) under the environment, with `application.id`
-    /// defaulting to `default_id`.
-    fn streams_config(&self, default_id: &str) -> Result<StreamsConfig, WeirError> {
+    /// defaulting to `user-profile`.
+    fn streams_config(&self) -> Result<StreamsConfig, WeirError> {
         let file = match &self.config {
             Some(path) => StreamsConfig::from_toml_file(path)?,
             None => StreamsConfig::default(),
@@ -163,7 +187,7 @@ impl PipelineArgs {
         let config = file.merge(StreamsConfig::from_env());
         Ok(match config.get("application.id") {
             Some(_) => config,
-            None => config.set("application.id", default_id),
+            None => config.set("application.id", DEFAULT_APPLICATION_ID),
         })
     }
 }

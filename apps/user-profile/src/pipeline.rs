@@ -32,12 +32,19 @@ pub struct Topics {
 
 impl Default for Topics {
     fn default() -> Self {
+        Topics::with_prefix("")
+    }
+}
+
+impl Topics {
+    /// The default names, each after `prefix` (to share a cluster).
+    pub fn with_prefix(prefix: &str) -> Self {
         Topics {
-            users: "mysql.app.users".into(),
-            preferences: "mysql.app.preferences".into(),
-            profiles: "user-profile".into(),
-            god_objects: "user-god-object".into(),
-            enrichment_dead_letters: "user-god-object-dlq".into(),
+            users: format!("{prefix}mysql.app.users"),
+            preferences: format!("{prefix}mysql.app.preferences"),
+            profiles: format!("{prefix}user-profile"),
+            god_objects: format!("{prefix}user-god-object"),
+            enrichment_dead_letters: format!("{prefix}user-god-object-dlq"),
         }
     }
 }

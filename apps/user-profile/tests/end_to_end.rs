@@ -1,0 +1,202 @@
+//! The pipeline as operators run it: `user-profile run` in two processes
+//! against a broker, the reference ID-mapping service failing now and then,
+//! one instance killed with SIGKILL in the middle of the changes, and then
+//! `user-profile reprocess` after the service's mappings changed. Runs on
+//! the in-process cluster and on a broker process (Tansu, or the cluster in
+//! `KAFKA_BOOTSTRAP_SERVERS`).
+
+use id_mapping_service::{Behaviour, MappingService as ReferenceService};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use user_profile::generator::{CdcWriter, Generator};
+use user_profile::model::GodObject;
+use user_profile::pipeline::{reprocess_topology, run_topology, MappingService, Topics};
+use weir::runtime::StreamsConfig;
+use weir::serde::Json;
+use weir::testing::kafka::{eventually, read_compacted};
+use weir_e2e::cluster::Cluster;
+use weir_e2e::instance::{await_stable_group, Instance};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_user-profile");
+const PARTITIONS: i32 = 6;
+const USERS: usize = 300;
+const CHANGES_PER_PHASE: usize = 1_500;
+const WAIT: Duration = Duration::from_secs(180);
+
+#[test]
+fn on_the_embedded_cluster() {
+    two_instances_a_kill_and_a_reprocess(&Cluster::embedded());
+}
+
+#[test]
+fn on_a_broker_process() {
+    two_instances_a_kill_and_a_reprocess(&Cluster::broker());
+}
+
+fn two_instances_a_kill_and_a_reprocess(cluster: &Cluster) {
+    let prefix = cluster.name("");
+    let topics = Topics::with_prefix(&prefix);
+    for topic in [
+        &topics.users,
+        &topics.preferences,
+        &topics.profiles,
+        &topics.god_objects,
+    ] {
+        cluster.create_topic(topic.strip_prefix(&prefix).unwrap(), PARTITIONS);
+    }
+    let service = ReferenceService::start(Behaviour {
+        latency_ms: 2,
+        jitter_ms: 3,
+        error_rate: 0.05,
+        ..Behaviour::default()
+    })
+    .unwrap();
+    let url = format!("http://{}", service.address());
+    let application = format!("{prefix}user-profile");
+    let logs = tempfile::tempdir().unwrap();
+    let states = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+
+    // Instances in other processes cannot create topics on the in-process
+    // cluster: its internal topics are made here.
+    let settings = |application: &str, state: &Path| environment(cluster, application, state);
+    for (id, topology) in [
+        (
+            application.clone(),
+            run_topology(&topics, &MappingService::at(&url)).unwrap(),
+        ),
+        (
+            format!("{application}-reprocess-1"),
+            reprocess_topology(&topics, &MappingService::at(&url)).unwrap(),
+        ),
+    ] {
+        cluster.prepare_topics(
+            &topology,
+            &StreamsConfig::from_env_vars(settings(&id, states[0].path())),
+        );
+    }
+    let start = |name: &str, subcommand: &[&str], state: &Path| {
+        let mut command = Command::new(BINARY);
+        command
+            .args(subcommand)
+            .args(["--mapping-url", &url, "--topic-prefix", &prefix])
+            .envs(settings(&application, state));
+        Instance::start(name, command, logs.path())
+    };
+
+    let mut writer = CdcWriter::with_settings(
+        cluster.bootstrap_servers(),
+        &topics.users,
+        &topics.preferences,
+        cluster.producer_settings(),
+    )
+    .unwrap();
+    let mut generator = Generator::new(0x5eed, USERS);
+    let mut feed = |records: Vec<user_profile::generator::CdcRecord>| {
+        writer.write(&records, None).unwrap();
+        writer.flush().unwrap();
+    };
+    feed(generator.snapshot());
+    let mut first = start("first", &["run"], states[0].path());
+    let god_objects = || -> HashMap<i64, GodObject> {
+        read_compacted(
+            cluster.bootstrap_servers(),
+            &topics.god_objects,
+            &Json::<i64>::new(),
+            &Json::<GodObject>::new(),
+        )
+        .unwrap()
+    };
+    let started = eventually(WAIT, || Ok(!god_objects().is_empty())).unwrap();
+    assert!(started, "the first instance wrote nothing:\n{}", first.log_tail());
+
+    feed(generator.changes(CHANGES_PER_PHASE));
+    let mut second = start("second", &["run"], states[1].path());
+    feed(generator.changes(CHANGES_PER_PHASE));
+    second.await_log("partitions assigned", WAIT);
+    await_stable_group(&[&first, &second], WAIT);
+    first.kill();
+    feed(generator.changes(CHANGES_PER_PHASE));
+    if !cluster.reassigns_after_a_member_dies() {
+        first = start("first-restarted", &["run"], states[0].path());
+    }
+
+    let expected = |id_prefix: &str| -> HashMap<i64, GodObject> {
+        generator
+            .expected_profiles()
+            .into_values()
+            .map(|p| {
+                let god = GodObject {
+                    user_id: p.user_id,
+                    new_user_id: format!("{id_prefix}{}", p.user_id),
+                    email: p.email,
+                    dark_mode: p.dark_mode,
+                };
+                (p.user_id, god)
+            })
+            .collect()
+    };
+    let assert_converges = |expected: HashMap<i64, GodObject>, instances: &[&Instance]| {
+        let converged = eventually(WAIT, || Ok(god_objects() == expected)).unwrap();
+        if !converged {
+            let actual = god_objects();
+            let wrong: Vec<_> = expected
+                .iter()
+                .filter(|(id, god)| actual.get(id) != Some(god))
+                .take(5)
+                .map(|(id, god)| (god, actual.get(id)))
+                .collect();
+            let extra: Vec<_> = actual.keys().filter(|id| !expected.contains_key(id)).take(5).collect();
+            let tails: Vec<String> = instances.iter().map(|i| i.log_tail()).collect();
+            panic!(
+                "user-god-object did not converge: {} of {} users, first wrong (expected, actual) {wrong:?}, \
+                 unexpected {extra:?}\n{}",
+                actual.len(),
+                expected.len(),
+                tails.join("\n")
+            );
+        }
+    };
+    assert_converges(expected("u2-"), &[&first, &second]);
+
+    // The mappings change; a re-run of the enrichment alone brings every
+    // user's new id.
+    service.controls().set_prefix("u3-");
+    let mut reprocess = start(
+        "reprocess",
+        &["reprocess", "--run-id", "1"],
+        states[0].path().join("r").as_path(),
+    );
+    assert_converges(expected("u3-"), &[&reprocess]);
+
+    for instance in [&mut reprocess, &mut second, &mut first] {
+        if instance.has_exited() {
+            continue; // the killed one, where it was not restarted
+        }
+        let status = instance.terminate(Duration::from_secs(60));
+        assert!(
+            status.success(),
+            "an instance did not stop cleanly:\n{}",
+            instance.log_tail()
+        );
+    }
+}
+
+/// The `WEIR_*` variables of an instance.
+fn environment(cluster: &Cluster, application: &str, state: &Path) -> Vec<(String, String)> {
+    let settings = [
+        ("application.id", application.to_string()),
+        ("bootstrap.servers", cluster.bootstrap_servers().to_string()),
+        ("state.dir", state.to_string_lossy().to_string()),
+        ("commit.interval.ms", "200".to_string()),
+        ("consumer.session.timeout.ms", "6000".to_string()),
+        ("consumer.heartbeat.interval.ms", "500".to_string()),
+    ];
+    settings
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .chain(cluster.client_settings())
+        .map(|(key, value)| (format!("WEIR_{}", key.to_ascii_uppercase().replace('.', "_")), value))
+        .collect()
+}
