@@ -34,6 +34,7 @@ use crate::record::{Header, InputHeaders, InputRecord};
 use crate::state::StoreSupplier;
 use crate::topology::{changelog_topic, Topology};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -253,9 +254,21 @@ impl TaskManager {
             self.sender.flush()?;
             let offsets = self.offsets_to_commit(true)?;
             if offsets.count() > 0 {
-                consumer
-                    .commit(&offsets, CommitMode::Sync)
-                    .map_err(|e| WeirError::Kafka(format!("cannot commit offsets: {e}")))?;
+                match consumer.commit(&offsets, CommitMode::Sync) {
+                    Ok(()) => {}
+                    // The group is moving partitions: the revocation that
+                    // follows commits, or the next owner processes these
+                    // records again, as at-least-once allows.
+                    Err(KafkaError::ConsumerCommit(
+                        code @ (RDKafkaErrorCode::RebalanceInProgress
+                        | RDKafkaErrorCode::IllegalGeneration
+                        | RDKafkaErrorCode::UnknownMemberId),
+                    )) => {
+                        tracing::info!(?code, "commit skipped: the group is rebalancing");
+                        return Ok(());
+                    }
+                    Err(error) => return Err(WeirError::Kafka(format!("cannot commit offsets: {error}")).into()),
+                }
             }
         }
         self.uncommitted = 0;
