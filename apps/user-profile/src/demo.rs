@@ -130,11 +130,7 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
         generated_in.as_secs_f64()
     );
 
-    let expected: BTreeMap<i64, (String, Option<bool>)> = generator
-        .expected_profiles()
-        .into_values()
-        .map(|p| (p.user_id, (p.email, p.dark_mode)))
-        .collect();
+    let expected = generator.expected_god_objects(|id| format!("u2-{id}"));
     let deadline = Instant::now() + options.settle_timeout;
     let mut cdc_done = None;
     let verified = loop {
@@ -338,9 +334,9 @@ impl OutputMonitor {
         })
     }
 
-    /// `None` when the god objects are exactly the expected users (with the
-    /// service's `u2-` ids), else the first difference.
-    fn mismatch(&self, expected: &BTreeMap<i64, (String, Option<bool>)>) -> Option<String> {
+    /// `None` when the god objects are exactly `expected`, else the first
+    /// difference.
+    fn mismatch(&self, expected: &BTreeMap<i64, GodObject>) -> Option<String> {
         let undecodable = self.undecodable.load(Ordering::Relaxed);
         if undecodable > 0 {
             return Some(format!("{undecodable} user-god-object records could not be read"));
@@ -349,14 +345,8 @@ impl OutputMonitor {
         if view.len() != expected.len() {
             return Some(format!("{} god objects, {} users expected", view.len(), expected.len()));
         }
-        for (id, (email, dark_mode)) in expected {
-            let wanted = GodObject {
-                user_id: *id,
-                new_user_id: format!("u2-{id}"),
-                email: email.clone(),
-                dark_mode: *dark_mode,
-            };
-            if view.get(id) != Some(&wanted) {
+        for (id, wanted) in expected {
+            if view.get(id) != Some(wanted) {
                 return Some(format!("user {id}: {:?}, expected {wanted:?}", view.get(id)));
             }
         }

@@ -21,7 +21,7 @@
 //! assert!(expected.len() > 50);
 //! ```
 
-use crate::model::UserProfile;
+use crate::model::{GodObject, IdMapping, UserProfile};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use serde::Serialize;
@@ -174,6 +174,21 @@ impl Generator {
                     dark_mode: user.dark_mode,
                 };
                 (*id, profile)
+            })
+            .collect()
+    }
+
+    /// The `user-god-object` topic's compacted view that the events imply,
+    /// with `new_user_id(user_id)` as the ID-mapping service's answer.
+    pub fn expected_god_objects(&self, new_user_id: impl Fn(i64) -> String) -> BTreeMap<i64, GodObject> {
+        self.expected_profiles()
+            .into_iter()
+            .map(|(id, profile)| {
+                let mapping = IdMapping {
+                    user_id: id,
+                    new_user_id: new_user_id(id),
+                };
+                (id, GodObject::new(profile, mapping))
             })
             .collect()
     }

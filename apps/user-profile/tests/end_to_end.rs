@@ -124,17 +124,8 @@ fn two_instances_a_kill_and_a_reprocess(cluster: &Cluster) {
 
     let expected = |id_prefix: &str| -> HashMap<i64, GodObject> {
         generator
-            .expected_profiles()
-            .into_values()
-            .map(|p| {
-                let god = GodObject {
-                    user_id: p.user_id,
-                    new_user_id: format!("{id_prefix}{}", p.user_id),
-                    email: p.email,
-                    dark_mode: p.dark_mode,
-                };
-                (p.user_id, god)
-            })
+            .expected_god_objects(|id| format!("{id_prefix}{id}"))
+            .into_iter()
             .collect()
     };
     let assert_converges = |expected: HashMap<i64, GodObject>, instances: &[&Instance]| {

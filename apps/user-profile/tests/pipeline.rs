@@ -63,20 +63,11 @@ fn the_outputs_hold_exactly_the_users_the_generated_changes_imply() {
     records.extend(generator.changes(3_000));
     pipe(&driver, &records);
 
-    let expected = generator.expected_profiles();
-    let expected_profiles: HashMap<i64, UserProfile> = expected.clone().into_iter().collect();
+    let expected_profiles: HashMap<i64, UserProfile> = generator.expected_profiles().into_iter().collect();
     assert_eq!(profiles(&driver), expected_profiles);
-    let expected_god_objects: HashMap<i64, GodObject> = expected
-        .into_values()
-        .map(|p| {
-            let god = GodObject {
-                user_id: p.user_id,
-                new_user_id: format!("u2-{}", p.user_id),
-                email: p.email,
-                dark_mode: p.dark_mode,
-            };
-            (p.user_id, god)
-        })
+    let expected_god_objects: HashMap<i64, GodObject> = generator
+        .expected_god_objects(|id| format!("u2-{id}"))
+        .into_iter()
         .collect();
     assert_eq!(god_objects(&driver), expected_god_objects);
     assert!(

@@ -2,7 +2,7 @@
 //! the JSON the pipeline writes must have their fields, with their types.
 
 use serde_json::Value;
-use user_profile::model::{GodObject, UserProfile};
+use user_profile::model::{GodObject, IdMapping, UserProfile};
 
 fn schema(file: &str) -> Value {
     let path = format!("{}/../../schemas/{file}", env!("CARGO_MANIFEST_DIR"));
@@ -61,13 +61,11 @@ fn the_output_values_have_the_fields_and_types_of_their_schemas() {
     let god_objects: Vec<Value> = profiles
         .iter()
         .map(|p| {
-            let god = GodObject {
+            let mapping = IdMapping {
                 user_id: p.user_id,
                 new_user_id: format!("u2-{}", p.user_id),
-                email: p.email.clone(),
-                dark_mode: p.dark_mode,
             };
-            serde_json::to_value(god).unwrap()
+            serde_json::to_value(GodObject::new(p.clone(), mapping)).unwrap()
         })
         .collect();
     assert_matches("user-god-object-value.avsc", &god_objects);

@@ -162,8 +162,8 @@ impl ChangelogReader {
         metrics.restored(store, 0, 0);
         if restored > 0 {
             tracing::info!(
-                task = %task.id(), store, records = restored, elapsed_ms = started.elapsed().as_millis() as u64,
-                "store restored from its changelog"
+                task = %task.id(), store, records = restored, from = ?range.from, to = ?range.to,
+                elapsed_ms = started.elapsed().as_millis() as u64, "store restored from its changelog"
             );
         }
         Ok(next)
