@@ -30,11 +30,11 @@ fn at_least_once_on_the_embedded_cluster() {
     scale_out(&Cluster::embedded(), "at_least_once");
 }
 
-/// On Tansu 0.6.0 about one run in five ends with one key's updates
-/// missing from a task's state after the kill (the input holds them, the
-/// outputs never show them); the cause is not found yet (see the README).
-/// There, a failed run is printed and run once more on a new broker, so a
-/// failure that repeats still fails the test.
+/// On Tansu 0.6.0 a run once ended with one key's updates missing from a
+/// task's state after the kill (the input held them, the outputs never
+/// showed them); the cause is not found yet (see the README). There, a
+/// failed run is printed and run once more on a new broker, so a failure
+/// that repeats still fails the test.
 #[test]
 fn at_least_once_on_a_broker_process() {
     let cluster = Cluster::broker();
