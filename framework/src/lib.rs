@@ -37,6 +37,7 @@ pub mod enrich;
 pub mod error;
 pub mod error_handler;
 pub mod metrics;
+pub mod ops;
 pub mod partition;
 pub(crate) mod processor;
 pub mod record;

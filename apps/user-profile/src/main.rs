@@ -2,14 +2,16 @@
 //! topology, generate CDC events, or run it all in one process (`demo`).
 
 use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use user_profile::demo::{run_demo, DemoOptions};
 use user_profile::generator::{CdcWriter, Generator};
 use user_profile::pipeline::{reprocess_topology, run_topology, MappingService, Topics};
+use weir::ops::OpsServer;
 use weir::runtime::{KafkaStreams, StreamsConfig};
-use weir::WeirError;
+use weir::{Topology, WeirError};
 
 const DEFAULT_APPLICATION_ID: &str = "user-profile";
 
@@ -56,6 +58,9 @@ struct PipelineArgs {
     /// A prefix of every topic name.
     #[arg(long, env = "USER_PROFILE_TOPIC_PREFIX", default_value = "")]
     topic_prefix: String,
+    /// Where `/health`, `/ready` and `/metrics` listen (port 0: any free port).
+    #[arg(long, env = "USER_PROFILE_OPS_ADDRESS", default_value = "0.0.0.0:9464")]
+    ops_address: SocketAddr,
 }
 
 #[derive(Args)]
@@ -125,7 +130,7 @@ fn run(command: Command) -> Result<ExitCode, WeirError> {
     match command {
         Command::Run(args) => {
             let topology = run_topology(&args.topics(), &args.service())?;
-            KafkaStreams::new(topology, &args.streams_config()?)?.run()?;
+            args.run(topology, args.streams_config()?)?;
         }
         Command::Reprocess(ReprocessArgs { pipeline, run_id }) => {
             let topology = reprocess_topology(&pipeline.topics(), &pipeline.service())?;
@@ -138,7 +143,7 @@ fn run(command: Command) -> Result<ExitCode, WeirError> {
                 .to_string();
             let run_id = run_id.unwrap_or_else(|| unix_seconds().to_string());
             let config = config.set("application.id", format!("{base}-reprocess-{run_id}"));
-            KafkaStreams::new(topology, &config)?.run()?;
+            pipeline.run(topology, config)?;
         }
         Command::Describe => {
             let topics = Topics::default();
@@ -171,6 +176,14 @@ impl PipelineArgs {
             cache_ttl: (self.cache_ttl_secs > 0).then(|| Duration::from_secs(self.cache_ttl_secs)),
             ..MappingService::at(&self.mapping_url)
         }
+    }
+
+    /// Runs `topology` until SIGTERM or SIGINT, with its operations endpoint.
+    fn run(&self, topology: Topology, config: StreamsConfig) -> Result<(), WeirError> {
+        let streams = KafkaStreams::new(topology, &config)?;
+        let ops = OpsServer::start(self.ops_address, streams.status_handle())?;
+        tracing::info!(address = %ops.address(), "operations endpoint (/health, /ready, /metrics) listening");
+        streams.run()
     }
 
     fn topics(&self) -> Topics {

@@ -80,7 +80,14 @@ fn two_instances_a_kill_and_a_reprocess(cluster: &Cluster) {
         let mut command = Command::new(BINARY);
         command
             .args(subcommand)
-            .args(["--mapping-url", &url, "--topic-prefix", &prefix])
+            .args([
+                "--mapping-url",
+                &url,
+                "--topic-prefix",
+                &prefix,
+                "--ops-address",
+                "127.0.0.1:0",
+            ])
             .envs(settings(&application, state));
         Instance::start(name, command, logs.path())
     };
@@ -150,6 +157,16 @@ fn two_instances_a_kill_and_a_reprocess(cluster: &Cluster) {
         }
     };
     assert_converges(expected("u2-"), &[&first, &second]);
+    let (ready, _) = http_get(&second, "/ready");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let (_, metrics) = http_get(&second, "/metrics");
+    for name in [
+        "weir_records_processed_total",
+        "weir_enrich_calls_total",
+        "weir_cdc_events_total",
+    ] {
+        assert!(metrics.contains(name), "no {name} in /metrics:\n{metrics}");
+    }
 
     // The mappings change; a re-run of the enrichment alone brings every
     // user's new id.
@@ -172,6 +189,40 @@ fn two_instances_a_kill_and_a_reprocess(cluster: &Cluster) {
             instance.log_tail()
         );
     }
+}
+
+/// GETs `path` from an instance's operations endpoint (its address is in
+/// its log); returns the status line and the body.
+fn http_get(instance: &Instance, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let log = strip_ansi(&instance.log());
+    let address = log
+        .lines()
+        .find(|l| l.contains("operations endpoint"))
+        .and_then(|l| l.split("address=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no operations endpoint in the log:\n{}", instance.log_tail()))
+        .to_string();
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: ops\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+}
+
+/// Log text without its terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The `WEIR_*` variables of an instance.

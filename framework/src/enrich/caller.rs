@@ -107,7 +107,11 @@ pub(crate) struct Caller<Q, R> {
     slots: tokio::sync::Semaphore,
     breaker: Mutex<CircuitBreaker>,
     stats: Arc<EnrichStats>,
-    exported: Exported,
+    name: String,
+    /// Registered on first use: a topology is often built before the
+    /// application installs its metrics recorder, and handles taken
+    /// earlier would record nowhere.
+    exported: std::sync::OnceLock<Exported>,
 }
 
 impl<Q, R> Caller<Q, R> {
@@ -118,8 +122,13 @@ impl<Q, R> Caller<Q, R> {
             breaker: Mutex::new(CircuitBreaker::new(options.breaker.clone())),
             options,
             stats: Arc::new(EnrichStats::default()),
-            exported: Exported::new(name),
+            name: name.to_string(),
+            exported: std::sync::OnceLock::new(),
         }
+    }
+
+    fn exported(&self) -> &Exported {
+        self.exported.get_or_init(|| Exported::new(&self.name))
     }
 
     pub(crate) fn stats(&self) -> &Arc<EnrichStats> {
@@ -133,17 +142,17 @@ impl<Q, R> Caller<Q, R> {
     /// Counts records entering (`+n`) or leaving (`-n`) the wait for enrichment.
     pub(crate) fn add_buffered(&self, n: i64) {
         let now = self.stats.buffered.fetch_add(n, Ordering::Relaxed) + n;
-        self.exported.buffered.set(now as f64);
+        self.exported().buffered.set(now as f64);
     }
 
     pub(crate) fn record_cache_hit(&self) {
         self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-        self.exported.cache_hits.increment(1);
+        self.exported().cache_hits.increment(1);
     }
 
     pub(crate) fn record_failure(&self) {
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
-        self.exported.failures.increment(1);
+        self.exported().failures.increment(1);
     }
 }
 
@@ -191,7 +200,7 @@ impl<Q: Clone + Send + 'static, R: Send + 'static> Caller<Q, R> {
                 )));
             }
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            self.exported.retries.increment(1);
+            self.exported().retries.increment(1);
             if counted_failures > 0 {
                 tokio::time::sleep(self.options.retry.backoff(counted_failures)).await;
             }
@@ -211,18 +220,18 @@ impl<Q: Clone + Send + 'static, R: Send + 'static> Caller<Q, R> {
         // The semaphore is never closed, so acquiring cannot fail.
         let _slot = self.slots.acquire().await;
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        self.exported.calls.increment(1);
+        self.exported().calls.increment(1);
         let in_flight = self.stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        self.exported.in_flight.set(in_flight as f64);
+        self.exported().in_flight.set(in_flight as f64);
         let started = Instant::now();
         let timeout = self.options.timeout;
         let result = match tokio::time::timeout(timeout, self.lookup.lookup(query)).await {
             Ok(result) => result,
             Err(_) => Err(LookupError::retryable(format!("no answer within {timeout:?}"))),
         };
-        self.exported.latency.record(started.elapsed().as_secs_f64());
+        self.exported().latency.record(started.elapsed().as_secs_f64());
         let in_flight = self.stats.in_flight.fetch_sub(1, Ordering::Relaxed) - 1;
-        self.exported.in_flight.set(in_flight as f64);
+        self.exported().in_flight.set(in_flight as f64);
         result
     }
 
@@ -231,7 +240,7 @@ impl<Q: Clone + Send + 'static, R: Send + 'static> Caller<Q, R> {
         let result = f(&mut breaker);
         let state = breaker.state();
         self.stats.breaker.store(state.as_gauge() as u8, Ordering::Relaxed);
-        self.exported.breaker.set(state.as_gauge());
+        self.exported().breaker.set(state.as_gauge());
         result
     }
 }

@@ -59,6 +59,24 @@ impl StateCell {
     }
 }
 
+/// Where a [`KafkaStreams`] is in its life and what it counted, readable
+/// from any thread (health checks, monitoring).
+#[derive(Clone)]
+pub struct StatusHandle {
+    state: Arc<StateCell>,
+    metrics: Arc<RuntimeMetrics>,
+}
+
+impl StatusHandle {
+    pub fn state(&self) -> StreamsState {
+        self.state.get()
+    }
+
+    pub fn metrics(&self) -> RuntimeSnapshot {
+        self.metrics.snapshot()
+    }
+}
+
 /// Sets the shutdown flag of a running [`KafkaStreams`] from anywhere.
 #[derive(Clone)]
 pub struct ShutdownHandle(Arc<AtomicBool>);
@@ -217,6 +235,14 @@ impl KafkaStreams {
     /// The instance's counters now.
     pub fn metrics(&self) -> RuntimeSnapshot {
         self.metrics.snapshot()
+    }
+
+    /// A handle that reads the instance's state and counters from another thread.
+    pub fn status_handle(&self) -> StatusHandle {
+        StatusHandle {
+            state: self.state.clone(),
+            metrics: self.metrics.clone(),
+        }
     }
 
     /// A handle that stops the instance from another thread.

@@ -33,7 +33,7 @@ mod topics;
 pub use checkpoint::Checkpoint;
 pub use config::{ClientProperties, ProcessingGuarantee, Settings, StoreBackend, StreamsConfig, WEIR_KEYS};
 pub(crate) use kafka_streams::StateCell;
-pub use kafka_streams::{KafkaStreams, ShutdownHandle, StreamsState};
+pub use kafka_streams::{KafkaStreams, ShutdownHandle, StatusHandle, StreamsState};
 pub(crate) use task::TaskBuilder;
 pub use task::{Task, TaskId, TaskSettings};
 pub(crate) use task_manager::KafkaHeaders;
