@@ -15,6 +15,9 @@ pub const RECORDS_SKIPPED: &str = "weir_records_skipped_total";
 pub const RECORDS_DEAD_LETTERED: &str = "weir_records_dead_lettered_total";
 /// Records processed by a task, labelled by source `topic`.
 pub const RECORDS_PROCESSED: &str = "weir_records_processed_total";
+/// Records written by a task's sinks (outputs and repartition topics, not
+/// changelogs or dead letters), labelled by `topic`.
+pub const RECORDS_PRODUCED: &str = "weir_records_produced_total";
 
 /// Changelog records written back into stores, labelled by `store`.
 pub const RESTORED_RECORDS: &str = "weir_restore_records_total";
@@ -88,6 +91,11 @@ impl SkipReason {
 /// up once per source, not per record.
 pub(crate) fn processed_counter(topic: &str) -> metrics::Counter {
     metrics::counter!(RECORDS_PROCESSED, "topic" => topic.to_string())
+}
+
+/// The exported counter of records one sink writes to `topic`.
+pub(crate) fn produced_counter(topic: &str) -> metrics::Counter {
+    metrics::counter!(RECORDS_PRODUCED, "topic" => topic.to_string())
 }
 
 /// Counters of one task.

@@ -162,6 +162,7 @@ fn two_instances_a_kill_and_a_reprocess(cluster: &Cluster) {
     let (_, metrics) = http_get(&second, "/metrics");
     for name in [
         "weir_records_processed_total",
+        "weir_records_produced_total",
         "weir_enrich_calls_total",
         "weir_cdc_events_total",
     ] {

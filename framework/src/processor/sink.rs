@@ -10,6 +10,8 @@ pub(crate) struct SinkNode<K, V> {
     pub topic: Arc<str>,
     pub key_serde: SerdeRef<K>,
     pub value_serde: SerdeRef<V>,
+    /// `weir_records_produced_total{topic}`.
+    pub produced: metrics::Counter,
 }
 
 impl<K: 'static, V: 'static> Processor<K, V> for SinkNode<K, V> {
@@ -26,6 +28,7 @@ impl<K: 'static, V: 'static> Processor<K, V> for SinkNode<K, V> {
                 headers: Vec::new(),
             },
         });
+        self.produced.increment(1);
         Ok(())
     }
 }

@@ -216,8 +216,10 @@ impl TopologyBuilder {
         let id = self.add_processor::<K, V, (), (), _, _>("KSTREAM-SINK", &[parent], Vec::new(), {
             let topic = topic.clone();
             move |task, _| {
+                let topic = task.topic(&topic);
                 Ok(SinkNode {
-                    topic: task.topic(&topic),
+                    produced: crate::metrics::produced_counter(&topic),
+                    topic,
                     key_serde: key_serde.clone(),
                     value_serde: value_serde.clone(),
                 })
