@@ -88,7 +88,7 @@ impl Bench {
         let topology = topology(&input, &output, service, limit, cached);
         Bench {
             producer: TestProducer::new(kafka.bootstrap_servers()).expect("a producer"),
-            outputs: OutputCounter::new(kafka, &output, PARTITIONS),
+            outputs: OutputCounter::new(kafka, &output),
             expected: 0,
             app: App::start(kafka, name, topology),
             input,

@@ -183,7 +183,7 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
             .chain(extra.iter().copied())
             .take(3)
             .collect();
-        let histories: String = suspects.iter().map(|key| key_history(cluster, &topics, key)).collect();
+        let histories = key_histories(cluster, &topics, &suspects);
         panic!(
             "the outputs did not converge; first wrong profiles {wrong:?}, unexpected keys {extra:?}; wrong \
              domain members (domain, expected count, first differences) {wrong_members:?}; the instances' logs are \
@@ -209,18 +209,25 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
     }
 }
 
-/// Every record of `key` in the inputs and the profiles, with partitions
-/// and offsets, to diagnose a failed run.
-fn key_history(cluster: &Cluster, topics: &Topics, key: &str) -> String {
-    let mut history = format!("history of {key}:\n");
-    for topic in [&topics.users, &topics.preferences, &topics.profiles] {
-        let records = weir::testing::kafka::read_topic(cluster.bootstrap_servers(), topic).unwrap_or_default();
-        for read in records
-            .iter()
-            .filter(|r| r.record.key.as_deref() == Some(key.as_bytes()))
-        {
-            let value = read.record.value.as_deref().map(String::from_utf8_lossy);
-            history.push_str(&format!("  {topic}[{}]@{}: {value:?}\n", read.partition, read.offset));
+/// Every record of each of `keys` in the inputs and the profiles, with
+/// partitions and offsets, to diagnose a failed run.
+fn key_histories(cluster: &Cluster, topics: &Topics, keys: &[&String]) -> String {
+    let topics = [&topics.users, &topics.preferences, &topics.profiles];
+    let records: Vec<_> = topics
+        .iter()
+        .map(|topic| weir::testing::kafka::read_topic(cluster.bootstrap_servers(), topic).unwrap_or_default())
+        .collect();
+    let mut history = String::new();
+    for key in keys {
+        history.push_str(&format!("history of {key}:\n"));
+        for (topic, records) in topics.iter().zip(&records) {
+            for read in records
+                .iter()
+                .filter(|r| r.record.key.as_deref() == Some(key.as_bytes()))
+            {
+                let value = read.record.value.as_deref().map(String::from_utf8_lossy);
+                history.push_str(&format!("  {topic}[{}]@{}: {value:?}\n", read.partition, read.offset));
+            }
         }
     }
     history

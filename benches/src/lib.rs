@@ -5,11 +5,12 @@
 //! Each benchmark is a `harness = false` program under `benches/` that
 //! prints a table; run them with `cargo bench -p weir-benches`.
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::error::KafkaError;
 use std::time::{Duration, Instant};
 use weir::embedded::EmbeddedKafka;
 use weir::runtime::{KafkaStreams, StreamsConfig, StreamsState};
+use weir::testing::kafka::consumer_from_beginning;
 use weir::Topology;
 
 /// A running application on an embedded cluster, with its state in a
@@ -51,20 +52,8 @@ pub struct OutputCounter {
 }
 
 impl OutputCounter {
-    pub fn new(kafka: &EmbeddedKafka, topic: &str, partitions: i32) -> OutputCounter {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", kafka.bootstrap_servers())
-            .set("group.id", format!("{topic}-counter"))
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("a consumer");
-        let mut assignment = TopicPartitionList::new();
-        for partition in 0..partitions {
-            assignment
-                .add_partition_offset(topic, partition, Offset::Beginning)
-                .expect("a partition");
-        }
-        consumer.assign(&assignment).expect("an assignment");
+    pub fn new(kafka: &EmbeddedKafka, topic: &str) -> OutputCounter {
+        let (consumer, _) = consumer_from_beginning(kafka.bootstrap_servers(), &[topic]).expect("a consumer");
         OutputCounter { consumer, count: 0 }
     }
 
@@ -78,9 +67,10 @@ impl OutputCounter {
                 "only {} of {total} records arrived",
                 self.count
             );
-            if let Some(message) = self.consumer.poll(Duration::from_millis(50)) {
-                message.expect("a record");
-                self.count += 1;
+            match self.consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(_)) => self.count += 1,
+                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(error)) => panic!("cannot read the output: {error}"),
             }
         }
         Instant::now()

@@ -9,20 +9,17 @@ use crate::generator::{CdcWriter, Generator};
 use crate::model::GodObject;
 use crate::pipeline::{run_topology, MappingService, Topics};
 use id_mapping_service::Behaviour;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use weir::embedded::EmbeddedKafka;
 use weir::runtime::{KafkaStreams, StreamsConfig, StreamsState};
+use weir::testing::kafka::consumer_from_beginning;
 use weir::WeirError;
 
 const PARTITIONS: i32 = 6;
-/// Change records generated per chunk, so that a large run never holds all
-/// its events in memory.
-const CHUNK: usize = 50_000;
 
 /// What `demo` runs.
 #[derive(Debug, Clone)]
@@ -106,22 +103,14 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
             streams.state()
         )));
     }
-    let outputs = OutputMonitor::start(kafka.bootstrap_servers(), &topics)?;
-
     let started = Instant::now();
+    let outputs = OutputMonitor::start(kafka.bootstrap_servers(), &topics, started)?;
     let mut generator = Generator::new(options.seed, options.users);
     let mut writer = CdcWriter::new(kafka.bootstrap_servers(), &topics.users, &topics.preferences)?;
     let mut progress = Progress::new(started);
-    let snapshot = generator.snapshot();
-    writer.write(&snapshot, options.rate)?;
-    let mut remaining = options.events.saturating_sub(snapshot.len());
-    drop(snapshot);
-    while remaining > 0 {
-        let chunk = generator.changes(remaining.min(CHUNK));
-        remaining = remaining.saturating_sub(chunk.len());
-        writer.write(&chunk, options.rate)?;
-        progress.report(&streams, &outputs, writer.written());
-    }
+    writer.write_history(&mut generator, options.events, options.rate, |written| {
+        progress.report(&streams, &outputs, written)
+    })?;
     writer.flush()?;
     let written = writer.written();
     let generated_in = started.elapsed();
@@ -150,8 +139,8 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
     };
     let report = DemoReport {
         cdc_records: written,
-        profiles_out: outputs.profiles.load(Ordering::Relaxed),
-        god_objects_out: outputs.god_objects.load(Ordering::Relaxed),
+        profiles_out: outputs.seen.profiles.count(),
+        god_objects_out: outputs.seen.god_objects.count(),
         verified,
     };
     let enrichment = topology.enrichment_metrics()["id-mapping"];
@@ -170,18 +159,12 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
     println!(
         "  join out          {:>9} records  {:>10}",
         report.profiles_out,
-        rate(
-            report.profiles_out,
-            outputs.last_arrival(&outputs.profiles_last, started)
-        )
+        rate(report.profiles_out, outputs.seen.profiles.last_arrival())
     );
     println!(
         "  enrichment out    {:>9} records  {:>10}   ({} service calls, {} retries, {} cache hits)",
         report.god_objects_out,
-        rate(
-            report.god_objects_out,
-            outputs.last_arrival(&outputs.god_objects_last, started)
-        ),
+        rate(report.god_objects_out, outputs.seen.god_objects.last_arrival()),
         enrichment.calls,
         enrichment.retries,
         enrichment.cache_hits
@@ -232,8 +215,8 @@ impl Progress {
             self.started.elapsed().as_secs_f64(),
             written,
             streams.metrics().processed,
-            outputs.profiles.load(Ordering::Relaxed),
-            outputs.god_objects.load(Ordering::Relaxed),
+            outputs.seen.profiles.count(),
+            outputs.seen.god_objects.count(),
         );
     }
 }
@@ -241,80 +224,71 @@ impl Progress {
 /// Reads both output topics in a thread of its own: counts, the compacted
 /// view of `user-god-object`, and the latency of each god object.
 struct OutputMonitor {
-    profiles: Arc<AtomicU64>,
-    god_objects: Arc<AtomicU64>,
-    /// Milliseconds since the Unix epoch of each topic's last record.
-    profiles_last: Arc<AtomicU64>,
-    god_objects_last: Arc<AtomicU64>,
-    view: Arc<Mutex<BTreeMap<i64, GodObject>>>,
-    latencies_ms: Arc<Mutex<Vec<u32>>>,
-    stop: Arc<AtomicBool>,
+    seen: Arc<OutputsSeen>,
     thread: Option<std::thread::JoinHandle<()>>,
-    undecodable: Arc<AtomicU64>,
+}
+
+/// What the monitor's thread has read so far.
+#[derive(Default)]
+struct OutputsSeen {
+    profiles: TopicSeen,
+    god_objects: TopicSeen,
+    view: Mutex<BTreeMap<i64, GodObject>>,
+    latencies_ms: Mutex<Vec<u32>>,
+    undecodable: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// Records of one topic, and when the last arrived (milliseconds after the
+/// run started).
+#[derive(Default)]
+struct TopicSeen {
+    records: AtomicU64,
+    last_ms: AtomicU64,
+}
+
+impl TopicSeen {
+    fn arrived(&self, started: Instant) {
+        self.records.fetch_add(1, Ordering::Relaxed);
+        self.last_ms
+            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn count(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+
+    /// How long after the start the last record arrived, if any did.
+    fn last_arrival(&self) -> Option<Duration> {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        (self.count() > 0).then(|| Duration::from_millis(last.max(1)))
+    }
 }
 
 impl OutputMonitor {
-    fn start(bootstrap_servers: &str, topics: &Topics) -> Result<Self, WeirError> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap_servers)
-            .set("group.id", "user-profile-demo-monitor")
-            .set("enable.auto.commit", "false")
-            .create()
-            .map_err(|e| WeirError::Kafka(format!("cannot create the output reader: {e}")))?;
-        let mut assignment = TopicPartitionList::new();
-        for topic in [&topics.profiles, &topics.god_objects] {
-            for partition in 0..PARTITIONS {
-                assignment
-                    .add_partition_offset(topic, partition, Offset::Beginning)
-                    .map_err(|e| WeirError::Kafka(e.to_string()))?;
-            }
-        }
-        consumer
-            .assign(&assignment)
-            .map_err(|e| WeirError::Kafka(format!("cannot read the outputs: {e}")))?;
-        let monitor = OutputMonitor {
-            profiles: Arc::default(),
-            god_objects: Arc::default(),
-            profiles_last: Arc::default(),
-            god_objects_last: Arc::default(),
-            view: Arc::default(),
-            latencies_ms: Arc::default(),
-            stop: Arc::default(),
-            thread: None,
-            undecodable: Arc::default(),
-        };
-        let (profiles, god_objects) = (monitor.profiles.clone(), monitor.god_objects.clone());
-        let (profiles_last, god_objects_last) = (monitor.profiles_last.clone(), monitor.god_objects_last.clone());
-        let (view, latencies, stop, undecodable) = (
-            monitor.view.clone(),
-            monitor.latencies_ms.clone(),
-            monitor.stop.clone(),
-            monitor.undecodable.clone(),
-        );
+    fn start(bootstrap_servers: &str, topics: &Topics, started: Instant) -> Result<Self, WeirError> {
+        let (consumer, _) = consumer_from_beginning(bootstrap_servers, &[&topics.profiles, &topics.god_objects])?;
+        let seen = Arc::new(OutputsSeen::default());
+        let shared = seen.clone();
         let profiles_topic = topics.profiles.clone();
         let thread = std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            while !shared.stop.load(Ordering::Relaxed) {
                 let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
                     continue;
                 };
-                let now = now_ms();
                 if message.topic() == profiles_topic {
-                    profiles.fetch_add(1, Ordering::Relaxed);
-                    profiles_last.store(now, Ordering::Relaxed);
+                    shared.profiles.arrived(started);
                     continue;
                 }
-                god_objects.fetch_add(1, Ordering::Relaxed);
-                god_objects_last.store(now, Ordering::Relaxed);
+                shared.god_objects.arrived(started);
                 if let Some(written) = message.timestamp().to_millis() {
-                    let latency = now.saturating_sub(written.max(0) as u64);
-                    latencies
-                        .lock()
-                        .expect("latencies")
-                        .push(latency.min(u32::MAX as u64) as u32);
+                    let latency = now_ms().saturating_sub(written.max(0) as u64);
+                    let latency = latency.min(u32::MAX as u64) as u32;
+                    shared.latencies_ms.lock().expect("latencies").push(latency);
                 }
                 let key = message.key().and_then(|k| serde_json::from_slice::<i64>(k).ok());
                 let value = message.payload().map(serde_json::from_slice::<GodObject>);
-                let mut view = view.lock().expect("view");
+                let mut view = shared.view.lock().expect("view");
                 match (key, value) {
                     (Some(key), None) => {
                         view.remove(&key);
@@ -323,25 +297,25 @@ impl OutputMonitor {
                         view.insert(key, god_object);
                     }
                     _ => {
-                        undecodable.fetch_add(1, Ordering::Relaxed);
+                        shared.undecodable.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
         });
         Ok(OutputMonitor {
+            seen,
             thread: Some(thread),
-            ..monitor
         })
     }
 
     /// `None` when the god objects are exactly `expected`, else the first
     /// difference.
     fn mismatch(&self, expected: &BTreeMap<i64, GodObject>) -> Option<String> {
-        let undecodable = self.undecodable.load(Ordering::Relaxed);
+        let undecodable = self.seen.undecodable.load(Ordering::Relaxed);
         if undecodable > 0 {
             return Some(format!("{undecodable} user-god-object records could not be read"));
         }
-        let view = self.view.lock().expect("view");
+        let view = self.seen.view.lock().expect("view");
         if view.len() != expected.len() {
             return Some(format!("{} god objects, {} users expected", view.len(), expected.len()));
         }
@@ -353,18 +327,8 @@ impl OutputMonitor {
         None
     }
 
-    /// How long after `started` a topic's last record arrived.
-    fn last_arrival(&self, last: &AtomicU64, started: Instant) -> Option<Duration> {
-        let last = last.load(Ordering::Relaxed);
-        if last == 0 {
-            return None;
-        }
-        let started_ms = now_ms().saturating_sub(started.elapsed().as_millis() as u64);
-        Some(Duration::from_millis(last.saturating_sub(started_ms).max(1)))
-    }
-
     fn latency_summary(&self) -> String {
-        let mut latencies = self.latencies_ms.lock().expect("latencies").clone();
+        let mut latencies = self.seen.latencies_ms.lock().expect("latencies").clone();
         if latencies.is_empty() {
             return "no records".to_string();
         }
@@ -380,7 +344,7 @@ impl OutputMonitor {
     }
 
     fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.seen.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

@@ -22,13 +22,12 @@
 //! ```
 
 use crate::model::{GodObject, IdMapping, UserProfile};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::ClientConfig;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use weir::cdc::Op;
 use weir::testing::debezium::{Column, ColumnType, DebeziumJson};
+use weir::testing::kafka::TestProducer;
 use weir::WeirError;
 
 /// The source table of an event.
@@ -284,14 +283,19 @@ fn tombstone(writer: &DebeziumJson, table: Table, id: i64) -> CdcRecord {
     }
 }
 
-/// Writes CDC records to Kafka as Kafka Connect does, at most `rate`
-/// records per second when one is given.
+/// Writes CDC records to Kafka as Kafka Connect does (murmur2 of the key
+/// bytes, through [`TestProducer`]), at most `rate` records per second when
+/// one is given.
 pub struct CdcWriter {
-    producer: BaseProducer,
+    producer: TestProducer,
     users_topic: String,
     preferences_topic: String,
     written: u64,
 }
+
+/// Change records generated per chunk, so that a large run never holds all
+/// its events in memory.
+const CHUNK: usize = 50_000;
 
 impl CdcWriter {
     pub fn new(bootstrap_servers: &str, users_topic: &str, preferences_topic: &str) -> Result<Self, WeirError> {
@@ -305,22 +309,10 @@ impl CdcWriter {
         preferences_topic: &str,
         settings: &[(&str, &str)],
     ) -> Result<Self, WeirError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", bootstrap_servers)
-            // Kafka Connect's Java producer: murmur2 of the key bytes.
-            .set("partitioner", "murmur2_random")
-            .set("linger.ms", "5")
-            .set("queue.buffering.max.messages", "500000")
-            .set("compression.type", "lz4");
-        for (key, value) in settings {
-            config.set(*key, *value);
-        }
-        let producer = config
-            .create()
-            .map_err(|e| WeirError::Kafka(format!("cannot create the CDC producer: {e}")))?;
+        let mut all = vec![("queue.buffering.max.messages", "500000"), ("compression.type", "lz4")];
+        all.extend_from_slice(settings);
         Ok(CdcWriter {
-            producer,
+            producer: TestProducer::with_settings(bootstrap_servers, &all)?,
             users_topic: users_topic.to_string(),
             preferences_topic: preferences_topic.to_string(),
             written: 0,
@@ -346,33 +338,37 @@ impl CdcWriter {
                 Table::Users => &self.users_topic,
                 Table::Preferences => &self.preferences_topic,
             };
-            let mut pending = BaseRecord::<[u8], [u8]>::to(topic).key(&record.key);
-            if let Some(payload) = &record.value {
-                pending = pending.payload(payload);
-            }
-            loop {
-                match self.producer.send(pending) {
-                    Ok(()) => break,
-                    Err((
-                        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                        returned,
-                    )) => {
-                        self.producer.poll(Duration::from_millis(10));
-                        pending = returned;
-                    }
-                    Err((error, _)) => return Err(WeirError::Kafka(format!("cannot write a CDC event: {error}"))),
-                }
-            }
+            self.producer
+                .send_raw(topic, None, Some(&record.key), record.value.as_deref())?;
             self.written += 1;
-            self.producer.poll(Duration::ZERO);
+        }
+        Ok(())
+    }
+
+    /// Writes `generator`'s snapshot, then its changes until `events` records
+    /// in all, a chunk at a time; `after_chunk` gets the count written so far.
+    pub fn write_history(
+        &mut self,
+        generator: &mut Generator,
+        events: usize,
+        rate: Option<u64>,
+        mut after_chunk: impl FnMut(u64),
+    ) -> Result<(), WeirError> {
+        let snapshot = generator.snapshot();
+        self.write(&snapshot, rate)?;
+        let mut remaining = events.saturating_sub(snapshot.len());
+        drop(snapshot);
+        while remaining > 0 {
+            let chunk = generator.changes(remaining.min(CHUNK));
+            remaining = remaining.saturating_sub(chunk.len());
+            self.write(&chunk, rate)?;
+            after_chunk(self.written);
         }
         Ok(())
     }
 
     /// Waits until every queued record is written.
     pub fn flush(&self) -> Result<(), WeirError> {
-        self.producer
-            .flush(Duration::from_secs(60))
-            .map_err(|e| WeirError::Kafka(format!("cannot flush the CDC events: {e}")))
+        self.producer.flush()
     }
 }

@@ -208,14 +208,7 @@ impl PipelineArgs {
 fn generate(topics: &Topics, args: &GenerateArgs) -> Result<(), WeirError> {
     let mut generator = Generator::new(args.seed, args.users);
     let mut writer = CdcWriter::new(&args.bootstrap_servers, &topics.users, &topics.preferences)?;
-    let snapshot = generator.snapshot();
-    writer.write(&snapshot, args.rate)?;
-    let mut remaining = args.events.saturating_sub(snapshot.len());
-    while remaining > 0 {
-        let chunk = generator.changes(remaining.min(50_000));
-        remaining = remaining.saturating_sub(chunk.len());
-        writer.write(&chunk, args.rate)?;
-    }
+    writer.write_history(&mut generator, args.events, args.rate, |_| {})?;
     writer.flush()?;
     println!("wrote {} CDC records", writer.written());
     if let Some(path) = &args.expected {

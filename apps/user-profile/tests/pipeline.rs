@@ -32,21 +32,12 @@ fn pipe(driver: &TopologyTestDriver, records: &[CdcRecord]) {
     }
 }
 
-fn profiles(driver: &TopologyTestDriver) -> HashMap<i64, UserProfile> {
-    let topic = driver.output_topic(
-        &Topics::default().profiles,
-        Json::<i64>::new(),
-        Json::<UserProfile>::new(),
-    );
-    topic.read_key_values_to_map().unwrap()
-}
-
-fn god_objects(driver: &TopologyTestDriver) -> HashMap<i64, GodObject> {
-    let topic = driver.output_topic(
-        &Topics::default().god_objects,
-        Json::<i64>::new(),
-        Json::<GodObject>::new(),
-    );
+/// The compacted view of an output topic of the driver.
+fn view<V>(driver: &TopologyTestDriver, topic: &str) -> HashMap<i64, V>
+where
+    V: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let topic = driver.output_topic(topic, Json::<i64>::new(), Json::<V>::new());
     topic.read_key_values_to_map().unwrap()
 }
 
@@ -64,12 +55,18 @@ fn the_outputs_hold_exactly_the_users_the_generated_changes_imply() {
     pipe(&driver, &records);
 
     let expected_profiles: HashMap<i64, UserProfile> = generator.expected_profiles().into_iter().collect();
-    assert_eq!(profiles(&driver), expected_profiles);
+    assert_eq!(
+        view::<UserProfile>(&driver, &Topics::default().profiles),
+        expected_profiles
+    );
     let expected_god_objects: HashMap<i64, GodObject> = generator
         .expected_god_objects(|id| format!("u2-{id}"))
         .into_iter()
         .collect();
-    assert_eq!(god_objects(&driver), expected_god_objects);
+    assert_eq!(
+        view::<GodObject>(&driver, &Topics::default().god_objects),
+        expected_god_objects
+    );
     assert!(
         expected_god_objects.values().any(|g| g.dark_mode.is_none()),
         "some users have no preferences"

@@ -127,35 +127,8 @@ pub struct ReadRecord {
 /// offset order per partition (partitions one after another). Reads only
 /// committed records of transactions.
 pub fn read_topic(bootstrap_servers: &str, topic: &str) -> Result<Vec<ReadRecord>, WeirError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap_servers)
-        // Assigned partitions only: the group is never joined, but librdkafka
-        // wants one.
-        .set("group.id", "weir-test-reader")
-        .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .map_err(|e| WeirError::Kafka(format!("cannot create a test consumer: {e}")))?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), TIMEOUT)
-        .map_err(|e| WeirError::Kafka(format!("cannot read the metadata of {topic}: {e}")))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut assignment = TopicPartitionList::new();
-    for &partition in &partitions {
-        assignment
-            .add_partition_offset(topic, partition, Offset::Beginning)
-            .map_err(|e| WeirError::Kafka(e.to_string()))?;
-    }
-    consumer
-        .assign(&assignment)
-        .map_err(|e| WeirError::Kafka(format!("cannot read {topic}: {e}")))?;
-    let mut pending: BTreeSet<i32> = partitions.into_iter().collect();
+    let (consumer, partitions) = consumer_from_beginning(bootstrap_servers, &[topic])?;
+    let mut pending: BTreeSet<i32> = partitions.into_iter().map(|(_, partition)| partition).collect();
     let mut records = Vec::new();
     let deadline = Instant::now() + TIMEOUT;
     while !pending.is_empty() {
@@ -182,6 +155,47 @@ pub fn read_topic(bootstrap_servers: &str, topic: &str) -> Result<Vec<ReadRecord
     }
     records.sort_by_key(|r| (r.partition, r.offset));
     Ok(records)
+}
+
+/// A consumer outside any group, assigned every partition of `topics` from
+/// its beginning (committed records of transactions only; the end of a
+/// partition comes as a `PartitionEOF` error), and the partitions it got.
+pub fn consumer_from_beginning(
+    bootstrap_servers: &str,
+    topics: &[&str],
+) -> Result<(BaseConsumer, Vec<(String, i32)>), WeirError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap_servers)
+        // Assigned partitions only: the group is never joined, but librdkafka
+        // wants one.
+        .set("group.id", "weir-test-reader")
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(|e| WeirError::Kafka(format!("cannot create a test consumer: {e}")))?;
+    let mut partitions = Vec::new();
+    let mut assignment = TopicPartitionList::new();
+    for &topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), TIMEOUT)
+            .map_err(|e| WeirError::Kafka(format!("cannot read the metadata of {topic}: {e}")))?;
+        for partition in metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        {
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .map_err(|e| WeirError::Kafka(e.to_string()))?;
+            partitions.push((topic.to_string(), partition));
+        }
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| WeirError::Kafka(format!("cannot read {}: {e}", topics.join(", "))))?;
+    Ok((consumer, partitions))
 }
 
 /// The last value per key of `topic`, without keys whose last record is a
