@@ -40,6 +40,23 @@ impl App {
         App { streams, _state: state }
     }
 
+    /// Waits until the application has processed `total` input records.
+    pub fn wait_for_processed(&self, total: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let processed = self.streams.metrics().processed;
+            if processed >= total {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {processed} of {total} records were processed"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Commits, flushes every output and stops.
     pub fn close(mut self) {
         self.streams.close().expect("a clean close");
     }

@@ -81,12 +81,32 @@ impl MappingService {
 /// ```
 pub fn run_topology(topics: &Topics, service: &MappingService) -> Result<Topology, WeirError> {
     let builder = StreamsBuilder::new();
+    let profiles = join(&builder, topics);
+    enrich(&profiles, topics, service, service.cache_ttl)?;
+    builder.build()
+}
+
+/// The join stage alone (CDC tables → left join → `user-profile`), without
+/// the enrichment: what the throughput benchmark of the join runs.
+///
+/// ```
+/// use user_profile::pipeline::{join_topology, Topics};
+/// let topology = join_topology(&Topics::default()).unwrap();
+/// assert!(!topology.describe().to_string().contains("user-god-object"));
+/// ```
+pub fn join_topology(topics: &Topics) -> Result<Topology, WeirError> {
+    let builder = StreamsBuilder::new();
+    join(&builder, topics);
+    builder.build()
+}
+
+/// users ⟕ preferences → `user-profile`; returns the profiles table.
+fn join(builder: &StreamsBuilder, topics: &Topics) -> KTable<i64, UserProfile> {
     let users = builder.cdc_table::<i64, UserRow>(&topics.users, Cdc::json().store("users"));
     let preferences = builder.cdc_table::<i64, PreferencesRow>(&topics.preferences, Cdc::json().store("preferences"));
     let profiles = users.left_join(&preferences, UserProfile::new);
     profiles.to(&topics.profiles, Produced::with(Json::new(), Json::new()));
-    enrich(&profiles, topics, service, service.cache_ttl)?;
-    builder.build()
+    profiles
 }
 
 /// The enrichment stage alone, reading the compacted `user-profile` topic

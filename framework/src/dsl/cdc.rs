@@ -80,7 +80,7 @@ impl StreamsBuilder {
             graph.add_repartition(source, &name, key_serde.clone(), nullable_rows)
         };
         drop(graph);
-        self.materialize(input, topic, store, key_serde, row_serde)
+        super::materialize(&self.graph, input, topic, store, key_serde, row_serde)
     }
 
     /// The change events of a Debezium topic, keyed by the record key (`None`

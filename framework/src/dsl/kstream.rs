@@ -1,6 +1,6 @@
 //! `KStream`: an unbounded sequence of records, each an independent event.
 
-use super::{check_same_builder, Data, Graph, Grouped, KGroupedStream, KTable, Produced, Repartitioned};
+use super::{check_same_builder, Data, Graph, Grouped, KGroupedStream, KTable, Produced, Repartitioned, Serdes};
 use crate::processor::join::{StreamJoiner, StreamTableJoinNode};
 use crate::processor::stream::{Predicate, SplitNode, StatelessNode, Transform};
 use crate::record::Record;
@@ -37,6 +37,46 @@ impl<K, V> Clone for KStream<K, V> {
             key_changed: self.key_changed,
             _types: PhantomData,
         }
+    }
+}
+
+impl<K: Data, V: Data> KStream<K, Option<V>> {
+    /// The latest value of each key as a table kept in the store `store`
+    /// (queryable, restored from `<application.id>-<store>-changelog`);
+    /// `None` deletes the key. The stream must sit on its key's partition:
+    /// after an operation that may change the key, repartition first.
+    ///
+    /// ```
+    /// use weir::{StreamsBuilder, Consumed, Serdes, serde::{Json, Nullable, Utf8}};
+    /// use weir::testing::TopologyTestDriver;
+    /// let builder = StreamsBuilder::new();
+    /// builder
+    ///     .stream("prices", Consumed::with(Utf8, Nullable(Json::<u32>::new())))
+    ///     .to_table("latest-prices", Serdes::with(Utf8, Json::new()));
+    /// let driver = TopologyTestDriver::new(builder.build().unwrap()).unwrap();
+    /// let prices = driver.input_topic("prices", Utf8, Nullable(Json::<u32>::new()));
+    /// prices.pipe("apple".to_string(), Some(3)).unwrap();
+    /// prices.pipe("pear".to_string(), Some(5)).unwrap();
+    /// prices.pipe("apple".to_string(), None).unwrap();
+    /// let table = driver.store_contents("latest-prices", Utf8, Json::<u32>::new()).unwrap();
+    /// assert_eq!(table.into_iter().collect::<Vec<_>>(), vec![("pear".to_string(), 5)]);
+    /// ```
+    pub fn to_table(&self, store: &str, serdes: Serdes<K, V>) -> KTable<K, V> {
+        if self.key_changed {
+            let message = format!(
+                "to_table('{store}'): the stream's key may have changed (map, select_key, flat_map), so records may \
+                 not sit on their key's partition; call repartition(Repartitioned::with(..)) first"
+            );
+            self.graph.borrow_mut().error(message);
+        }
+        super::materialize(
+            &self.graph,
+            self.node,
+            store,
+            Some(store.to_string()),
+            serdes.key,
+            serdes.value,
+        )
     }
 }
 

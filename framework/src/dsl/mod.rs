@@ -79,34 +79,7 @@ impl StreamsBuilder {
             nullable,
             consumed.on_error,
         );
-        self.materialize(source, topic, consumed.store, consumed.key, consumed.value)
-    }
-
-    /// Keeps the updates (`None` deletes) that `input` forwards in a store
-    /// and makes them a table.
-    fn materialize<K: Data, V: Data>(
-        &self,
-        input: usize,
-        topic: &str,
-        store: Option<String>,
-        key_serde: SerdeRef<K>,
-        value_serde: SerdeRef<V>,
-    ) -> KTable<K, V> {
-        let mut graph = self.graph.borrow_mut();
-        let store = store.unwrap_or_else(|| graph.new_name(&format!("{topic}-STATE-STORE")));
-        graph.add_store(&store, StoreLayout::Plain);
-        let getter = store_getter(&store, key_serde, value_serde);
-        let node = graph.add_processor("KTABLE-SOURCE", &[input], vec![store.clone()], {
-            let getter = getter.clone();
-            move |task, out| {
-                Ok(crate::processor::table::TableSourceNode {
-                    store: getter.typed(task)?,
-                    out,
-                })
-            }
-        });
-        drop(graph);
-        KTable::new(self.graph.clone(), node, getter.into_factory(), vec![store])
+        materialize(&self.graph, source, topic, consumed.store, consumed.key, consumed.value)
     }
 
     /// Compiles the topology built so far; reports every mistake found
@@ -114,6 +87,33 @@ impl StreamsBuilder {
     pub fn build(&self) -> Result<Topology, WeirError> {
         self.graph.borrow().clone().build()
     }
+}
+
+/// Keeps the updates (`None` deletes) that `input` forwards in a store and
+/// makes them a table; `origin` names the store when `store` does not.
+fn materialize<K: Data, V: Data>(
+    graph_ref: &Graph,
+    input: usize,
+    origin: &str,
+    store: Option<String>,
+    key_serde: SerdeRef<K>,
+    value_serde: SerdeRef<V>,
+) -> KTable<K, V> {
+    let mut graph = graph_ref.borrow_mut();
+    let store = store.unwrap_or_else(|| graph.new_name(&format!("{origin}-STATE-STORE")));
+    graph.add_store(&store, StoreLayout::Plain);
+    let getter = store_getter(&store, key_serde, value_serde);
+    let node = graph.add_processor("KTABLE-SOURCE", &[input], vec![store.clone()], {
+        let getter = getter.clone();
+        move |task, out| {
+            Ok(crate::processor::table::TableSourceNode {
+                store: getter.typed(task)?,
+                out,
+            })
+        }
+    });
+    drop(graph);
+    KTable::new(graph_ref.clone(), node, getter.into_factory(), vec![store])
 }
 
 /// Typed access to a named store, as processors and value getters need it.

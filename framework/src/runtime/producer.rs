@@ -11,6 +11,7 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Message, TopicPartitionList};
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -24,7 +25,8 @@ const BROKER_TIMEOUT: Duration = Duration::from_secs(60);
 struct Deliveries {
     /// The first failed delivery; the instance stops on it.
     failure: Option<String>,
-    /// The highest acknowledged offset per topic and partition.
+    /// The highest acknowledged offset per topic and partition, of the
+    /// records sent to an explicit partition (changelogs among them).
     acknowledged: HashMap<String, Vec<i64>>,
 }
 
@@ -36,10 +38,18 @@ pub(crate) struct DeliveryTracker {
 
 impl ClientContext for DeliveryTracker {}
 
-impl ProducerContext for DeliveryTracker {
-    type DeliveryOpaque = ();
+/// The delivery opaque of a record whose acknowledged offset is tracked.
+const TRACKED: usize = 1;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+impl ProducerContext for DeliveryTracker {
+    /// [`TRACKED`] or 0: only offsets of records sent to an explicit
+    /// partition are needed, so the others skip the bookkeeping.
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, tracked: usize) {
+        if tracked != TRACKED && result.is_ok() {
+            return;
+        }
         let mut deliveries = self.deliveries.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(message) => {
@@ -107,7 +117,9 @@ impl RecordSender {
     /// Queues one record; waits for room when librdkafka's queue is full.
     pub(crate) fn send(&self, output: &OutputRecord) -> Result<(), WeirError> {
         let raw = &output.record;
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&output.topic).timestamp(raw.timestamp);
+        let tracked = if output.partition.is_some() { TRACKED } else { 0 };
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(&output.topic, tracked).timestamp(raw.timestamp);
         if let Some(key) = raw.key.as_deref() {
             record = record.key(key);
         }
@@ -172,7 +184,8 @@ impl RecordSender {
         self.check_deliveries()
     }
 
-    /// The next offset after the last acknowledged record of a partition.
+    /// The next offset after the last acknowledged record of a partition
+    /// that records are sent to explicitly (a changelog partition).
     pub(crate) fn acknowledged_end(&self, topic: &str, partition: i32) -> Option<i64> {
         let offset = *self.deliveries().acknowledged.get(topic)?.get(partition as usize)?;
         (offset >= 0).then_some(offset + 1)

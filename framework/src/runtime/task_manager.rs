@@ -136,7 +136,7 @@ impl TaskManager {
                 message.partition()
             ))
         })?;
-        let headers = KafkaHeaders(message.headers());
+        let headers = KafkaHeaders(message);
         let record = InputRecord {
             key: message.key(),
             value: message.payload(),
@@ -655,13 +655,15 @@ fn remove_state(dir: &std::path::Path) -> Result<(), WeirError> {
     }
 }
 
-/// The headers of a consumed record, copied only for a dead letter (or by
-/// the test readers, which keep every record).
-pub(crate) struct KafkaHeaders<'a>(pub Option<&'a rdkafka::message::BorrowedHeaders>);
+/// The headers of a consumed record, parsed and copied only for a dead
+/// letter (or by the test readers, which keep every record): librdkafka
+/// parses headers on first access, a cost most records never need.
+pub(crate) struct KafkaHeaders<'a>(pub &'a BorrowedMessage<'a>);
 
 impl InputHeaders for KafkaHeaders<'_> {
     fn to_headers(&self) -> Vec<Header> {
         self.0
+            .headers()
             .map(|headers| {
                 headers
                     .iter()

@@ -143,7 +143,7 @@ pub fn read_topic(bootstrap_servers: &str, topic: &str) -> Result<Vec<ReadRecord
                     key: message.key().map(<[u8]>::to_vec),
                     value: message.payload().map(<[u8]>::to_vec),
                     timestamp: message.timestamp().to_millis().unwrap_or(-1),
-                    headers: KafkaHeaders(message.headers()).to_headers(),
+                    headers: KafkaHeaders(&message).to_headers(),
                 },
             }),
             Some(Err(KafkaError::PartitionEOF(partition))) => {

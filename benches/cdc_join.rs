@@ -1,0 +1,63 @@
+//! Throughput of the user-profile join: Debezium CDC events of `users` and
+//! `preferences` → re-partitioned by user id → two CDC tables in RocksDB →
+//! left join → `user-profile`, at-least-once.
+//!
+//! The generator's history (a snapshot of every user and preferences row,
+//! then updates and deletes) is written to the in-process cluster first;
+//! the clock runs from the moment the application has its partitions until
+//! it has processed every event and closed, so the time includes writing
+//! every output and changelog record and the final commit.
+//!
+//! `cargo bench -p weir-benches --bench cdc_join [-- <events> <users>]`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use user_profile::generator::{CdcWriter, Generator};
+use user_profile::pipeline::{join_topology, Topics};
+use weir::embedded::EmbeddedKafka;
+use weir_benches::{rate, App};
+
+const PARTITIONS: i32 = 6;
+const TIMEOUT: Duration = Duration::from_secs(900);
+
+fn main() {
+    let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
+    let events: usize = args
+        .next()
+        .map_or(1_000_000, |a| a.parse().expect("a number of events"));
+    let users: usize = args.next().map_or(100_000, |a| a.parse().expect("a number of users"));
+
+    let kafka = Arc::new(EmbeddedKafka::start().expect("the embedded cluster"));
+    let topics = Topics::default();
+    for topic in [&topics.users, &topics.preferences, &topics.profiles] {
+        kafka.create_topic(topic, PARTITIONS).expect("a topic");
+    }
+    let mut writer =
+        CdcWriter::new(kafka.bootstrap_servers(), &topics.users, &topics.preferences).expect("a CDC writer");
+    let written_since = Instant::now();
+    writer
+        .write_history(&mut Generator::new(7, users), events, None, |_| {})
+        .expect("the history written");
+    writer.flush().expect("the history flushed");
+    let written = writer.written();
+    println!(
+        "{written} CDC events of {users} users written in {:.1} s",
+        written_since.elapsed().as_secs_f64()
+    );
+
+    let app = App::start(&kafka, "cdc-join-bench", join_topology(&topics).expect("the topology"));
+    let started = Instant::now();
+    // Each event is read twice: from its CDC topic, then from the
+    // repartition topic that puts both tables on weir's key partitioning.
+    app.wait_for_processed(2 * written, TIMEOUT);
+    let processed_in = started.elapsed();
+    app.close();
+    let closed_in = started.elapsed();
+    println!(
+        "processed in {:.2} s ({} events/s); closed after {:.2} s: {} events/s end to end",
+        processed_in.as_secs_f64(),
+        rate(written, processed_in),
+        closed_in.as_secs_f64(),
+        rate(written, closed_in)
+    );
+}
