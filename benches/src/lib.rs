@@ -5,12 +5,11 @@
 //! Each benchmark is a `harness = false` program under `benches/` that
 //! prints a table; run them with `cargo bench -p weir-benches`.
 
-use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use std::time::{Duration, Instant};
 use weir::embedded::EmbeddedKafka;
 use weir::runtime::{KafkaStreams, StreamsConfig, StreamsState};
-use weir::testing::kafka::consumer_from_beginning;
+use weir::testing::kafka::{consumer_from_beginning, TestConsumer};
 use weir::Topology;
 
 /// A running application on an embedded cluster, with its state in a
@@ -64,7 +63,7 @@ impl App {
 
 /// Counts the records arriving on a topic, from its beginning.
 pub struct OutputCounter {
-    consumer: BaseConsumer,
+    consumer: TestConsumer,
     count: u64,
 }
 

@@ -23,10 +23,10 @@ use crate::error::WeirError;
 use crate::record::{InputHeaders, RawRecord};
 use crate::runtime::KafkaHeaders;
 use crate::serde::Serde;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
@@ -163,8 +163,8 @@ pub fn read_topic(bootstrap_servers: &str, topic: &str) -> Result<Vec<ReadRecord
 pub fn consumer_from_beginning(
     bootstrap_servers: &str,
     topics: &[&str],
-) -> Result<(BaseConsumer, Vec<(String, i32)>), WeirError> {
-    let consumer: BaseConsumer = ClientConfig::new()
+) -> Result<(TestConsumer, Vec<(String, i32)>), WeirError> {
+    let consumer: TestConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap_servers)
         // Assigned partitions only: the group is never joined, but librdkafka
         // wants one.
@@ -172,7 +172,7 @@ pub fn consumer_from_beginning(
         .set("enable.partition.eof", "true")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
-        .create()
+        .create_with_context(ReaderContext)
         .map_err(|e| WeirError::Kafka(format!("cannot create a test consumer: {e}")))?;
     let mut partitions = Vec::new();
     let mut assignment = TopicPartitionList::new();
@@ -197,6 +197,24 @@ pub fn consumer_from_beginning(
         .map_err(|e| WeirError::Kafka(format!("cannot read {}: {e}", topics.join(", "))))?;
     Ok((consumer, partitions))
 }
+
+/// A consumer of [`consumer_from_beginning`].
+pub type TestConsumer = BaseConsumer<ReaderContext>;
+
+/// The context of [`consumer_from_beginning`]'s consumers: librdkafka also
+/// reports each end of partition as a client error, which its readers see
+/// through `poll` anyway, so it is not logged; other errors are.
+pub struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::warn!(%error, reason, "test consumer error");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
 
 /// The last value per key of `topic`, without keys whose last record is a
 /// tombstone: a compacted topic's content, whether compaction ran or not.
