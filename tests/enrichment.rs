@@ -18,15 +18,7 @@ use weir_e2e::cluster::Cluster;
 const WAIT: Duration = Duration::from_secs(120);
 const USERS: i64 = 40;
 
-#[test]
-fn embedded() {
-    nothing_is_lost_through_errors_an_outage_and_a_restart(&Cluster::embedded());
-}
-
-#[test]
-fn broker() {
-    nothing_is_lost_through_errors_an_outage_and_a_restart(&Cluster::broker());
-}
+weir_e2e::on_every_cluster!(nothing_is_lost_through_errors_an_outage_and_a_restart);
 
 /// Input: user id → sequence number. Output: user id →
 /// `<new_user_id>:<seq>:<run>`, where `run` names the instance that wrote it.

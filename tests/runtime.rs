@@ -15,23 +15,7 @@ use weir_e2e::cluster::Cluster;
 const PARTITIONS: i32 = 3;
 const WAIT: Duration = Duration::from_secs(90);
 
-/// Runs each scenario on the embedded cluster and on a broker process.
-macro_rules! on_every_cluster {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            #[test]
-            fn embedded() {
-                super::$scenario(&weir_e2e::cluster::Cluster::embedded());
-            }
-            #[test]
-            fn broker() {
-                super::$scenario(&weir_e2e::cluster::Cluster::broker());
-            }
-        }
-    )*};
-}
-
-on_every_cluster!(
+weir_e2e::on_every_cluster!(
     a_join_and_an_aggregation_run,
     a_clean_restart_replays_nothing_and_a_lost_state_dir_is_rebuilt,
     a_restore_stops_at_the_last_commit,

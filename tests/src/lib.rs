@@ -6,3 +6,21 @@
 pub mod cluster;
 pub mod instance;
 pub mod workload;
+
+/// Runs each scenario — a function taking a [`cluster::Cluster`] — as two
+/// tests, `<scenario>::embedded` and `<scenario>::broker`.
+#[macro_export]
+macro_rules! on_every_cluster {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[test]
+            fn embedded() {
+                super::$scenario(&$crate::cluster::Cluster::embedded());
+            }
+            #[test]
+            fn broker() {
+                super::$scenario(&$crate::cluster::Cluster::broker());
+            }
+        }
+    )*};
+}

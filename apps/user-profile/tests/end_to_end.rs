@@ -25,15 +25,7 @@ const USERS: usize = 300;
 const CHANGES_PER_PHASE: usize = 1_500;
 const WAIT: Duration = Duration::from_secs(180);
 
-#[test]
-fn on_the_embedded_cluster() {
-    two_instances_a_kill_and_a_reprocess(&Cluster::embedded());
-}
-
-#[test]
-fn on_a_broker_process() {
-    two_instances_a_kill_and_a_reprocess(&Cluster::broker());
-}
+weir_e2e::on_every_cluster!(two_instances_a_kill_and_a_reprocess);
 
 fn two_instances_a_kill_and_a_reprocess(cluster: &Cluster) {
     let prefix = cluster.name("");

@@ -6,7 +6,6 @@ use super::event::{ChangeEvent, Op, Snapshot, Source, TableEnvelope};
 use super::types::Decimal;
 use super::{EventDecoder, KeyDecoder, RowChange};
 use crate::error::SerdeError;
-
 use serde::de::{DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -153,7 +152,7 @@ impl JsonEvents {
         JsonEvents {
             flattened: false,
             decimal_scales: BTreeMap::new(),
-            schemas: RwLock::default(),
+            schemas: RwLock::new(HashMap::new()),
         }
     }
 
