@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::time::Duration;
-use weir::runtime::{KafkaStreams, StreamsConfig, StreamsState};
+use weir::runtime::{KafkaStreams, KeyLocation, ReadOnlyStore, StreamsConfig, StreamsState};
 use weir::serde::{Json, Utf8, I64};
 use weir::testing::kafka::{eventually, read_compacted, read_topic, TestProducer};
 use weir::{Consumed, Grouped, Materialized, Produced, StreamsBuilder, Topology};
@@ -20,6 +20,7 @@ weir_e2e::on_every_cluster!(
     a_clean_restart_replays_nothing_and_a_lost_state_dir_is_rebuilt,
     a_restore_stops_at_the_last_commit,
     two_instances_split_the_tasks_and_the_survivor_takes_over,
+    interactive_queries_answer_here_or_name_the_owner,
     exactly_once_commits_in_transactions,
     undecodable_records_go_to_a_dead_letter_topic,
     start_up_errors_name_the_problem,
@@ -328,6 +329,79 @@ fn two_instances_split_the_tasks_and_the_survivor_takes_over(cluster: &Cluster) 
     expected.insert("u7".into(), "seven@example.com:true".into());
     setup.await_profiles(&expected);
     b.close().unwrap();
+}
+
+fn interactive_queries_answer_here_or_name_the_owner(cluster: &Cluster) {
+    let setup = Setup::new(cluster);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let expected = setup.seed(30);
+    let config = |dir, server| cluster.config("queries", dir).set("application.server", server);
+    let mut a = setup
+        .cluster
+        .streams(setup.topology(), &config(dir_a.path(), "a.example:7001"));
+    let error = a.store("no-such-store", Utf8, Utf8).err().unwrap().to_string();
+    assert!(
+        error.contains("no store 'no-such-store'") && error.contains("users"),
+        "{error}"
+    );
+    let users_on_a = a.store("users", Utf8, Utf8).unwrap();
+    let unstarted = users_on_a.get(&"u1".to_string()).unwrap_err();
+    assert!(matches!(unstarted, weir::WeirError::Unavailable(_)), "{unstarted}");
+    a.start().unwrap();
+    assert!(a.wait_for_state(StreamsState::Running, WAIT));
+    setup.await_profiles(&expected);
+    let b = setup.start(&config(dir_b.path(), "b.example:7002"));
+    let users_on_b = b.store("users", Utf8, Utf8).unwrap();
+    let instances = [(&users_on_a, "a.example:7001"), (&users_on_b, "b.example:7002")];
+
+    // Each user is answered by the instance that holds it and pointed to
+    // that instance by the other (by partition alone where the brokers do
+    // not return commit metadata); a key no one has is absent where its
+    // partition is.
+    let names_owners = cluster.returns_offset_metadata();
+    let mut keys: Vec<(String, Option<String>)> = (0..30).map(|id| (format!("u{id}"), Some(email(id)))).collect();
+    keys.push(("nobody".into(), None));
+    let answered = |stores: &[(&ReadOnlyStore<String, String>, &str)]| {
+        keys.iter().all(|(key, value)| {
+            let locations: Vec<_> = stores.iter().map(|(store, _)| store.get(key).ok()).collect();
+            let here: Vec<usize> = (0..stores.len())
+                .filter(|i| locations[*i] == Some(KeyLocation::Local(value.clone())))
+                .collect();
+            here.len() == 1
+                && (0..stores.len()).filter(|i| *i != here[0]).all(|i| {
+                    let expected_owner = names_owners.then(|| stores[here[0]].1.to_string());
+                    matches!(&locations[i], Some(KeyLocation::Elsewhere { owner, .. }) if *owner == expected_owner)
+                })
+        })
+    };
+    let settled = eventually(WAIT, || Ok(answered(&instances))).unwrap();
+    let seen: Vec<_> = keys
+        .iter()
+        .map(|(key, _)| (key, users_on_a.get(key).ok(), users_on_b.get(key).ok()))
+        .collect();
+    assert!(settled, "answers (key, from a, from b): {seen:?}");
+
+    // A table aggregate is read without its member count.
+    let counts_on_b = b.store("domain-counts", Utf8, I64).unwrap();
+    let counts_on_a = a.store("domain-counts", Utf8, I64).unwrap();
+    let example: Vec<_> = [&counts_on_a, &counts_on_b]
+        .iter()
+        .filter_map(|store| match store.get(&"example.com".to_string()).unwrap() {
+            KeyLocation::Local(count) => Some(count),
+            KeyLocation::Elsewhere { .. } => None,
+        })
+        .collect();
+    assert_eq!(example, vec![Some(20)]);
+
+    // When one leaves, the other answers for every key.
+    a.close().unwrap();
+    let took_over = eventually(WAIT, || Ok(answered(&instances[1..]))).unwrap();
+    assert!(
+        took_over,
+        "after a left, b answered {:?}",
+        users_on_b.get(&"u1".to_string())
+    );
+    drop(b);
 }
 
 fn exactly_once_commits_in_transactions(cluster: &Cluster) {

@@ -96,6 +96,10 @@ pub enum WeirError {
     /// A file of the state directory could not be read or written.
     #[error("state directory: {0}")]
     StateDir(String),
+    /// What was asked for cannot be answered now but will be later: an
+    /// interactive query of a store that is restoring or moving.
+    #[error("not available yet: {0}")]
+    Unavailable(String),
     #[error("{0}")]
     Other(String),
 }

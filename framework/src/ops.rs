@@ -10,6 +10,9 @@
 //! - `/metrics`: every metric weir records (see [`crate::metrics`]) in
 //!   Prometheus' text format.
 //!
+//! An application adds its own routes with [`OpsServer::start_with`], for
+//! instance interactive queries of a store with [`store_route`].
+//!
 //! ```no_run
 //! use weir::ops::OpsServer;
 //! # use weir::runtime::{KafkaStreams, StreamsConfig};
@@ -20,13 +23,16 @@
 //! ```
 
 use crate::error::WeirError;
-use crate::runtime::{StatusHandle, StreamsState};
-use axum::extract::State;
-use axum::http::StatusCode;
+use crate::runtime::{KeyLocation, ReadOnlyStore, StatusHandle, StreamsState};
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::OnceLock;
 
 /// The process's Prometheus recorder: `metrics` has one global recorder,
@@ -50,6 +56,11 @@ impl OpsServer {
     /// (port 0 picks a free port), and installs the Prometheus recorder for
     /// this process if none is installed yet.
     pub fn start(address: SocketAddr, status: StatusHandle) -> Result<OpsServer, WeirError> {
+        OpsServer::start_with(address, status, Router::new())
+    }
+
+    /// Serves `routes` beside the operations endpoints (see [`OpsServer::start`]).
+    pub fn start_with(address: SocketAddr, status: StatusHandle, routes: Router) -> Result<OpsServer, WeirError> {
         let prometheus = RECORDER
             .get_or_init(|| {
                 PrometheusBuilder::new()
@@ -74,7 +85,8 @@ impl OpsServer {
             .route("/health", get(health))
             .route("/ready", get(ready))
             .route("/metrics", get(render_metrics))
-            .with_state(Endpoint { status, prometheus });
+            .with_state(Endpoint { status, prometheus })
+            .merge(routes);
         runtime.spawn(async move {
             if let Err(error) = axum::serve(listener, router).await {
                 tracing::error!(%error, "the operations endpoint stopped");
@@ -108,6 +120,82 @@ async fn ready(State(endpoint): State<Endpoint>) -> (StatusCode, String) {
 
 async fn render_metrics(State(endpoint): State<Endpoint>) -> String {
     endpoint.prometheus.render()
+}
+
+/// A route that answers `GET <path>` (`path` with one `{..}` parameter, the
+/// key) from `store`:
+/// - `200` and the value as JSON when this instance holds the key;
+/// - `404` when it holds the key's partition but not the key;
+/// - `307` to the same path on the owner (its `application.server`) when
+///   another instance holds it, with `{"partition", "owner"}` as the body;
+/// - `503` while the partition is restored or moves, or when its owner is
+///   not known yet; `400` for a key that does not parse.
+///
+/// ```no_run
+/// use weir::ops::{store_route, OpsServer};
+/// use weir::serde::{Json, Utf8};
+/// # fn app(streams: &weir::runtime::KafkaStreams) -> weir::Result<()> {
+/// let profiles = streams.store("profiles", Utf8, Json::<serde_json::Value>::new())?;
+/// let routes = store_route("/profiles/{id}", profiles);
+/// OpsServer::start_with("0.0.0.0:9464".parse().unwrap(), streams.status_handle(), routes)?;
+/// # Ok(()) }
+/// ```
+pub fn store_route<K, V>(path: &str, store: ReadOnlyStore<K, V>) -> Router
+where
+    K: FromStr + Send + 'static,
+    V: Serialize + Send + 'static,
+{
+    Router::new().route(
+        path,
+        get(
+            move |Path(key): Path<String>, OriginalUri(uri): OriginalUri| async move {
+                let Ok(parsed) = key.parse::<K>() else {
+                    return error_response(StatusCode::BAD_REQUEST, format!("'{key}' is not a key of this store"));
+                };
+                let store = store.clone();
+                match tokio::task::spawn_blocking(move || store.get(&parsed)).await {
+                    Ok(Ok(location)) => location_response(location, &uri.to_string()),
+                    Ok(Err(error @ WeirError::Unavailable(_))) => {
+                        error_response(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+                    }
+                    Ok(Err(error)) => error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+                    Err(error) => error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+                }
+            },
+        ),
+    )
+}
+
+fn location_response<V: Serialize>(location: KeyLocation<V>, path: &str) -> Response {
+    match location {
+        KeyLocation::Local(Some(value)) => Json(value).into_response(),
+        KeyLocation::Local(None) => error_response(StatusCode::NOT_FOUND, "no such key".into()),
+        KeyLocation::Elsewhere {
+            partition,
+            owner: Some(owner),
+        } => {
+            let body = serde_json::json!({ "partition": partition, "owner": owner });
+            let location = format!("http://{owner}{path}");
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, location)],
+                Json(body),
+            )
+                .into_response()
+        }
+        KeyLocation::Elsewhere { partition, owner: None } => {
+            let body = serde_json::json!({
+                "partition": partition,
+                "owner": null,
+                "error": "another instance holds the key's partition and has not announced its address yet",
+            });
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
+}
+
+fn error_response(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
 #[cfg(test)]

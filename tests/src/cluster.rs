@@ -40,6 +40,8 @@ pub struct Cluster {
     /// Whether the group coordinator starts a new generation (and so new
     /// assignments) when a member dies without leaving.
     reassigns_after_death: bool,
+    /// Whether an offset fetch returns the metadata committed with the offset.
+    returns_offset_metadata: bool,
     /// librdkafka settings every producer writing to this cluster needs.
     producer_settings: &'static [(&'static str, &'static str)],
     prefix: String,
@@ -69,6 +71,7 @@ impl Cluster {
             embedded: true,
             transactions: true,
             reassigns_after_death: true,
+            returns_offset_metadata: true,
             producer_settings: &[],
             prefix: unique_prefix(),
             _broker: None,
@@ -84,8 +87,9 @@ impl Cluster {
         // inside a record batch returns nothing of that batch (only later
         // batches), so a consumer resuming from a committed offset in the
         // middle of a batch would silently skip the batch's rest: on Tansu
-        // every producer writes one record per batch. A cluster named by the
-        // user is taken to be a full Kafka.
+        // every producer writes one record per batch. Its offset fetch
+        // returns no committed metadata. A cluster named by the user is
+        // taken to be a full Kafka.
         let (bootstrap_servers, broker) = match std::env::var(BOOTSTRAP_ENV) {
             Ok(servers) if !servers.trim().is_empty() => (servers, None),
             _ => {
@@ -100,6 +104,7 @@ impl Cluster {
         let cluster = Cluster {
             transactions: broker.is_none(),
             reassigns_after_death: broker.is_none(),
+            returns_offset_metadata: broker.is_none(),
             producer_settings: if broker.is_some() {
                 &[("batch.num.messages", "1")]
             } else {
@@ -133,6 +138,12 @@ impl Cluster {
     /// group are assigned to the others.
     pub fn reassigns_after_a_member_dies(&self) -> bool {
         self.reassigns_after_death
+    }
+
+    /// Whether an offset fetch returns the metadata committed with the
+    /// offset, which interactive queries read a partition's owner from.
+    pub fn returns_offset_metadata(&self) -> bool {
+        self.returns_offset_metadata
     }
 
     /// librdkafka settings every producer writing to this cluster needs.

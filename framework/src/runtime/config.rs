@@ -60,6 +60,10 @@ pub const WEIR_KEYS: &[(&str, &str)] = &[
         "default.error.handler",
         "for records that cannot be deserialized: fail (default), log_and_continue, or dead_letter:<topic>",
     ),
+    (
+        "application.server",
+        "host:port where this instance answers interactive queries; other instances name it as a key's owner",
+    ),
 ];
 
 /// librdkafka properties that weir sets itself; overriding them would break
@@ -325,6 +329,15 @@ impl StreamsConfig {
                 }
             },
         };
+        let application_server = self.get("application.server").map(|text| text.trim().to_string());
+        if let Some(server) = &application_server {
+            let valid = server
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                problems.push(format!("invalid 'application.server' {server:?}: expected host:port"));
+            }
+        }
         let state_dir = self
             .get("state.dir")
             .map(PathBuf::from)
@@ -340,6 +353,7 @@ impl StreamsConfig {
             store_backend,
             rocksdb,
             default_error_handler,
+            application_server,
             clients,
         })
     }
@@ -420,6 +434,8 @@ pub struct Settings {
     pub store_backend: StoreBackend,
     pub rocksdb: RocksDbConfig,
     pub default_error_handler: ErrorHandler,
+    /// Where this instance answers interactive queries (`host:port`).
+    pub application_server: Option<String>,
     pub clients: ClientProperties,
 }
 
@@ -486,6 +502,7 @@ mod tests {
             .set("consumer.group.id", "mine")
             .set("processing.guarantee", "exactly_once")
             .set("default.error.handler", "dead_letter:")
+            .set("application.server", "localhost")
             .settings()
             .unwrap_err()
             .to_string();
@@ -499,6 +516,7 @@ mod tests {
             "'consumer.group.id' cannot be set",
             "invalid 'processing.guarantee' \"exactly_once\"",
             "invalid 'default.error.handler'",
+            "invalid 'application.server' \"localhost\": expected host:port",
         ] {
             assert!(error.contains(expected), "missing {expected:?} in: {error}");
         }

@@ -2,11 +2,13 @@
 
 use super::config::{Settings, StoreBackend, StreamsConfig};
 use super::producer::RecordSender;
+use super::query::{LocalStores, ReadOnlyStore};
 use super::stream_thread;
 use super::task_manager::TaskManager;
 use super::topics::{prepare_topics, KafkaTopicAdmin, TopicAdmin};
 use crate::error::WeirError;
 use crate::metrics::{RuntimeMetrics, RuntimeSnapshot};
+use crate::serde::Serde;
 use crate::state::{InMemoryStores, RocksDbStores, StoreSupplier};
 use crate::topology::{PartitionPlan, Topology};
 use std::fs::File;
@@ -113,6 +115,8 @@ pub struct KafkaStreams {
     shutdown: Arc<AtomicBool>,
     metrics: Arc<RuntimeMetrics>,
     state: Arc<StateCell>,
+    /// The tasks' stores, for interactive queries.
+    local_stores: Arc<LocalStores>,
     thread: Option<JoinHandle<Result<(), WeirError>>>,
     /// Held while running, so that two instances never share a state directory.
     _lock: Option<File>,
@@ -121,9 +125,11 @@ pub struct KafkaStreams {
 impl KafkaStreams {
     /// Checks the configuration; nothing connects to Kafka yet.
     pub fn new(topology: Topology, config: &StreamsConfig) -> Result<Self, WeirError> {
+        let settings = Arc::new(config.settings()?);
         Ok(KafkaStreams {
             topology,
-            settings: Arc::new(config.settings()?),
+            local_stores: Arc::new(LocalStores::new(settings.clone())),
+            settings,
             admin: None,
             shutdown: Arc::new(AtomicBool::new(false)),
             metrics: Arc::default(),
@@ -159,6 +165,7 @@ impl KafkaStreams {
         };
         let plan = prepare_topics(&self.topology, &self.settings, admin.as_ref())?;
         log_plan(&self.settings, &plan);
+        self.local_stores.place(&self.topology, &plan);
         let app_dir = self.settings.app_dir();
         std::fs::create_dir_all(&app_dir)
             .map_err(|e| WeirError::StateDir(format!("cannot create {}: {e}", app_dir.display())))?;
@@ -170,14 +177,23 @@ impl KafkaStreams {
         };
         let (topology, settings) = (self.topology.clone(), self.settings.clone());
         let (shutdown, metrics, state) = (self.shutdown.clone(), self.metrics.clone(), self.state.clone());
+        let local_stores = self.local_stores.clone();
         let transactional_id = format!("{}-{process_id}-0", settings.application_id);
         let (started, ready) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("{}-stream-0", settings.application_id))
             .spawn(move || {
                 // The thread creates what it owns: tasks are not `Send`.
-                let prepared = RecordSender::new(&settings, &transactional_id)
-                    .and_then(|sender| TaskManager::new(topology, settings.clone(), stores, sender, metrics.clone()));
+                let prepared = RecordSender::new(&settings, &transactional_id).and_then(|sender| {
+                    TaskManager::new(
+                        topology,
+                        settings.clone(),
+                        stores,
+                        local_stores,
+                        sender,
+                        metrics.clone(),
+                    )
+                });
                 let manager = match prepared {
                     Ok(manager) => {
                         let _ = started.send(Ok(()));
@@ -243,6 +259,34 @@ impl KafkaStreams {
             state: self.state.clone(),
             metrics: self.metrics.clone(),
         }
+    }
+
+    /// Reads store `name` of this instance's tasks from any thread, with
+    /// the key and value serdes the topology gave the store: the values of
+    /// keys whose partition is here, the owner of the others (see
+    /// [`ReadOnlyStore`]). Take it before [`KafkaStreams::run`], which
+    /// consumes the instance.
+    pub fn store<K: 'static, V: 'static>(
+        &self,
+        name: &str,
+        key_serde: impl Serde<K> + 'static,
+        value_serde: impl Serde<V> + 'static,
+    ) -> Result<ReadOnlyStore<K, V>, WeirError> {
+        let layout = self.topology.store_layout(name).ok_or_else(|| {
+            let known: Vec<&str> = self.topology.stores().collect();
+            WeirError::Other(format!(
+                "the topology has no store '{name}' (its stores: {})",
+                known.join(", ")
+            ))
+        })?;
+        Ok(ReadOnlyStore::new(
+            name,
+            &self.settings.application_id,
+            layout.value_offset(),
+            key_serde,
+            value_serde,
+            self.local_stores.clone(),
+        ))
     }
 
     /// A handle that stops the instance from another thread.

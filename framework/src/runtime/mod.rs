@@ -17,6 +17,9 @@
 //!    with the changelog offsets they belong to, or under exactly-once, one
 //!    transaction.
 //!
+//! 5. Interactive queries ([`KafkaStreams::store`]) read the tasks' stores
+//!    from other threads ([`query`](ReadOnlyStore)).
+//!
 //! A [`Task`] itself knows nothing of Kafka: the test driver runs the very
 //! same tasks without a broker.
 
@@ -24,6 +27,7 @@ mod checkpoint;
 mod config;
 mod kafka_streams;
 mod producer;
+mod query;
 mod restore;
 mod stream_thread;
 mod task;
@@ -34,6 +38,7 @@ pub use checkpoint::Checkpoint;
 pub use config::{ClientProperties, ProcessingGuarantee, Settings, StoreBackend, StreamsConfig, WEIR_KEYS};
 pub(crate) use kafka_streams::StateCell;
 pub use kafka_streams::{KafkaStreams, ShutdownHandle, StatusHandle, StreamsState};
+pub use query::{KeyLocation, ReadOnlyStore};
 pub(crate) use task::TaskBuilder;
 pub use task::{Task, TaskId, TaskSettings};
 pub(crate) use task_manager::KafkaHeaders;

@@ -9,7 +9,7 @@ use crate::processor::{ProcessorContext, RecordCollector};
 use crate::record::{InputRecord, OutputRecord, SourceMetadata};
 use crate::serde::SerdeRef;
 use crate::state::handle::Changelog;
-use crate::state::{StoreHandle, StoreSupplier, TypedStore};
+use crate::state::{StoreHandle, StoreReader, StoreSupplier, TypedStore};
 use crate::topology::{changelog_topic, NodeFactory, NodeKind, TopicRef, Topology};
 use std::any::Any;
 use std::cell::RefCell;
@@ -260,6 +260,13 @@ impl Task {
         self.stores
             .iter()
             .map(|(name, handle)| (name.as_str(), handle.borrow().changelog_topic().cloned()))
+    }
+
+    /// The task's stores, each with a reader for other threads.
+    pub fn store_readers(&self) -> impl Iterator<Item = (&str, Arc<dyn StoreReader>)> {
+        self.stores
+            .iter()
+            .map(|(name, handle)| (name.as_str(), handle.borrow().store().reader()))
     }
 
     /// Writes records read back from a store's changelog into the store.

@@ -26,6 +26,7 @@
 use super::checkpoint::Checkpoint;
 use super::config::{ProcessingGuarantee, Settings};
 use super::producer::{CommitFailure, RecordSender};
+use super::query::LocalStores;
 use super::restore::{ChangelogReader, RestoreFailure, RestoreRange};
 use super::task::{Task, TaskId, TaskSettings};
 use crate::error::WeirError;
@@ -70,6 +71,8 @@ pub(crate) struct TaskManager {
     topology: Topology,
     settings: Arc<Settings>,
     stores: Box<dyn StoreSupplier>,
+    /// The tasks' stores as interactive queries see them.
+    local_stores: Arc<LocalStores>,
     /// Source topic (as named in the cluster) → the sub-topology reading it.
     routes: HashMap<String, usize>,
     active: BTreeMap<TaskId, ActiveTask>,
@@ -89,6 +92,7 @@ impl TaskManager {
         topology: Topology,
         settings: Arc<Settings>,
         stores: Box<dyn StoreSupplier>,
+        local_stores: Arc<LocalStores>,
         sender: RecordSender,
         metrics: Arc<RuntimeMetrics>,
     ) -> Result<Self, WeirError> {
@@ -103,6 +107,7 @@ impl TaskManager {
             topology,
             settings,
             stores,
+            local_stores,
             routes,
             active: BTreeMap::new(),
             sender,
@@ -235,7 +240,50 @@ impl TaskManager {
                 }
             }
         }
+        self.announce_in(&mut offsets);
         Ok(offsets)
+    }
+
+    /// Puts this instance's `application.server` in the metadata of every
+    /// offset of `offsets`, so that interactive queries elsewhere can name
+    /// the owner of a partition (see [`super::query`]).
+    fn announce_in(&self, offsets: &mut TopicPartitionList) {
+        if let Some(server) = &self.settings.application_server {
+            for mut element in offsets.elements() {
+                element.set_metadata(server);
+            }
+        }
+    }
+
+    /// Commits the assigned partitions' committed offsets again with this
+    /// instance's `application.server`, so that it is named as their owner
+    /// before its first commit. Partitions without a committed offset are
+    /// announced by that first commit. A failure only delays the
+    /// announcement.
+    fn announce_ownership<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, assigned: &TopicPartitionList) {
+        if self.settings.application_server.is_none() {
+            return;
+        }
+        let committed = match consumer.committed_offsets(assigned.clone(), CONSUMER_TIMEOUT) {
+            Ok(committed) => committed,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the committed offsets to announce this instance as their owner");
+                return;
+            }
+        };
+        let mut offsets = TopicPartitionList::new();
+        for element in committed.elements() {
+            if let Offset::Offset(offset) = element.offset() {
+                let _ = offsets.add_partition_offset(element.topic(), element.partition(), Offset::Offset(offset));
+            }
+        }
+        if offsets.count() == 0 {
+            return;
+        }
+        self.announce_in(&mut offsets);
+        if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
+            tracing::warn!(%error, "cannot announce this instance as the owner of its partitions");
+        }
     }
 
     /// Commits what the tasks processed (see the module documentation).
@@ -426,6 +474,7 @@ impl TaskManager {
                 self.open_task(id, &committed)?;
             }
         }
+        self.announce_ownership(consumer, assigned);
         self.metrics.rebalanced(self.active.len());
         Ok(())
     }
@@ -507,6 +556,9 @@ impl TaskManager {
                 }
             })
             .collect();
+        for range in &ranges {
+            self.local_stores.restoring(&range.store, id.partition);
+        }
         let ahead_of_commit = ranges
             .iter()
             .any(|r| matches!((r.from, r.to), (Some(from), Some(to)) if from > to));
@@ -527,6 +579,9 @@ impl TaskManager {
                 })?
             }
         };
+        for (store, reader) in task.store_readers() {
+            self.local_stores.ready(store, id.partition, reader);
+        }
         let positions = sub
             .source_topics
             .iter()
@@ -581,6 +636,9 @@ impl TaskManager {
         let Some(active) = self.active.remove(&id) else {
             return Ok(());
         };
+        for (store, _) in active.task.stores() {
+            self.local_stores.remove(store, id.partition);
+        }
         self.closed_metrics.merge(active.task.metrics());
         let dir = active.dir;
         drop(active.task);

@@ -1,9 +1,12 @@
 //! A store that lives in a `BTreeMap`: fast, ordered, lost on restart
 //! (its changelog restores it).
 
-use super::{KeyValueStore, StoreSupplier};
+use super::{KeyValueStore, StoreReader, StoreSupplier};
 use crate::error::StoreError;
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// An in-memory [`KeyValueStore`].
 ///
@@ -16,16 +19,31 @@ use std::collections::BTreeMap;
 #[derive(Debug, Default)]
 pub struct InMemoryStore {
     name: String,
-    entries: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Shared with readers; only the task writes, so the lock is never
+    /// contended on the processing path.
+    entries: Arc<RwLock<Entries>>,
 }
 
 impl InMemoryStore {
     pub fn new(name: impl Into<String>) -> Self {
         InMemoryStore {
             name: name.into(),
-            entries: BTreeMap::new(),
+            entries: Arc::default(),
         }
     }
+
+    fn entries(&self) -> RwLockReadGuard<'_, Entries> {
+        read(&self.entries)
+    }
+
+    fn entries_mut(&mut self) -> RwLockWriteGuard<'_, Entries> {
+        // A reader that panicked cannot have left the map half-written.
+        self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn read(entries: &RwLock<Entries>) -> RwLockReadGuard<'_, Entries> {
+    entries.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl KeyValueStore for InMemoryStore {
@@ -34,34 +52,53 @@ impl KeyValueStore for InMemoryStore {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.entries.get(key).cloned())
+        Ok(self.entries().get(key).cloned())
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        match self.entries.get_mut(key) {
+        let mut entries = self.entries_mut();
+        match entries.get_mut(key) {
             Some(existing) => {
                 existing.clear();
                 existing.extend_from_slice(value);
             }
             None => {
-                self.entries.insert(key.to_vec(), value.to_vec());
+                entries.insert(key.to_vec(), value.to_vec());
             }
         }
         Ok(())
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        self.entries.remove(key);
+        self.entries_mut().remove(key);
         Ok(())
     }
 
     fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
-        self.entries.iter().for_each(|(k, v)| visit(k, v));
+        self.entries().iter().for_each(|(k, v)| visit(k, v));
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn reader(&self) -> Arc<dyn StoreReader> {
+        Arc::new(InMemoryReader(Arc::downgrade(&self.entries), self.name.clone()))
+    }
+}
+
+/// Reads an [`InMemoryStore`] until the store is dropped.
+struct InMemoryReader(std::sync::Weak<RwLock<Entries>>, String);
+
+impl StoreReader for InMemoryReader {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let entries = self
+            .0
+            .upgrade()
+            .ok_or_else(|| StoreError::new(&self.1, "the store is closed"))?;
+        let value = read(&entries).get(key).cloned();
+        Ok(value)
     }
 }
 

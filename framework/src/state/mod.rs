@@ -2,7 +2,8 @@
 //!
 //! The layers, from the bottom:
 //! - [`KeyValueStore`]: an ordered byte map; [`InMemoryStore`] and
-//!   [`RocksDbStore`] implement it.
+//!   [`RocksDbStore`] implement it. Its [`StoreReader`] reads it from other
+//!   threads (interactive queries) while the task writes.
 //! - [`StoreSupplier`]: opens one store per task and store name; this is
 //!   where the backend and its memory budget are chosen.
 //! - `StoreHandle` (crate-internal): a task's store plus its changelog; every
@@ -19,6 +20,7 @@ pub use memory::{InMemoryStore, InMemoryStores};
 pub use rocksdb::{RocksDbConfig, RocksDbStore, RocksDbStores};
 
 use crate::error::StoreError;
+use std::sync::Arc;
 
 /// An ordered map of bytes to bytes, owned by one task.
 pub trait KeyValueStore {
@@ -31,6 +33,9 @@ pub trait KeyValueStore {
     fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError>;
     /// Makes every write so far durable in the backend.
     fn flush(&mut self) -> Result<(), StoreError>;
+    /// A handle that reads this store from any thread while the task keeps
+    /// writing; once the store is closed, its reads fail.
+    fn reader(&self) -> Arc<dyn StoreReader>;
 
     /// Applies many writes at once (`None` deletes), as a restore does;
     /// backends override it to write them in one batch.
@@ -43,6 +48,12 @@ pub trait KeyValueStore {
         }
         Ok(())
     }
+}
+
+/// Reads a task's store from another thread, as interactive queries do.
+pub trait StoreReader: Send + Sync {
+    /// The value of `key` now; an error once the store is closed.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
 /// One write of a batch: a key and its new value, `None` to delete it.

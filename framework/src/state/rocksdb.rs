@@ -6,10 +6,11 @@
 //! `block_cache_bytes` however many tasks it runs. The write-ahead log is off:
 //! the changelog topic is the durable copy, as in Kafka Streams.
 
-use super::{KeyValueStore, StoreSupplier, StoreWrite};
+use super::{KeyValueStore, StoreReader, StoreSupplier, StoreWrite};
 use crate::error::StoreError;
 use rocksdb::{BlockBasedOptions, Cache, IteratorMode, Options, WriteBatch, WriteBufferManager, WriteOptions, DB};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 /// Memory sizes of the RocksDB backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,8 +91,13 @@ impl StoreSupplier for RocksDbStores {
             .map_err(|e| StoreError::new(store, format!("cannot open RocksDB at {}: {e}", path.display())))?;
         let mut write_options = WriteOptions::default();
         write_options.disable_wal(true);
+        let db = Arc::new(db);
         Ok(Box::new(RocksDbStore {
             name: store.to_string(),
+            reader: Arc::new(RocksDbReader {
+                name: store.to_string(),
+                db: RwLock::new(Some(db.clone())),
+            }),
             db,
             write_options,
         }))
@@ -109,8 +115,36 @@ impl StoreSupplier for RocksDbStores {
 /// One RocksDB database holding one store of one task.
 pub struct RocksDbStore {
     name: String,
-    db: DB,
+    db: Arc<DB>,
+    /// Handed to other threads; emptied when the store closes, so that the
+    /// database closes with it and the task can open it again.
+    reader: Arc<RocksDbReader>,
     write_options: WriteOptions,
+}
+
+impl Drop for RocksDbStore {
+    fn drop(&mut self) {
+        // Waits for reads in progress; later ones fail.
+        let mut slot = self.reader.db.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *slot = None;
+    }
+}
+
+/// Reads a [`RocksDbStore`] from any thread while it is open.
+struct RocksDbReader {
+    name: String,
+    db: RwLock<Option<Arc<DB>>>,
+}
+
+impl StoreReader for RocksDbReader {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let slot = self.db.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let db = slot
+            .as_ref()
+            .ok_or_else(|| StoreError::new(&self.name, "the store is closed"))?;
+        let value = db.get_pinned(key).map_err(|e| StoreError::new(&self.name, e))?;
+        Ok(value.map(|slice| slice.to_vec()))
+    }
 }
 
 impl RocksDbStore {
@@ -161,6 +195,10 @@ impl KeyValueStore for RocksDbStore {
         }
         self.db.write_opt(batch, &self.write_options).map_err(|e| self.error(e))
     }
+
+    fn reader(&self) -> Arc<dyn StoreReader> {
+        self.reader.clone()
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +224,8 @@ mod tests {
             store.flush().unwrap();
         }
         let store = stores.open("1_2", "s").unwrap();
+        let reader = store.reader();
+        assert_eq!(reader.get(b"d").unwrap(), Some(b"4".to_vec()));
         let mut seen = Vec::new();
         store.for_each(&mut |k, v| seen.push((k.to_vec(), v.to_vec()))).unwrap();
         assert_eq!(
@@ -197,5 +237,9 @@ mod tests {
             ]
         );
         assert!(dir.path().join("1_2").join("s").exists());
+        drop(store);
+        // A reader does not keep the database open: the store opens again.
+        assert!(reader.get(b"d").unwrap_err().to_string().contains("closed"));
+        stores.open("1_2", "s").unwrap();
     }
 }

@@ -32,12 +32,11 @@ use crate::error::WeirError;
 use crate::error_handler::ErrorHandler;
 use crate::metrics::TaskMetrics;
 use crate::partition::partition_for_key;
-use crate::processor::aggregate::COUNTED_PREFIX_LEN;
 use crate::record::{Header, OutputRecord, RawRecord};
 use crate::runtime::{Task, TaskId, TaskSettings};
 use crate::serde::{Serde, SerdeRef};
 use crate::state::{InMemoryStores, RocksDbConfig, RocksDbStores, StoreSupplier};
-use crate::topology::{changelog_topic, StoreLayout, TopicRef, Topology};
+use crate::topology::{changelog_topic, TopicRef, Topology};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::Hash;
@@ -306,11 +305,7 @@ impl TopologyTestDriver {
             let known: Vec<&str> = state.topology.stores().collect();
             WeirError::Other(format!("no store '{store}'; the topology has [{}]", known.join(", ")))
         })?;
-        let skip = match layout {
-            StoreLayout::Plain => 0,
-            StoreLayout::Counted => COUNTED_PREFIX_LEN,
-            StoreLayout::Cached => 8,
-        };
+        let skip = layout.value_offset();
         let mut contents = HashMap::new();
         let mut failure = None;
         for task in state.tasks.values() {

@@ -85,6 +85,17 @@ pub(crate) enum StoreLayout {
     Cached,
 }
 
+impl StoreLayout {
+    /// Where the value its serde wrote starts in a stored value.
+    pub(crate) fn value_offset(self) -> usize {
+        match self {
+            StoreLayout::Plain => 0,
+            StoreLayout::Counted => crate::processor::aggregate::COUNTED_PREFIX_LEN,
+            StoreLayout::Cached => 8,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct StoreDef {
     pub layout: StoreLayout,
