@@ -6,11 +6,13 @@
 
 use std::collections::HashMap;
 use std::time::Duration;
+use weir::ops::{store_route, OpsListener};
 use weir::runtime::{KafkaStreams, KeyLocation, ReadOnlyStore, StreamsConfig, StreamsState};
 use weir::serde::{Json, Utf8, I64};
 use weir::testing::kafka::{eventually, read_compacted, read_topic, TestProducer};
 use weir::{Consumed, Grouped, Materialized, Produced, StreamsBuilder, Topology};
 use weir_e2e::cluster::Cluster;
+use weir_e2e::http::http_get;
 
 const PARTITIONS: i32 = 3;
 const WAIT: Duration = Duration::from_secs(90);
@@ -335,24 +337,35 @@ fn interactive_queries_answer_here_or_name_the_owner(cluster: &Cluster) {
     let setup = Setup::new(cluster);
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let expected = setup.seed(30);
-    let config = |dir, server| cluster.config("queries", dir).set("application.server", server);
-    let mut a = setup
-        .cluster
-        .streams(setup.topology(), &config(dir_a.path(), "a.example:7001"));
+    // Each instance serves its `users` store over HTTP at the address it
+    // advertises as its application.server.
+    let instance = |dir: &std::path::Path| {
+        let listener = OpsListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = listener.address().to_string();
+        let config = cluster.config("queries", dir).set("application.server", &server);
+        let streams = setup.cluster.streams(setup.topology(), &config);
+        let users = streams.store("users", Utf8, Utf8).unwrap();
+        let ops = listener
+            .serve(streams.status_handle(), store_route("/users/{id}", users.clone()))
+            .unwrap();
+        (streams, users, server, ops)
+    };
+    let (mut a, users_on_a, server_a, _ops_a) = instance(dir_a.path());
     let error = a.store("no-such-store", Utf8, Utf8).err().unwrap().to_string();
     assert!(
         error.contains("no store 'no-such-store'") && error.contains("users"),
         "{error}"
     );
-    let users_on_a = a.store("users", Utf8, Utf8).unwrap();
     let unstarted = users_on_a.get(&"u1".to_string()).unwrap_err();
     assert!(matches!(unstarted, weir::WeirError::Unavailable(_)), "{unstarted}");
+    assert_eq!(http_get(&server_a, "/users/u1").status, 503);
     a.start().unwrap();
     assert!(a.wait_for_state(StreamsState::Running, WAIT));
     setup.await_profiles(&expected);
-    let b = setup.start(&config(dir_b.path(), "b.example:7002"));
-    let users_on_b = b.store("users", Utf8, Utf8).unwrap();
-    let instances = [(&users_on_a, "a.example:7001"), (&users_on_b, "b.example:7002")];
+    let (mut b, users_on_b, server_b, _ops_b) = instance(dir_b.path());
+    b.start().unwrap();
+    assert!(b.wait_for_state(StreamsState::Running, WAIT));
+    let instances = [(&users_on_a, server_a.as_str()), (&users_on_b, server_b.as_str())];
 
     // Each user is answered by the instance that holds it and pointed to
     // that instance by the other (by partition alone where the brokers do
@@ -381,6 +394,36 @@ fn interactive_queries_answer_here_or_name_the_owner(cluster: &Cluster) {
         .collect();
     assert!(settled, "answers (key, from a, from b): {seen:?}");
 
+    // Over HTTP: the holder answers, the other redirects to it.
+    for (key, value) in &keys {
+        let path = format!("/users/{key}");
+        let (on_a, on_b) = (http_get(&server_a, &path), http_get(&server_b, &path));
+        let (holder, other) = if matches!(on_a.status, 200 | 404) {
+            (on_a, on_b)
+        } else {
+            (on_b, on_a)
+        };
+        match value {
+            Some(email) => {
+                assert_eq!(holder.status, 200, "{path}: {holder:?}");
+                assert_eq!(holder.body, format!("{email:?}"));
+            }
+            None => assert_eq!(holder.status, 404, "{path}: {holder:?}"),
+        }
+        if names_owners {
+            assert_eq!(other.status, 307, "{path}: {other:?}");
+            let location = other.location.clone().unwrap_or_default();
+            assert!(
+                [&server_a, &server_b]
+                    .iter()
+                    .any(|s| location == format!("http://{s}{path}")),
+                "{path} redirected to {location}"
+            );
+        } else {
+            assert_eq!(other.status, 503, "{path}: {other:?}");
+        }
+    }
+
     // A table aggregate is read without its member count.
     let counts_on_b = b.store("domain-counts", Utf8, I64).unwrap();
     let counts_on_a = a.store("domain-counts", Utf8, I64).unwrap();
@@ -401,7 +444,7 @@ fn interactive_queries_answer_here_or_name_the_owner(cluster: &Cluster) {
         "after a left, b answered {:?}",
         users_on_b.get(&"u1".to_string())
     );
-    drop(b);
+    b.close().unwrap();
 }
 
 fn exactly_once_commits_in_transactions(cluster: &Cluster) {

@@ -10,7 +10,7 @@
 //! - `/metrics`: every metric weir records (see [`crate::metrics`]) in
 //!   Prometheus' text format.
 //!
-//! An application adds its own routes with [`OpsServer::start_with`], for
+//! An application adds its own routes through [`OpsListener`], for
 //! instance interactive queries of a store with [`store_route`].
 //!
 //! ```no_run
@@ -56,19 +56,43 @@ impl OpsServer {
     /// (port 0 picks a free port), and installs the Prometheus recorder for
     /// this process if none is installed yet.
     pub fn start(address: SocketAddr, status: StatusHandle) -> Result<OpsServer, WeirError> {
-        OpsServer::start_with(address, status, Router::new())
+        OpsListener::bind(address)?.serve(status, Router::new())
     }
 
-    /// Serves `routes` beside the operations endpoints (see [`OpsServer::start`]).
-    pub fn start_with(address: SocketAddr, status: StatusHandle, routes: Router) -> Result<OpsServer, WeirError> {
-        let prometheus = RECORDER
-            .get_or_init(|| {
-                PrometheusBuilder::new()
-                    .install_recorder()
-                    .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))
-            })
-            .clone()
-            .map_err(WeirError::Other)?;
+    /// Where the endpoint listens.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+/// An operations endpoint that listens but does not answer yet: its address
+/// is known before the instance is built (to advertise it as
+/// `application.server`), and [`OpsListener::serve`] adds the application's
+/// own routes.
+///
+/// ```no_run
+/// use weir::ops::{store_route, OpsListener};
+/// use weir::runtime::{KafkaStreams, StreamsConfig};
+/// use weir::serde::{Json, Utf8};
+/// # fn app(topology: weir::Topology) -> weir::Result<()> {
+/// let listener = OpsListener::bind("10.0.0.7:9464".parse().unwrap())?;
+/// let config = StreamsConfig::new("profiles", "localhost:9092")
+///     .set("application.server", listener.address().to_string());
+/// let streams = KafkaStreams::new(topology, &config)?;
+/// let profiles = streams.store("profiles", Utf8, Json::<serde_json::Value>::new())?;
+/// let _ops = listener.serve(streams.status_handle(), store_route("/profiles/{id}", profiles))?;
+/// streams.run()
+/// # }
+/// ```
+pub struct OpsListener {
+    listener: tokio::net::TcpListener,
+    address: SocketAddr,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl OpsListener {
+    /// Listens on `address` (port 0 picks a free port).
+    pub fn bind(address: SocketAddr) -> Result<OpsListener, WeirError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("weir-ops")
@@ -81,26 +105,46 @@ impl OpsServer {
         let address = listener
             .local_addr()
             .map_err(|e| WeirError::Other(format!("cannot read the listening address: {e}")))?;
+        Ok(OpsListener {
+            listener,
+            address,
+            runtime,
+        })
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Answers `/health`, `/ready` and `/metrics` for the instance behind
+    /// `status`, and `routes`; installs the Prometheus recorder for this
+    /// process if none is installed yet.
+    pub fn serve(self, status: StatusHandle, routes: Router) -> Result<OpsServer, WeirError> {
+        let prometheus = RECORDER
+            .get_or_init(|| {
+                PrometheusBuilder::new()
+                    .install_recorder()
+                    .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))
+            })
+            .clone()
+            .map_err(WeirError::Other)?;
         let router = Router::new()
             .route("/health", get(health))
             .route("/ready", get(ready))
             .route("/metrics", get(render_metrics))
             .with_state(Endpoint { status, prometheus })
             .merge(routes);
-        runtime.spawn(async move {
+        let listener = self.listener;
+        self.runtime.spawn(async move {
             if let Err(error) = axum::serve(listener, router).await {
                 tracing::error!(%error, "the operations endpoint stopped");
             }
         });
         Ok(OpsServer {
-            address,
-            _runtime: runtime,
+            address: self.address,
+            _runtime: self.runtime,
         })
-    }
-
-    /// Where the endpoint listens.
-    pub fn address(&self) -> SocketAddr {
-        self.address
     }
 }
 
@@ -131,15 +175,7 @@ async fn render_metrics(State(endpoint): State<Endpoint>) -> String {
 /// - `503` while the partition is restored or moves, or when its owner is
 ///   not known yet; `400` for a key that does not parse.
 ///
-/// ```no_run
-/// use weir::ops::{store_route, OpsServer};
-/// use weir::serde::{Json, Utf8};
-/// # fn app(streams: &weir::runtime::KafkaStreams) -> weir::Result<()> {
-/// let profiles = streams.store("profiles", Utf8, Json::<serde_json::Value>::new())?;
-/// let routes = store_route("/profiles/{id}", profiles);
-/// OpsServer::start_with("0.0.0.0:9464".parse().unwrap(), streams.status_handle(), routes)?;
-/// # Ok(()) }
-/// ```
+/// See [`OpsListener`] for an example.
 pub fn store_route<K, V>(path: &str, store: ReadOnlyStore<K, V>) -> Router
 where
     K: FromStr + Send + 'static,

@@ -8,9 +8,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 use user_profile::demo::{run_demo, DemoOptions};
 use user_profile::generator::{CdcWriter, Generator};
-use user_profile::pipeline::{reprocess_topology, run_topology, MappingService, Topics};
-use weir::ops::OpsServer;
+use user_profile::model::GodObject;
+use user_profile::pipeline::{reprocess_topology, run_topology, MappingService, Topics, GOD_OBJECT_STORE};
+use weir::ops::{store_route, OpsListener};
 use weir::runtime::{KafkaStreams, StreamsConfig};
+use weir::serde::Json;
 use weir::{Topology, WeirError};
 
 const DEFAULT_APPLICATION_ID: &str = "user-profile";
@@ -58,7 +60,10 @@ struct PipelineArgs {
     /// A prefix of every topic name.
     #[arg(long, env = "USER_PROFILE_TOPIC_PREFIX", default_value = "")]
     topic_prefix: String,
-    /// Where `/health`, `/ready` and `/metrics` listen (port 0: any free port).
+    /// Where `/health`, `/ready`, `/metrics` and (for `run`) `/users/{user_id}`
+    /// listen (port 0: any free port). Other instances name this address as
+    /// a key's owner unless `application.server` is configured; with an
+    /// unspecified IP (0.0.0.0) it has to be.
     #[arg(long, env = "USER_PROFILE_OPS_ADDRESS", default_value = "0.0.0.0:9464")]
     ops_address: SocketAddr,
 }
@@ -130,7 +135,7 @@ fn run(command: Command) -> Result<ExitCode, WeirError> {
     match command {
         Command::Run(args) => {
             let topology = run_topology(&args.topics(), &args.service())?;
-            args.run(topology, args.streams_config()?)?;
+            args.run(topology, args.streams_config()?, Queries::GodObjects)?;
         }
         Command::Reprocess(ReprocessArgs { pipeline, run_id }) => {
             let topology = reprocess_topology(&pipeline.topics(), &pipeline.service())?;
@@ -143,7 +148,7 @@ fn run(command: Command) -> Result<ExitCode, WeirError> {
                 .to_string();
             let run_id = run_id.unwrap_or_else(|| unix_seconds().to_string());
             let config = config.set("application.id", format!("{base}-reprocess-{run_id}"));
-            pipeline.run(topology, config)?;
+            pipeline.run(topology, config, Queries::None)?;
         }
         Command::Describe => {
             let topics = Topics::default();
@@ -178,10 +183,30 @@ impl PipelineArgs {
         }
     }
 
-    /// Runs `topology` until SIGTERM or SIGINT, with its operations endpoint.
-    fn run(&self, topology: Topology, config: StreamsConfig) -> Result<(), WeirError> {
+    /// Runs `topology` until SIGTERM or SIGINT, with its operations endpoint
+    /// and, when asked, the god-object queries.
+    fn run(&self, topology: Topology, config: StreamsConfig, queries: Queries) -> Result<(), WeirError> {
+        let listener = OpsListener::bind(self.ops_address)?;
+        let config = match config.get("application.server") {
+            Some(_) => config,
+            None if listener.address().ip().is_unspecified() => {
+                tracing::warn!(
+                    "application.server is not set and the operations endpoint listens on every address: queries \
+                     of keys held elsewhere cannot name their owner"
+                );
+                config
+            }
+            None => config.set("application.server", listener.address().to_string()),
+        };
         let streams = KafkaStreams::new(topology, &config)?;
-        let ops = OpsServer::start(self.ops_address, streams.status_handle())?;
+        let routes = match queries {
+            Queries::GodObjects => {
+                let store = streams.store(GOD_OBJECT_STORE, Json::<i64>::new(), Json::<GodObject>::new())?;
+                store_route("/users/{user_id}", store)
+            }
+            Queries::None => Default::default(),
+        };
+        let ops = listener.serve(streams.status_handle(), routes)?;
         tracing::info!(address = %ops.address(), "operations endpoint (/health, /ready, /metrics) listening");
         streams.run()
     }
@@ -203,6 +228,13 @@ impl PipelineArgs {
             None => config.set("application.id", DEFAULT_APPLICATION_ID),
         })
     }
+}
+
+/// The interactive queries an instance answers.
+enum Queries {
+    /// `GET /users/{user_id}`: the user's god object from the local store.
+    GodObjects,
+    None,
 }
 
 fn generate(topics: &Topics, args: &GenerateArgs) -> Result<(), WeirError> {

@@ -6,14 +6,21 @@
 //! mysql.app.users ──────► users table ───┐
 //!                                         ├─ left join ─► user-profile ─► ID mapping ─► user-god-object
 //! mysql.app.preferences ► preferences table ┘   (topic)       (HTTP, async)      (topic)
+//!                                                                            └─► god-objects store
 //! ```
+//!
+//! `run` also keeps the god objects in the store [`GOD_OBJECT_STORE`], which
+//! each instance serves at `GET /users/{user_id}` (interactive queries).
 
 use crate::model::{GodObject, IdMapping, PreferencesRow, UserProfile, UserRow};
 use std::time::Duration;
 use weir::cdc::Cdc;
 use weir::enrich::{Enrichment, HttpJsonLookup};
 use weir::serde::Json;
-use weir::{Consumed, KTable, Produced, StreamsBuilder, Topology, WeirError};
+use weir::{Consumed, KStream, KTable, Produced, Serdes, StreamsBuilder, Topology, WeirError};
+
+/// The store of `run` that holds each user's current god object.
+pub const GOD_OBJECT_STORE: &str = "god-objects";
 
 /// The topics the pipeline reads and writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +89,8 @@ impl MappingService {
 pub fn run_topology(topics: &Topics, service: &MappingService) -> Result<Topology, WeirError> {
     let builder = StreamsBuilder::new();
     let profiles = join(&builder, topics);
-    enrich(&profiles, topics, service, service.cache_ttl)?;
+    enrich(&profiles, topics, service, service.cache_ttl)?
+        .to_table(GOD_OBJECT_STORE, Serdes::with(Json::new(), Json::new()));
     builder.build()
 }
 
@@ -124,13 +132,13 @@ pub fn reprocess_topology(topics: &Topics, service: &MappingService) -> Result<T
 
 /// profiles → the ID-mapping service → `user-god-object`; a deleted profile
 /// passes on as a tombstone without a call. Mappings are cached for
-/// `cache_ttl`, if given.
+/// `cache_ttl`, if given. Returns the god objects' changes.
 fn enrich(
     profiles: &KTable<i64, UserProfile>,
     topics: &Topics,
     service: &MappingService,
     cache_ttl: Option<Duration>,
-) -> Result<(), WeirError> {
+) -> Result<KStream<i64, Option<GodObject>>, WeirError> {
     let url = format!("{}/users/{{}}", service.url.trim_end_matches('/'));
     let lookup = HttpJsonLookup::<i64, IdMapping>::new(url)?.timeout(service.timeout)?;
     let mut enrichment = Enrichment::new("id-mapping", |user_id: &i64, _: &UserProfile| *user_id, lookup)
@@ -140,8 +148,7 @@ fn enrich(
     if cache_ttl.is_some() {
         enrichment = enrichment.cache(cache_ttl);
     }
-    profiles
-        .enrich_async(enrichment, |_, profile, mapping| GodObject::new(profile, mapping))
-        .to(&topics.god_objects, Produced::with(Json::new(), Json::new()));
-    Ok(())
+    let god_objects = profiles.enrich_async(enrichment, |_, profile, mapping| GodObject::new(profile, mapping));
+    god_objects.to(&topics.god_objects, Produced::with(Json::new(), Json::new()));
+    Ok(god_objects)
 }

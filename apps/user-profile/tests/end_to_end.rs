@@ -1,7 +1,8 @@
 //! The pipeline as operators run it: `user-profile run` in two processes
 //! against a broker, the reference ID-mapping service failing now and then,
-//! one instance killed with SIGKILL in the middle of the changes, and then
-//! `user-profile reprocess` after the service's mappings changed. Runs on
+//! one instance killed with SIGKILL in the middle of the changes, queries
+//! of the god objects at each instance, and then `user-profile reprocess`
+//! after the service's mappings changed. Runs on
 //! the in-process cluster and on a broker process (Tansu, or the cluster in
 //! `KAFKA_BOOTSTRAP_SERVERS`).
 
@@ -17,6 +18,7 @@ use weir::runtime::StreamsConfig;
 use weir::serde::Json;
 use weir::testing::kafka::{eventually, read_compacted};
 use weir_e2e::cluster::Cluster;
+use weir_e2e::http::http_get;
 use weir_e2e::instance::{await_stable_group, Instance};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_user-profile");
@@ -149,9 +151,14 @@ fn two_instances_a_kill_and_a_reprocess(cluster: &Cluster) {
         }
     };
     assert_converges(expected("u2-"), &[&first, &second]);
-    let (ready, _) = http_get(&second, "/ready");
-    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
-    let (_, metrics) = http_get(&second, "/metrics");
+    let mut running = vec![ops_address(&second)];
+    if !cluster.reassigns_after_a_member_dies() {
+        running.push(ops_address(&first));
+    }
+    assert_queries_answer(&running, &expected("u2-"), cluster.returns_offset_metadata());
+    let ready = http_get(&running[0], "/ready");
+    assert_eq!(ready.status, 200, "{ready:?}");
+    let metrics = http_get(&running[0], "/metrics").body;
     for name in [
         "weir_records_processed_total",
         "weir_records_produced_total",
@@ -184,24 +191,52 @@ fn two_instances_a_kill_and_a_reprocess(cluster: &Cluster) {
     }
 }
 
-/// GETs `path` from an instance's operations endpoint (its address is in
-/// its log); returns the status line and the body.
-fn http_get(instance: &Instance, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
+/// Asks every running instance (by operations address) for each user:
+/// the instance holding the user answers with its god object (or `404` for
+/// a deleted user), the others redirect there, or, where the brokers keep
+/// no commit metadata, say that the owner is not known.
+fn assert_queries_answer(running: &[String], expected: &HashMap<i64, GodObject>, names_owners: bool) {
+    let mut answered_here = vec![0; running.len()];
+    for (index, address) in running.iter().enumerate() {
+        for user_id in 0..USERS as i64 {
+            let path = format!("/users/{user_id}");
+            let mut answer = http_get(address, &path);
+            if answer.status == 307 {
+                let location = answer.location.clone().unwrap_or_default();
+                let owner = running
+                    .iter()
+                    .find(|other| location == format!("http://{other}{path}"))
+                    .unwrap_or_else(|| panic!("{address} sent {path} to {location}, not a running instance"));
+                answer = http_get(owner, &path);
+                assert!(answer.status != 307, "{owner} redirected {path} again: {answer:?}");
+            } else if answer.status != 503 {
+                answered_here[index] += 1;
+            }
+            match (answer.status, expected.get(&user_id)) {
+                (200, Some(god)) => assert_eq!(&serde_json::from_str::<GodObject>(&answer.body).unwrap(), god),
+                (404, None) => {}
+                (503, _) if !names_owners => assert!(answer.body.contains(r#""owner":null"#), "{answer:?}"),
+                (_, expected) => panic!("{address}{path}: {answer:?}, expected {expected:?}"),
+            }
+        }
+    }
+    assert!(
+        answered_here.iter().all(|n| *n > 0),
+        "answers from local stores per instance: {answered_here:?}"
+    );
+    let bad_key = http_get(&running[0], "/users/ada");
+    assert_eq!(bad_key.status, 400, "{bad_key:?}");
+}
+
+/// The address of an instance's operations endpoint, from its log.
+fn ops_address(instance: &Instance) -> String {
     let log = strip_ansi(&instance.log());
-    let address = log
-        .lines()
+    log.lines()
         .find(|l| l.contains("operations endpoint"))
         .and_then(|l| l.split("address=").nth(1))
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no operations endpoint in the log:\n{}", instance.log_tail()))
-        .to_string();
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: ops\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+        .to_string()
 }
 
 /// Log text without its terminal colour codes.
