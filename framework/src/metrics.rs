@@ -19,6 +19,21 @@ pub const RECORDS_PROCESSED: &str = "weir_records_processed_total";
 /// changelogs or dead letters), labelled by `topic`.
 pub const RECORDS_PRODUCED: &str = "weir_records_produced_total";
 
+/// Records each processor node passed to its children, labelled by `node`
+/// (its name in `describe()`); a node's input is its parents' output.
+pub const NODE_RECORDS_FORWARDED: &str = "weir_node_records_forwarded_total";
+/// Records of an assigned partition not processed yet (the partition's end
+/// minus the next offset to process), labelled by `topic` and `partition`;
+/// reported from the first processed record of the partition, 0 once it
+/// moves to another instance.
+pub const CONSUMER_LAG: &str = "weir_consumer_lag_records";
+/// Entries of a store partition (RocksDB's estimate), labelled by `store`
+/// and `partition`.
+pub const STORE_ENTRIES: &str = "weir_store_entries";
+/// Bytes of a store partition on disk and in memtables (RocksDB stores
+/// only), labelled by `store` and `partition`.
+pub const STORE_BYTES: &str = "weir_store_bytes";
+
 /// Changelog records written back into stores, labelled by `store`.
 pub const RESTORED_RECORDS: &str = "weir_restore_records_total";
 /// Changelog records left to restore, labelled by `store` (0 once done).

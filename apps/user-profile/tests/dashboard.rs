@@ -26,6 +26,10 @@ fn every_metric_the_dashboard_queries_is_one_weir_exports() {
         m::ENRICH_BREAKER_STATE,
         m::ENRICH_LATENCY_SECONDS,
         m::CDC_EVENTS,
+        m::NODE_RECORDS_FORWARDED,
+        m::CONSUMER_LAG,
+        m::STORE_ENTRIES,
+        m::STORE_BYTES,
     ];
     let mut queried = 0;
     for panel in dashboard["panels"].as_array().unwrap() {

@@ -164,9 +164,20 @@ fn two_instances_a_kill_and_a_reprocess(cluster: &Cluster) {
         "weir_records_produced_total",
         "weir_enrich_calls_total",
         "weir_cdc_events_total",
+        "weir_node_records_forwarded_total{node=\"KTABLE-SOURCE",
+        "weir_store_bytes{store=\"god-objects\"",
     ] {
         assert!(metrics.contains(name), "no {name} in /metrics:\n{metrics}");
     }
+    // Everything is processed: no lag left, and the god objects are stored.
+    let caught_up = eventually(WAIT, || {
+        let metrics = http_get(&running[0], "/metrics").body;
+        let lags = metric_values(&metrics, "weir_consumer_lag_records{");
+        let stored = metric_values(&metrics, "weir_store_entries{store=\"god-objects\"");
+        Ok(!lags.is_empty() && lags.iter().all(|lag| *lag == 0.0) && stored.iter().sum::<f64>() > 0.0)
+    })
+    .unwrap();
+    assert!(caught_up, "{}", http_get(&running[0], "/metrics").body);
 
     // The mappings change; a re-run of the enrichment alone brings every
     // user's new id.
@@ -226,6 +237,15 @@ fn assert_queries_answer(running: &[String], expected: &HashMap<i64, GodObject>,
     );
     let bad_key = http_get(&running[0], "/users/ada");
     assert_eq!(bad_key.status, 400, "{bad_key:?}");
+}
+
+/// The values of the Prometheus samples whose line starts with `prefix`.
+fn metric_values(metrics: &str, prefix: &str) -> Vec<f64> {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .collect()
 }
 
 /// The address of an instance's operations endpoint, from its log.

@@ -112,6 +112,8 @@ pub(crate) type GetterRef<K, V> = Rc<dyn ValueGetter<K, V>>;
 /// A node's children, all of one record type.
 pub(crate) struct Forwarder<K, V> {
     children: Vec<ProcessorRef<K, V>>,
+    /// Records passed on, exported per node.
+    forwarded: metrics::Counter,
 }
 
 impl<K: Clone + 'static, V: Clone + 'static> Forwarder<K, V> {
@@ -130,11 +132,15 @@ impl<K: Clone + 'static, V: Clone + 'static> Forwarder<K, V> {
                 })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Forwarder { children })
+        Ok(Forwarder {
+            children,
+            forwarded: metrics::counter!(crate::metrics::NODE_RECORDS_FORWARDED, "node" => node.to_string()),
+        })
     }
 
     /// Sends the record to every child (clones for all but the last).
     pub(crate) fn forward(&self, ctx: &mut ProcessorContext<'_>, record: Record<K, V>) -> Result<(), WeirError> {
+        self.forwarded.increment(1);
         if let Some((last, rest)) = self.children.split_last() {
             for child in rest {
                 child.borrow_mut().process(ctx, record.clone())?;
@@ -152,7 +158,10 @@ impl<K: Clone + 'static, V: Clone + 'static> Forwarder<K, V> {
         record: Record<K, V>,
     ) -> Result<(), WeirError> {
         match self.children.get(child) {
-            Some(child) => child.borrow_mut().process(ctx, record),
+            Some(child) => {
+                self.forwarded.increment(1);
+                child.borrow_mut().process(ctx, record)
+            }
             None => Ok(()),
         }
     }

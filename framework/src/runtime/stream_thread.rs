@@ -26,6 +26,8 @@ const MAX_BATCH: usize = 10_000;
 const BACKPRESSURE_CHECK: u64 = 64;
 /// The longest an idle thread sleeps waiting for enrichment answers.
 const MAX_ANSWER_WAIT: Duration = Duration::from_millis(10);
+/// How often consumer lag and store sizes are published.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A value only the thread that made it may touch.
 ///
@@ -197,6 +199,7 @@ fn poll_loop(
 ) -> Result<(), WeirError> {
     let manager = consumer.context().manager()?;
     let mut last_commit = Instant::now();
+    let mut last_gauges = Instant::now();
     let mut paused = false;
     while !shutdown.load(Ordering::Relaxed) {
         let answers_seen = enrich::completions_so_far();
@@ -241,6 +244,10 @@ fn poll_loop(
         if last_commit.elapsed() >= settings.commit_interval && manager.uncommitted() > 0 {
             manager.commit_or_rewind(consumer)?;
             last_commit = Instant::now();
+        }
+        if last_gauges.elapsed() >= GAUGE_INTERVAL {
+            manager.publish_gauges(consumer);
+            last_gauges = Instant::now();
         }
         if processed == 0 && manager.holds_records() {
             drop(manager);

@@ -9,7 +9,7 @@ use crate::processor::{ProcessorContext, RecordCollector};
 use crate::record::{InputRecord, OutputRecord, SourceMetadata};
 use crate::serde::SerdeRef;
 use crate::state::handle::Changelog;
-use crate::state::{StoreHandle, StoreReader, StoreSupplier, TypedStore};
+use crate::state::{StoreHandle, StoreReader, StoreSize, StoreSupplier, TypedStore};
 use crate::topology::{changelog_topic, NodeFactory, NodeKind, TopicRef, Topology};
 use std::any::Any;
 use std::cell::RefCell;
@@ -267,6 +267,13 @@ impl Task {
         self.stores
             .iter()
             .map(|(name, handle)| (name.as_str(), handle.borrow().store().reader()))
+    }
+
+    /// The task's stores, each with its size now.
+    pub fn store_sizes(&self) -> impl Iterator<Item = (&str, StoreSize)> {
+        self.stores
+            .iter()
+            .map(|(name, handle)| (name.as_str(), handle.borrow().store().size()))
     }
 
     /// Writes records read back from a store's changelog into the store.

@@ -30,7 +30,7 @@ use super::query::LocalStores;
 use super::restore::{ChangelogReader, RestoreFailure, RestoreRange};
 use super::task::{Task, TaskId, TaskSettings};
 use crate::error::WeirError;
-use crate::metrics::{RuntimeMetrics, TaskMetrics};
+use crate::metrics::{RuntimeMetrics, TaskMetrics, CONSUMER_LAG, STORE_BYTES, STORE_ENTRIES};
 use crate::record::{Header, InputHeaders, InputRecord};
 use crate::state::StoreSupplier;
 use crate::topology::{changelog_topic, Topology};
@@ -188,6 +188,43 @@ impl TaskManager {
     /// Serves the producer's delivery reports; a failed delivery stops the thread.
     pub(crate) fn poll_deliveries(&self) -> Result<(), WeirError> {
         self.sender.poll()
+    }
+
+    /// Sets the gauges of every active task: each source partition's lag
+    /// (from the end offset of the consumer's last fetch, no request) and
+    /// each store's size.
+    pub(crate) fn publish_gauges<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
+        for (id, active) in &self.active {
+            let partition = id.partition.to_string();
+            for (topic, position) in &active.positions {
+                let Some(next) = position else { continue };
+                if let Some(end) = fetched_end_offset(consumer, topic, id.partition) {
+                    metrics::gauge!(CONSUMER_LAG, "topic" => topic.to_string(), "partition" => partition.clone())
+                        .set((end - next).max(0) as f64);
+                }
+            }
+            for (store, size) in active.task.store_sizes() {
+                let labels = [("store", store.to_string()), ("partition", partition.clone())];
+                metrics::gauge!(STORE_ENTRIES, &labels).set(size.entries as f64);
+                if let Some(bytes) = size.bytes {
+                    metrics::gauge!(STORE_BYTES, &labels).set(bytes as f64);
+                }
+            }
+        }
+    }
+
+    /// Zeroes the gauges of a task that leaves this instance (its next
+    /// owner reports them).
+    fn clear_gauges(id: TaskId, active: &ActiveTask) {
+        let partition = id.partition.to_string();
+        for (topic, _) in &active.positions {
+            metrics::gauge!(CONSUMER_LAG, "topic" => topic.to_string(), "partition" => partition.clone()).set(0.0);
+        }
+        for (store, _) in active.task.stores() {
+            let labels = [("store", store.to_string()), ("partition", partition.clone())];
+            metrics::gauge!(STORE_ENTRIES, &labels).set(0.0);
+            metrics::gauge!(STORE_BYTES, &labels).set(0.0);
+        }
     }
 
     /// Records processed since the last commit.
@@ -639,6 +676,7 @@ impl TaskManager {
         for (store, _) in active.task.stores() {
             self.local_stores.remove(store, id.partition);
         }
+        Self::clear_gauges(id, &active);
         self.closed_metrics.merge(active.task.metrics());
         let dir = active.dir;
         drop(active.task);
@@ -694,6 +732,27 @@ impl TaskManager {
         }
         self.metrics.set_tasks(total);
     }
+}
+
+/// The end offset of `topic[partition]` as the consumer's last fetch saw it
+/// (librdkafka caches it; rdkafka only offers the variant that asks the
+/// broker); `None` before the first fetch.
+fn fetched_end_offset<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client handle lives as long as `consumer`, the topic is a
+    // NUL-terminated string that outlives the call, and librdkafka only
+    // writes the two offsets.
+    let error = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }
 
 /// Deletes a task's state and makes its restore start from the beginning.

@@ -1,7 +1,7 @@
 //! A store that lives in a `BTreeMap`: fast, ordered, lost on restart
 //! (its changelog restores it).
 
-use super::{KeyValueStore, StoreReader, StoreSupplier};
+use super::{KeyValueStore, StoreReader, StoreSize, StoreSupplier};
 use crate::error::StoreError;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -81,6 +81,13 @@ impl KeyValueStore for InMemoryStore {
 
     fn flush(&mut self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn size(&self) -> StoreSize {
+        StoreSize {
+            entries: self.entries().len() as u64,
+            bytes: None,
+        }
     }
 
     fn reader(&self) -> Arc<dyn StoreReader> {

@@ -36,6 +36,8 @@ pub trait KeyValueStore {
     /// A handle that reads this store from any thread while the task keeps
     /// writing; once the store is closed, its reads fail.
     fn reader(&self) -> Arc<dyn StoreReader>;
+    /// How big the store is now, cheaply (estimates where the backend has them).
+    fn size(&self) -> StoreSize;
 
     /// Applies many writes at once (`None` deletes), as a restore does;
     /// backends override it to write them in one batch.
@@ -48,6 +50,14 @@ pub trait KeyValueStore {
         }
         Ok(())
     }
+}
+
+/// A store's size, as [`KeyValueStore::size`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreSize {
+    pub entries: u64,
+    /// Bytes on disk and in memory, where the backend knows them cheaply.
+    pub bytes: Option<u64>,
 }
 
 /// Reads a task's store from another thread, as interactive queries do.

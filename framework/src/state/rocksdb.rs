@@ -6,7 +6,7 @@
 //! `block_cache_bytes` however many tasks it runs. The write-ahead log is off:
 //! the changelog topic is the durable copy, as in Kafka Streams.
 
-use super::{KeyValueStore, StoreReader, StoreSupplier, StoreWrite};
+use super::{KeyValueStore, StoreReader, StoreSize, StoreSupplier, StoreWrite};
 use crate::error::StoreError;
 use rocksdb::{BlockBasedOptions, Cache, IteratorMode, Options, WriteBatch, WriteBufferManager, WriteOptions, DB};
 use std::path::{Path, PathBuf};
@@ -199,6 +199,14 @@ impl KeyValueStore for RocksDbStore {
     fn reader(&self) -> Arc<dyn StoreReader> {
         self.reader.clone()
     }
+
+    fn size(&self) -> StoreSize {
+        let property = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        StoreSize {
+            entries: property("rocksdb.estimate-num-keys"),
+            bytes: Some(property("rocksdb.total-sst-files-size") + property("rocksdb.cur-size-all-mem-tables")),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -241,5 +249,19 @@ mod tests {
         // A reader does not keep the database open: the store opens again.
         assert!(reader.get(b"d").unwrap_err().to_string().contains("closed"));
         stores.open("1_2", "s").unwrap();
+    }
+
+    #[test]
+    fn size_estimates_entries_and_counts_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = RocksDbStores::new(dir.path(), RocksDbConfig::default());
+        let mut store = stores.open("0_0", "s").unwrap();
+        for i in 0..100u32 {
+            store.put(&i.to_be_bytes(), b"value").unwrap();
+        }
+        store.flush().unwrap();
+        let size = store.size();
+        assert_eq!(size.entries, 100);
+        assert!(size.bytes.unwrap() > 0, "{size:?}");
     }
 }
