@@ -122,11 +122,20 @@ fn nothing_is_lost_through_errors_an_outage_and_a_restart(cluster: &Cluster) {
     });
     let (outputs, dead) = read_results(cluster, &output, &dlq).unwrap();
     let seen: BTreeSet<(i64, i64)> = outputs.iter().map(|o| (o.user, o.seq)).collect();
+    let missing: Vec<&(i64, i64)> = expected_outputs.difference(&seen).collect();
+    // Where the missing went, if anywhere: a dead letter says why.
+    let missing_dead: Vec<&DeadLetter> = dead
+        .iter()
+        .filter(|(user, seq, _)| missing.contains(&&(*user, *seq)))
+        .collect();
     assert!(
         done.unwrap(),
-        "missing outputs: {:?}; unexpected: {:?}",
-        expected_outputs.difference(&seen).take(10).collect::<Vec<_>>(),
-        seen.difference(&expected_outputs).take(10).collect::<Vec<_>>()
+        "missing outputs: {:?}; of them dead-lettered: {missing_dead:?}; unexpected: {:?}; metrics of the first run \
+         {:?}, of the second {:?}",
+        missing.iter().take(10).collect::<Vec<_>>(),
+        seen.difference(&expected_outputs).take(10).collect::<Vec<_>>(),
+        first.enrichment_metrics()["id-mapping"],
+        second.enrichment_metrics()["id-mapping"],
     );
 
     for output in &outputs {
