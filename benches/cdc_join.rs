@@ -8,7 +8,7 @@
 //! it has processed every event and closed, so the time includes writing
 //! every output and changelog record and the final commit.
 //!
-//! `cargo bench -p weir-benches --bench cdc_join [-- <events> <users>]`
+//! `cargo bench -p weir-benches --bench cdc_join [-- <events> <users> <stream threads>]`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +26,9 @@ fn main() {
         .next()
         .map_or(1_000_000, |a| a.parse().expect("a number of events"));
     let users: usize = args.next().map_or(100_000, |a| a.parse().expect("a number of users"));
+    let threads: usize = args
+        .next()
+        .map_or(1, |a| a.parse().expect("a number of stream threads"));
 
     let kafka = Arc::new(EmbeddedKafka::start().expect("the embedded cluster"));
     let topics = Topics::default();
@@ -45,7 +48,12 @@ fn main() {
         written_since.elapsed().as_secs_f64()
     );
 
-    let app = App::start(&kafka, "cdc-join-bench", join_topology(&topics).expect("the topology"));
+    let app = App::start(
+        &kafka,
+        "cdc-join-bench",
+        join_topology(&topics).expect("the topology"),
+        &[("num.stream.threads", threads.to_string())],
+    );
     let started = Instant::now();
     // Each event is read twice: from its CDC topic, then from the
     // repartition topic that puts both tables on weir's key partitioning.
@@ -54,7 +62,7 @@ fn main() {
     app.close();
     let closed_in = started.elapsed();
     println!(
-        "processed in {:.2} s ({} events/s); closed after {:.2} s: {} events/s end to end",
+        "{threads} stream thread(s): processed in {:.2} s ({} events/s); closed after {:.2} s: {} events/s end to end",
         processed_in.as_secs_f64(),
         rate(written, processed_in),
         closed_in.as_secs_f64(),

@@ -90,7 +90,7 @@ impl Bench {
             producer: TestProducer::new(kafka.bootstrap_servers()).expect("a producer"),
             outputs: OutputCounter::new(kafka, &output),
             expected: 0,
-            app: App::start(kafka, name, topology),
+            app: App::start(kafka, name, topology, &[]),
             input,
         }
     }

@@ -180,7 +180,9 @@ fn a_join_and_an_aggregation_run(cluster: &Cluster) {
     let setup = Setup::new(cluster);
     let state = tempfile::tempdir().unwrap();
     let mut expected = setup.seed(30);
-    let mut streams = setup.start(&cluster.config("join", state.path()));
+    // Two stream threads share the instance's tasks.
+    let config = cluster.config("join", state.path()).set("num.stream.threads", "2");
+    let mut streams = setup.start(&config);
     setup.await_profiles(&expected);
 
     // Updates of either side re-emit the join; a deleted user leaves a tombstone.
@@ -469,8 +471,9 @@ fn exactly_once_commits_in_transactions(cluster: &Cluster) {
     assert!(first.metrics().commits > 0);
     first.close().unwrap();
 
-    // A clean close leaves checkpoints under exactly-once too.
-    let mut second = setup.start(&config);
+    // A clean close leaves checkpoints under exactly-once too. Two stream
+    // threads have a transactional id each.
+    let mut second = setup.start(&config.clone().set("num.stream.threads", "2"));
     assert_eq!(second.metrics().restored_total(), 0);
     setup.preference(3, true);
     setup.producer.flush().unwrap();

@@ -20,13 +20,22 @@ pub struct App {
 }
 
 impl App {
-    /// Starts `topology` as application `name` and waits until it runs.
-    pub fn start(kafka: &std::sync::Arc<EmbeddedKafka>, name: &str, topology: Topology) -> App {
+    /// Starts `topology` as application `name`, with `settings` on top of
+    /// the harness's, and waits until it runs.
+    pub fn start(
+        kafka: &std::sync::Arc<EmbeddedKafka>,
+        name: &str,
+        topology: Topology,
+        settings: &[(&str, String)],
+    ) -> App {
         let state = tempfile::tempdir().expect("a temporary directory");
         let config = StreamsConfig::new(name, kafka.bootstrap_servers())
             .set("state.dir", state.path().to_string_lossy())
             .set("consumer.session.timeout.ms", "6000")
             .set("consumer.heartbeat.interval.ms", "500");
+        let config = settings
+            .iter()
+            .fold(config, |config, (key, value)| config.set(*key, value));
         let mut streams = KafkaStreams::new(topology, &config)
             .expect("a valid configuration")
             .with_topic_admin(kafka.clone());

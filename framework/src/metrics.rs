@@ -173,7 +173,7 @@ impl TaskMetrics {
     }
 }
 
-/// Counters of a running instance, shared by its stream thread and the
+/// Counters of a running instance, shared by its stream threads and the
 /// [`KafkaStreams`](crate::runtime::KafkaStreams) handle, and exported
 /// through the [`metrics`] facade as they change.
 #[derive(Debug, Default)]
@@ -181,9 +181,9 @@ pub struct RuntimeMetrics {
     processed: AtomicU64,
     commits: AtomicU64,
     rebalances: AtomicU64,
-    active_tasks: AtomicU64,
     restored: Mutex<BTreeMap<String, u64>>,
-    tasks: Mutex<TaskMetrics>,
+    /// Per stream thread (by index): its active tasks and their counters.
+    threads: Mutex<BTreeMap<usize, (u64, TaskMetrics)>>,
 }
 
 /// A copy of an instance's counters at one moment.
@@ -209,14 +209,21 @@ impl RuntimeSnapshot {
 
 impl RuntimeMetrics {
     pub fn snapshot(&self) -> RuntimeSnapshot {
+        let threads = self.threads();
+        let mut tasks = TaskMetrics::default();
+        threads.values().for_each(|(_, thread_tasks)| tasks.merge(thread_tasks));
         RuntimeSnapshot {
             processed: self.processed.load(Ordering::Relaxed),
             commits: self.commits.load(Ordering::Relaxed),
             rebalances: self.rebalances.load(Ordering::Relaxed),
-            active_tasks: self.active_tasks.load(Ordering::Relaxed),
+            active_tasks: threads.values().map(|(active, _)| active).sum(),
             restored: self.restored.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            tasks: self.tasks.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            tasks,
         }
+    }
+
+    fn threads(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, (u64, TaskMetrics)>> {
+        self.threads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn processed(&self, records: u64) {
@@ -229,11 +236,14 @@ impl RuntimeMetrics {
         metrics::histogram!(COMMIT_SECONDS).record(took.as_secs_f64());
     }
 
-    pub(crate) fn rebalanced(&self, active_tasks: usize) {
+    /// Stream thread `thread` now runs `active_tasks` tasks.
+    pub(crate) fn rebalanced(&self, thread: usize, active_tasks: usize) {
         self.rebalances.fetch_add(1, Ordering::Relaxed);
-        self.active_tasks.store(active_tasks as u64, Ordering::Relaxed);
+        let mut threads = self.threads();
+        threads.entry(thread).or_default().0 = active_tasks as u64;
+        let total: u64 = threads.values().map(|(active, _)| active).sum();
         metrics::counter!(REBALANCES).increment(1);
-        metrics::gauge!(ACTIVE_TASKS).set(active_tasks as f64);
+        metrics::gauge!(ACTIVE_TASKS).set(total as f64);
     }
 
     /// Counts `records` restored into `store`, with `remaining` still to come.
@@ -248,8 +258,8 @@ impl RuntimeMetrics {
         metrics::gauge!(RESTORE_REMAINING, "store" => store.to_string()).set(remaining as f64);
     }
 
-    /// Replaces the task counters of the snapshot.
-    pub(crate) fn set_tasks(&self, tasks: TaskMetrics) {
-        *self.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
+    /// Replaces the task counters of stream thread `thread` in the snapshot.
+    pub(crate) fn set_tasks(&self, thread: usize, tasks: TaskMetrics) {
+        self.threads().entry(thread).or_default().1 = tasks;
     }
 }

@@ -40,6 +40,10 @@ pub const WEIR_KEYS: &[(&str, &str)] = &[
     ),
     ("processing.guarantee", "at_least_once (default) or exactly_once_v2"),
     (
+        "num.stream.threads",
+        "stream threads of the instance, each a consumer of the group with its own tasks (default: 1)",
+    ),
+    (
         "replication.factor",
         "replicas of the internal topics weir creates; -1 (default) takes the broker's default",
     ),
@@ -290,12 +294,16 @@ impl StreamsConfig {
         };
         let commit_interval = Duration::from_millis(number("commit.interval.ms", default_commit));
         let poll_interval = Duration::from_millis(number("poll.ms", 100));
+        let stream_threads = number("num.stream.threads", 1) as usize;
         let defaults = RocksDbConfig::default();
         let rocksdb = RocksDbConfig {
             block_cache_bytes: number("rocksdb.block.cache.bytes", defaults.block_cache_bytes as u64) as usize,
             write_buffer_bytes: number("rocksdb.write.buffer.bytes", defaults.write_buffer_bytes as u64) as usize,
             memtable_bytes: number("rocksdb.memtable.bytes", defaults.memtable_bytes as u64) as usize,
         };
+        if stream_threads == 0 {
+            problems.push("invalid 'num.stream.threads' \"0\": an instance needs at least one stream thread".into());
+        }
         let replication_factor = match self.get("replication.factor").map(|t| (t, t.trim().parse::<i32>())) {
             None => -1,
             Some((_, Ok(n))) if n == -1 || n > 0 => n,
@@ -348,6 +356,7 @@ impl StreamsConfig {
             state_dir,
             commit_interval,
             poll_interval,
+            stream_threads: stream_threads.max(1),
             replication_factor,
             guarantee,
             store_backend,
@@ -428,6 +437,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub commit_interval: Duration,
     pub poll_interval: Duration,
+    /// Stream threads of the instance (`num.stream.threads`).
+    pub stream_threads: usize,
     /// Replicas of created internal topics; -1 for the broker's default.
     pub replication_factor: i32,
     pub guarantee: ProcessingGuarantee,
@@ -490,6 +501,7 @@ mod tests {
         assert_eq!(eos.commit_interval, Duration::from_millis(100));
         assert_eq!(settings.store_backend, StoreBackend::RocksDb);
         assert_eq!(settings.default_error_handler, ErrorHandler::Fail);
+        assert_eq!(settings.stream_threads, 1);
     }
 
     #[test]
@@ -503,6 +515,7 @@ mod tests {
             .set("processing.guarantee", "exactly_once")
             .set("default.error.handler", "dead_letter:")
             .set("application.server", "localhost")
+            .set("num.stream.threads", "0")
             .settings()
             .unwrap_err()
             .to_string();
@@ -517,6 +530,7 @@ mod tests {
             "invalid 'processing.guarantee' \"exactly_once\"",
             "invalid 'default.error.handler'",
             "invalid 'application.server' \"localhost\": expected host:port",
+            "invalid 'num.stream.threads' \"0\"",
         ] {
             assert!(error.contains(expected), "missing {expected:?} in: {error}");
         }

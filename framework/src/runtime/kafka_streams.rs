@@ -34,7 +34,7 @@ pub enum StreamsState {
     Error,
 }
 
-/// The state shared by the stream thread and the handle.
+/// The state of one stream thread, shared with the handle.
 pub(crate) struct StateCell(AtomicU8);
 
 const STATES: [StreamsState; 6] = [
@@ -51,6 +51,23 @@ impl StateCell {
         StateCell(AtomicU8::new(0))
     }
 
+    /// The state of an instance whose stream threads are in `threads`: it
+    /// runs when all of them run and has failed when one has.
+    fn of_instance(threads: &[Arc<StateCell>]) -> StreamsState {
+        let states: Vec<StreamsState> = threads.iter().map(|t| t.get()).collect();
+        let all = |state: StreamsState| states.iter().all(|s| *s == state);
+        let any = |state: StreamsState| states.contains(&state);
+        if any(StreamsState::Error) {
+            StreamsState::Error
+        } else if all(StreamsState::Created) || all(StreamsState::NotRunning) || all(StreamsState::Running) {
+            states[0]
+        } else if any(StreamsState::PendingShutdown) || any(StreamsState::NotRunning) {
+            StreamsState::PendingShutdown
+        } else {
+            StreamsState::Rebalancing
+        }
+    }
+
     pub(crate) fn set(&self, state: StreamsState) {
         let index = STATES.iter().position(|s| *s == state).unwrap_or(0);
         self.0.store(index as u8, Ordering::SeqCst);
@@ -65,13 +82,13 @@ impl StateCell {
 /// from any thread (health checks, monitoring).
 #[derive(Clone)]
 pub struct StatusHandle {
-    state: Arc<StateCell>,
+    threads: Arc<[Arc<StateCell>]>,
     metrics: Arc<RuntimeMetrics>,
 }
 
 impl StatusHandle {
     pub fn state(&self) -> StreamsState {
-        self.state.get()
+        StateCell::of_instance(&self.threads)
     }
 
     pub fn metrics(&self) -> RuntimeSnapshot {
@@ -90,10 +107,11 @@ impl ShutdownHandle {
     }
 }
 
-/// One instance of an application: a consumer in the group
-/// `application.id`, the tasks of its assigned partitions, their stores
-/// (restored from changelogs) and a producer for outputs and changelogs.
-/// Start more instances with the same `application.id` to scale out.
+/// One instance of an application: `num.stream.threads` stream threads,
+/// each a consumer in the group `application.id` with the tasks of its
+/// assigned partitions, their stores (restored from changelogs) and a
+/// producer for outputs and changelogs. Start more instances with the same
+/// `application.id` to scale out.
 ///
 /// ```no_run
 /// use weir::{StreamsBuilder, Consumed, Produced, serde::Utf8};
@@ -114,10 +132,11 @@ pub struct KafkaStreams {
     admin: Option<Arc<dyn TopicAdmin>>,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<RuntimeMetrics>,
-    state: Arc<StateCell>,
+    /// One per stream thread.
+    states: Arc<[Arc<StateCell>]>,
     /// The tasks' stores, for interactive queries.
     local_stores: Arc<LocalStores>,
-    thread: Option<JoinHandle<Result<(), WeirError>>>,
+    threads: Vec<JoinHandle<Result<(), WeirError>>>,
     /// Held while running, so that two instances never share a state directory.
     _lock: Option<File>,
 }
@@ -129,12 +148,14 @@ impl KafkaStreams {
         Ok(KafkaStreams {
             topology,
             local_stores: Arc::new(LocalStores::new(settings.clone())),
-            settings,
             admin: None,
             shutdown: Arc::new(AtomicBool::new(false)),
             metrics: Arc::default(),
-            state: Arc::new(StateCell::new()),
-            thread: None,
+            states: (0..settings.stream_threads)
+                .map(|_| Arc::new(StateCell::new()))
+                .collect(),
+            threads: Vec::new(),
+            settings,
             _lock: None,
         })
     }
@@ -151,12 +172,12 @@ impl KafkaStreams {
         &self.settings
     }
 
-    /// Checks and creates topics, then starts processing on a stream thread.
-    /// Errors found before processing starts (missing source topics, topics
-    /// that are not co-partitioned, a locked state directory) are returned
-    /// here.
+    /// Checks and creates topics, then starts processing on the stream
+    /// threads. Errors found before processing starts (missing source
+    /// topics, topics that are not co-partitioned, a locked state directory)
+    /// are returned here.
     pub fn start(&mut self) -> Result<(), WeirError> {
-        if self.thread.is_some() {
+        if !self.threads.is_empty() {
             return Err(WeirError::Other("the instance is already started".into()));
         }
         let admin: Arc<dyn TopicAdmin> = match &self.admin {
@@ -171,21 +192,53 @@ impl KafkaStreams {
             .map_err(|e| WeirError::StateDir(format!("cannot create {}: {e}", app_dir.display())))?;
         self._lock = Some(lock_state_dir(&self.settings)?);
         let process_id = process_id(&self.settings)?;
-        let stores: Box<dyn StoreSupplier> = match self.settings.store_backend {
-            StoreBackend::RocksDb => Box::new(RocksDbStores::new(&app_dir, self.settings.rocksdb)),
-            StoreBackend::InMemory => Box::new(InMemoryStores),
+        // One supplier for all threads: RocksDB stores share one memory budget.
+        let stores: Arc<dyn StoreSupplier> = match self.settings.store_backend {
+            StoreBackend::RocksDb => Arc::new(RocksDbStores::new(&app_dir, self.settings.rocksdb)),
+            StoreBackend::InMemory => Arc::new(InMemoryStores),
         };
-        let (topology, settings) = (self.topology.clone(), self.settings.clone());
-        let (shutdown, metrics, state) = (self.shutdown.clone(), self.metrics.clone(), self.state.clone());
-        let local_stores = self.local_stores.clone();
-        let transactional_id = format!("{}-{process_id}-0", settings.application_id);
         let (started, ready) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name(format!("{}-stream-0", settings.application_id))
+        for index in 0..self.settings.stream_threads {
+            match self.spawn_stream_thread(index, &process_id, stores.clone(), started.clone()) {
+                Ok(thread) => self.threads.push(thread),
+                Err(error) => {
+                    self.stop_threads();
+                    return Err(error);
+                }
+            }
+        }
+        for _ in 0..self.threads.len() {
+            let outcome = ready
+                .recv()
+                .unwrap_or_else(|_| Err(WeirError::Other("a stream thread ended while starting".into())));
+            if let Err(error) = outcome {
+                self.stop_threads();
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts stream thread `index`; it reports on `started` once it has
+    /// created its producer and task manager, or failed to.
+    fn spawn_stream_thread(
+        &self,
+        index: usize,
+        process_id: &str,
+        stores: Arc<dyn StoreSupplier>,
+        started: std::sync::mpsc::Sender<Result<(), WeirError>>,
+    ) -> Result<JoinHandle<Result<(), WeirError>>, WeirError> {
+        let (topology, settings) = (self.topology.clone(), self.settings.clone());
+        let (shutdown, metrics) = (self.shutdown.clone(), self.metrics.clone());
+        let (state, local_stores) = (self.states[index].clone(), self.local_stores.clone());
+        let transactional_id = format!("{}-{process_id}-{index}", settings.application_id);
+        std::thread::Builder::new()
+            .name(format!("{}-stream-{index}", settings.application_id))
             .spawn(move || {
                 // The thread creates what it owns: tasks are not `Send`.
                 let prepared = RecordSender::new(&settings, &transactional_id).and_then(|sender| {
                     TaskManager::new(
+                        index,
                         topology,
                         settings.clone(),
                         stores,
@@ -207,6 +260,11 @@ impl KafkaStreams {
                     }
                 };
                 let result = stream_thread::run(manager, &settings, &shutdown, &metrics, state.clone());
+                if result.is_err() {
+                    // One failed thread stops the instance: its partitions
+                    // would otherwise wait for a thread that is gone.
+                    shutdown.store(true, Ordering::SeqCst);
+                }
                 state.set(if result.is_ok() {
                     StreamsState::NotRunning
                 } else {
@@ -214,22 +272,21 @@ impl KafkaStreams {
                 });
                 result
             })
-            .map_err(|e| WeirError::Other(format!("cannot start the stream thread: {e}")))?;
-        let outcome = ready
-            .recv()
-            .unwrap_or_else(|_| Err(WeirError::Other("the stream thread ended while starting".into())));
-        if let Err(error) = outcome {
+            .map_err(|e| WeirError::Other(format!("cannot start a stream thread: {e}")))
+    }
+
+    /// Stops and joins the threads started so far, after a failed start.
+    fn stop_threads(&mut self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
-            self._lock = None;
-            return Err(error);
         }
-        self.thread = Some(thread);
-        Ok(())
+        self._lock = None;
     }
 
     /// Where the instance is in its life.
     pub fn state(&self) -> StreamsState {
-        self.state.get()
+        StateCell::of_instance(&self.states)
     }
 
     /// Waits until the instance reaches `state` (or stops); returns whether it did.
@@ -256,7 +313,7 @@ impl KafkaStreams {
     /// A handle that reads the instance's state and counters from another thread.
     pub fn status_handle(&self) -> StatusHandle {
         StatusHandle {
-            state: self.state.clone(),
+            threads: self.states.clone(),
             metrics: self.metrics.clone(),
         }
     }
@@ -298,12 +355,16 @@ impl KafkaStreams {
     /// and stops; returns the error that stopped the instance, if any.
     pub fn close(&mut self) -> Result<(), WeirError> {
         self.shutdown.store(true, Ordering::SeqCst);
-        let result = match self.thread.take() {
-            Some(thread) => thread
+        let mut result = Ok(());
+        for thread in self.threads.drain(..) {
+            let outcome = thread
                 .join()
-                .unwrap_or_else(|_| Err(WeirError::Other("the stream thread panicked".into()))),
-            None => Ok(()),
-        };
+                .unwrap_or_else(|_| Err(WeirError::Other("a stream thread panicked".into())));
+            // The first error is the one that stopped the instance.
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
         self._lock = None;
         result
     }
@@ -320,7 +381,7 @@ impl KafkaStreams {
                 .map_err(|e| WeirError::Other(format!("cannot handle signal {signal}: {e}")))?;
         }
         self.start()?;
-        while !self.shutdown.load(Ordering::SeqCst) && self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
+        while !self.shutdown.load(Ordering::SeqCst) && self.threads.iter().all(|t| !t.is_finished()) {
             std::thread::sleep(Duration::from_millis(100));
         }
         tracing::info!("shutting down");
@@ -330,7 +391,7 @@ impl KafkaStreams {
 
 impl Drop for KafkaStreams {
     fn drop(&mut self) {
-        if self.thread.is_some() {
+        if !self.threads.is_empty() {
             if let Err(error) = self.close() {
                 tracing::error!(%error, "the instance stopped on an error");
             }

@@ -68,9 +68,11 @@ type CommittedOffsets = BTreeMap<(String, i32), i64>;
 
 /// Everything a stream thread owns besides its consumer.
 pub(crate) struct TaskManager {
+    /// The stream thread's index in the instance.
+    thread: usize,
     topology: Topology,
     settings: Arc<Settings>,
-    stores: Box<dyn StoreSupplier>,
+    stores: Arc<dyn StoreSupplier>,
     /// The tasks' stores as interactive queries see them.
     local_stores: Arc<LocalStores>,
     /// Source topic (as named in the cluster) → the sub-topology reading it.
@@ -89,9 +91,10 @@ pub(crate) struct TaskManager {
 
 impl TaskManager {
     pub(crate) fn new(
+        thread: usize,
         topology: Topology,
         settings: Arc<Settings>,
-        stores: Box<dyn StoreSupplier>,
+        stores: Arc<dyn StoreSupplier>,
         local_stores: Arc<LocalStores>,
         sender: RecordSender,
         metrics: Arc<RuntimeMetrics>,
@@ -104,6 +107,7 @@ impl TaskManager {
         }
         let reader = ChangelogReader::new(&settings)?;
         Ok(TaskManager {
+            thread,
             topology,
             settings,
             stores,
@@ -459,7 +463,7 @@ impl TaskManager {
                 self.close_task(id, clean)?;
             }
         }
-        self.metrics.rebalanced(self.active.len());
+        self.metrics.rebalanced(self.thread, self.active.len());
         Ok(())
     }
 
@@ -512,7 +516,7 @@ impl TaskManager {
             }
         }
         self.announce_ownership(consumer, assigned);
-        self.metrics.rebalanced(self.active.len());
+        self.metrics.rebalanced(self.thread, self.active.len());
         Ok(())
     }
 
@@ -730,7 +734,7 @@ impl TaskManager {
         for active in self.active.values() {
             total.merge(active.task.metrics());
         }
-        self.metrics.set_tasks(total);
+        self.metrics.set_tasks(self.thread, total);
     }
 }
 
