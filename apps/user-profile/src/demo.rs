@@ -35,6 +35,8 @@ pub struct DemoOptions {
     /// Share of the service's answers that are `503`s (retried).
     pub service_error_rate: f64,
     pub seed: u64,
+    /// The pipeline's stream threads (`num.stream.threads`).
+    pub stream_threads: usize,
     /// How long to wait for the outputs to match after the last event.
     pub settle_timeout: Duration,
 }
@@ -48,6 +50,7 @@ impl Default for DemoOptions {
             service_latency: Duration::from_millis(5),
             service_error_rate: 0.001,
             seed: 42,
+            stream_threads: 2,
             settle_timeout: Duration::from_secs(600),
         }
     }
@@ -92,6 +95,7 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
     let config = StreamsConfig::new("user-profile-demo", kafka.bootstrap_servers())
         .set("state.dir", state.path().to_string_lossy())
         .set("consumer.session.timeout.ms", "6000")
+        .set("num.stream.threads", options.stream_threads.to_string())
         // Frequent commits keep the counters the summary reads fresh.
         .set("commit.interval.ms", "500");
     let topology = run_topology(&topics, &MappingService::at(format!("http://{}", service.address())))?;

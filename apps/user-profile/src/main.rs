@@ -94,6 +94,9 @@ struct DemoArgs {
     service_latency_ms: u64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// The pipeline's stream threads.
+    #[arg(long, default_value_t = 2)]
+    stream_threads: usize,
 }
 
 #[derive(Args)]
@@ -163,6 +166,7 @@ fn run(command: Command) -> Result<ExitCode, WeirError> {
                 rate: args.rate,
                 service_latency: Duration::from_millis(args.service_latency_ms),
                 seed: args.seed,
+                stream_threads: args.stream_threads,
                 ..DemoOptions::default()
             })?;
             if report.verified.is_err() {
