@@ -15,6 +15,9 @@ pub struct SerdeError {
 pub enum SerdeErrorKind {
     Serialize,
     Deserialize,
+    /// What the serde needs (a schema registry) could not be reached: the
+    /// record is not bad, so it is not dead-lettered; processing stops.
+    Unavailable,
 }
 
 impl std::fmt::Display for SerdeErrorKind {
@@ -22,6 +25,7 @@ impl std::fmt::Display for SerdeErrorKind {
         f.write_str(match self {
             SerdeErrorKind::Serialize => "serialization failed",
             SerdeErrorKind::Deserialize => "deserialization failed",
+            SerdeErrorKind::Unavailable => "serde dependency unavailable",
         })
     }
 }

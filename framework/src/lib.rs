@@ -30,6 +30,7 @@
 //! );
 //! ```
 
+pub mod avro;
 pub mod cdc;
 pub mod dsl;
 pub mod embedded;

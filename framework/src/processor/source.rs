@@ -6,7 +6,7 @@
 //! decode Debezium change events (see `processor::cdc`).
 
 use super::{send_dead_letter, Forwarder, ProcessorContext};
-use crate::error::{SerdeError, WeirError};
+use crate::error::{SerdeError, SerdeErrorKind, WeirError};
 use crate::error_handler::ErrorHandler;
 use crate::metrics::SkipReason;
 use crate::record::{InputRecord, RawRecord, Record};
@@ -80,6 +80,10 @@ fn handle_undecodable(
     error: SerdeError,
 ) -> Result<(), WeirError> {
     let source = ctx.source;
+    if error.kind == SerdeErrorKind::Unavailable {
+        // The record may be fine; it is read again after a restart.
+        return Err(ctx.failed_at_source(error.into()));
+    }
     match on_error {
         ErrorHandler::Fail => Err(ctx.failed_at_source(error.into())),
         ErrorHandler::LogAndContinue => {

@@ -26,6 +26,7 @@
 
 pub mod debezium;
 pub mod kafka;
+pub mod schema_registry;
 
 use crate::enrich;
 use crate::error::WeirError;

@@ -1,0 +1,203 @@
+//! [`Avro`]: a weir serde for Avro records in the Confluent wire format.
+
+use super::registry::{RegistryError, SchemaRegistry};
+use crate::error::{SerdeError, SerdeErrorKind};
+use crate::serde::{Encoded, Serde};
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::{AvroSchema, Schema};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, RwLock};
+
+/// The first byte of every record in the Confluent wire format.
+const MAGIC: u8 = 0;
+/// The magic byte and the 4-byte schema id.
+const HEADER_LEN: usize = 5;
+
+/// How the subject a schema is registered under is named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SubjectStrategy {
+    /// `<topic>-key` or `<topic>-value` (Confluent's default).
+    #[default]
+    TopicName,
+    /// The record's full name, for one type on many topics.
+    RecordName,
+    /// `<topic>-<record full name>`, for many types on one topic.
+    TopicRecordName,
+}
+
+/// Avro for keys or values of type `T` (serde-serializable, with an Avro
+/// schema), in the Confluent wire format: byte 0, the writer schema's id
+/// (4 bytes, big endian), the Avro binary encoding.
+///
+/// - Writing registers `T`'s schema under the subject the
+///   [`SubjectStrategy`] names (or finds it registered) and caches the id.
+/// - Reading fetches the writer schema by the record's id (cached) and
+///   resolves it to `T`'s schema: a field added with a default, or one
+///   removed, is read as `T` expects. A schema that cannot be resolved is a
+///   deserialization error naming the subject, the ids and Avro's reason.
+/// - A registry that stays unreachable after the configured attempts is an
+///   [`SerdeErrorKind::Unavailable`] error: sources stop on it instead of
+///   dead-lettering the record.
+///
+/// Kafka's null is not an Avro record; wrap the serde in
+/// [`Nullable`](crate::serde::Nullable) for nullable values (tombstones).
+///
+/// ```no_run
+/// use apache_avro::AvroSchema;
+/// use serde::{Deserialize, Serialize};
+/// use weir::avro::{Avro, SchemaRegistry};
+/// use weir::serde::Nullable;
+/// use weir::{Produced, StreamsBuilder};
+///
+/// #[derive(Serialize, Deserialize, AvroSchema, Clone)]
+/// struct Profile { user_id: i64, email: String, dark_mode: Option<bool> }
+///
+/// let registry = SchemaRegistry::new("http://schema-registry:8081")?;
+/// let builder = StreamsBuilder::new();
+/// # let profiles: weir::KStream<String, Option<Profile>> = todo!();
+/// profiles.to("user-profile", Produced::with(weir::serde::Utf8, Nullable(Avro::<Profile>::value(&registry))));
+/// # Ok::<(), weir::WeirError>(())
+/// ```
+pub struct Avro<T> {
+    registry: SchemaRegistry,
+    schema: Arc<Schema>,
+    /// The schema as registered (its full JSON, defaults included).
+    schema_json: String,
+    strategy: SubjectStrategy,
+    is_key: bool,
+    /// Writer schema ids by subject.
+    ids: RwLock<HashMap<String, u32>>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: AvroSchema> Avro<T> {
+    /// Values of type `T`, with the schema `T` derives.
+    pub fn value(registry: &SchemaRegistry) -> Self {
+        Avro::with_schema(registry, T::get_schema(), false)
+    }
+
+    /// Keys of type `T`, with the schema `T` derives.
+    pub fn key(registry: &SchemaRegistry) -> Self {
+        Avro::with_schema(registry, T::get_schema(), true)
+    }
+}
+
+impl<T> Avro<T> {
+    /// `T` written and read as `schema` (for types without a derived schema,
+    /// or to read with a schema of your own); `is_key` picks the subject's
+    /// `-key` or `-value` suffix under [`SubjectStrategy::TopicName`].
+    pub fn with_schema(registry: &SchemaRegistry, schema: Schema, is_key: bool) -> Self {
+        let schema_json = serde_json::to_string(&schema).expect("an Avro schema serializes to JSON");
+        Avro {
+            registry: registry.clone(),
+            schema: Arc::new(schema),
+            schema_json,
+            strategy: SubjectStrategy::default(),
+            is_key,
+            ids: RwLock::default(),
+            _type: PhantomData,
+        }
+    }
+
+    /// Names subjects by `strategy` instead of by topic.
+    pub fn subject_strategy(mut self, strategy: SubjectStrategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// The subject the schema is registered under for `topic`.
+    pub fn subject(&self, topic: &str) -> String {
+        let record = || self.schema.name().map(|n| n.fullname(None)).unwrap_or_default();
+        match self.strategy {
+            SubjectStrategy::TopicName if self.is_key => format!("{topic}-key"),
+            SubjectStrategy::TopicName => format!("{topic}-value"),
+            SubjectStrategy::RecordName => record(),
+            SubjectStrategy::TopicRecordName => format!("{topic}-{}", record()),
+        }
+    }
+
+    fn writer_id(&self, subject: &str) -> Result<u32, RegistryError> {
+        if let Some(id) = self.ids.read().unwrap_or_else(|p| p.into_inner()).get(subject) {
+            return Ok(*id);
+        }
+        let id = self.registry.register(subject, &self.schema_json)?;
+        self.ids
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(subject.to_string(), id);
+        Ok(id)
+    }
+}
+
+/// A registry failure as a serde error of `kind` (or unavailable).
+fn registry_error(kind: SerdeErrorKind, topic: &str, error: RegistryError) -> SerdeError {
+    SerdeError {
+        kind: if error.unavailable {
+            SerdeErrorKind::Unavailable
+        } else {
+            kind
+        },
+        topic: topic.to_string(),
+        message: error.message,
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + 'static> Serde<T> for Avro<T> {
+    fn serialize(&self, topic: &str, value: &T, out: &mut Vec<u8>) -> Result<Encoded, SerdeError> {
+        let subject = self.subject(topic);
+        let id = self
+            .writer_id(&subject)
+            .map_err(|e| registry_error(SerdeErrorKind::Serialize, topic, e))?;
+        out.push(MAGIC);
+        out.extend_from_slice(&id.to_be_bytes());
+        GenericDatumWriter::builder(&self.schema)
+            .build()
+            .and_then(|writer| writer.write_ser(out, value))
+            .map_err(|e| SerdeError::serialize(topic, format!("not a valid '{subject}' record (schema {id}): {e}")))?;
+        Ok(Encoded::Bytes)
+    }
+
+    fn deserialize(&self, topic: &str, bytes: Option<&[u8]>) -> Result<T, SerdeError> {
+        let bytes = bytes.ok_or_else(|| SerdeError::deserialize(topic, "null where an Avro record was expected"))?;
+        if bytes.len() < HEADER_LEN || bytes[0] != MAGIC {
+            return Err(SerdeError::deserialize(
+                topic,
+                format!(
+                    "not in the Confluent Avro wire format (magic byte 0 and a schema id): {} bytes starting {:02x?}",
+                    bytes.len(),
+                    &bytes[..bytes.len().min(HEADER_LEN)]
+                ),
+            ));
+        }
+        let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        let writer = self
+            .registry
+            .schema(id)
+            .map_err(|e| registry_error(SerdeErrorKind::Deserialize, topic, e))?;
+        let mut body = &bytes[HEADER_LEN..];
+        let value = GenericDatumReader::builder(&writer)
+            .reader_schema(&self.schema)
+            .build()
+            .and_then(|reader| reader.read_value(&mut body))
+            .map_err(|e| {
+                SerdeError::deserialize(
+                    topic,
+                    format!(
+                        "a record written with schema {id} cannot be read as '{}' (subject '{}'): {e}",
+                        self.schema.name().map(|n| n.fullname(None)).unwrap_or_default(),
+                        self.subject(topic)
+                    ),
+                )
+            })?;
+        apache_avro::from_value::<T>(&value).map_err(|e| {
+            SerdeError::deserialize(
+                topic,
+                format!("an Avro record of schema {id} does not fit the type: {e}"),
+            )
+        })
+    }
+}

@@ -1,0 +1,218 @@
+//! The Schema Registry client: registers and looks up schemas through the
+//! Confluent REST API, caches what it learned, and retries while the
+//! registry is unreachable.
+
+use crate::error::WeirError;
+use apache_avro::Schema;
+use schema_registry_converter::blocking::schema_registry::{get_schema_by_id, post_schema, SrSettings};
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// A failed registry call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RegistryError {
+    pub message: String,
+    /// The registry could not be reached (or answered 5xx) on every attempt,
+    /// as opposed to refusing the request.
+    pub unavailable: bool,
+}
+
+/// A Confluent-compatible Schema Registry, shared by every serde that uses
+/// it (clones share the caches).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use weir::avro::SchemaRegistry;
+/// let registry = SchemaRegistry::builder("http://schema-registry:8081")
+///     .basic_auth("user", "secret")
+///     .timeout(Duration::from_secs(5))
+///     .attempts(5)
+///     .build()?;
+/// # Ok::<(), weir::WeirError>(())
+/// ```
+#[derive(Clone)]
+pub struct SchemaRegistry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: SrSettings,
+    attempts: u32,
+    backoff: Duration,
+    /// Writer schemas by id.
+    schemas: RwLock<HashMap<u32, Arc<Schema>>>,
+    /// Ids by (subject, schema JSON).
+    ids: RwLock<HashMap<(String, String), u32>>,
+}
+
+/// Settings of a [`SchemaRegistry`]; made by [`SchemaRegistry::builder`].
+pub struct SchemaRegistryBuilder {
+    urls: Vec<String>,
+    basic_auth: Option<(String, Option<String>)>,
+    bearer: Option<String>,
+    timeout: Duration,
+    attempts: u32,
+    backoff: Duration,
+}
+
+impl SchemaRegistryBuilder {
+    /// Another URL of the same registry, tried when the ones before fail.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.urls.push(url.into());
+        self
+    }
+
+    /// HTTP basic authentication (Confluent Cloud: the API key and secret).
+    pub fn basic_auth(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.basic_auth = Some((user.into(), Some(password.into())));
+        self
+    }
+
+    /// A bearer token.
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.bearer = Some(token.into());
+        self
+    }
+
+    /// How long one request may take (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How many times a call is made while the registry is unreachable
+    /// before it fails (default 5), doubling the wait between attempts from
+    /// `backoff` (default 200 ms).
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+
+    pub fn backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    pub fn build(self) -> Result<SchemaRegistry, WeirError> {
+        let mut urls = self.urls.into_iter();
+        let first = urls
+            .next()
+            .ok_or_else(|| WeirError::Config("a schema registry needs a URL".into()))?;
+        let mut builder = SrSettings::new_builder(first.trim_end_matches('/').to_string());
+        for url in urls {
+            builder.add_url(url.trim_end_matches('/').to_string());
+        }
+        if let Some((user, password)) = &self.basic_auth {
+            builder.set_basic_authorization(user, password.as_deref());
+        }
+        if let Some(token) = &self.bearer {
+            builder.set_token_authorization(token);
+        }
+        builder.set_timeout(self.timeout);
+        let settings = builder
+            .build()
+            .map_err(|e| WeirError::Config(format!("invalid schema registry settings: {e}")))?;
+        Ok(SchemaRegistry {
+            inner: Arc::new(Inner {
+                settings,
+                attempts: self.attempts,
+                backoff: self.backoff,
+                schemas: RwLock::default(),
+                ids: RwLock::default(),
+            }),
+        })
+    }
+}
+
+impl SchemaRegistry {
+    /// A registry at `url` with the default settings.
+    pub fn new(url: impl Into<String>) -> Result<SchemaRegistry, WeirError> {
+        SchemaRegistry::builder(url).build()
+    }
+
+    pub fn builder(url: impl Into<String>) -> SchemaRegistryBuilder {
+        SchemaRegistryBuilder {
+            urls: vec![url.into()],
+            basic_auth: None,
+            bearer: None,
+            timeout: Duration::from_secs(10),
+            attempts: 5,
+            backoff: Duration::from_millis(200),
+        }
+    }
+
+    /// The schema registered with `id`.
+    pub(crate) fn schema(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
+        if let Some(schema) = read(&self.inner.schemas).get(&id) {
+            return Ok(schema.clone());
+        }
+        let registered = self.call(|| get_schema_by_id(id, &self.inner.settings))?;
+        let schema = Schema::parse_str(&registered.schema).map_err(|e| RegistryError {
+            message: format!("the registry's schema {id} is not a valid Avro schema: {e}"),
+            unavailable: false,
+        })?;
+        let schema = Arc::new(schema);
+        write(&self.inner.schemas).insert(id, schema.clone());
+        Ok(schema)
+    }
+
+    /// The id of `schema` (its JSON) under `subject`, registering it if the
+    /// subject does not have it yet (the registry checks compatibility).
+    pub(crate) fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+        let key = (subject.to_string(), schema.to_string());
+        if let Some(id) = read(&self.inner.ids).get(&key) {
+            return Ok(*id);
+        }
+        let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_string());
+        let registered = self
+            .call(|| post_schema(&self.inner.settings, subject.to_string(), supplied.clone()))
+            .map_err(|e| RegistryError {
+                message: format!("cannot register the schema under subject '{subject}': {}", e.message),
+                ..e
+            })?;
+        write(&self.inner.ids).insert(key, registered.id);
+        Ok(registered.id)
+    }
+
+    /// Runs `call`, again after a growing wait while it fails retriably.
+    fn call<T>(&self, call: impl Fn() -> Result<T, SRCError>) -> Result<T, RegistryError> {
+        let mut wait = self.inner.backoff;
+        let mut attempt = 1;
+        loop {
+            match call() {
+                Ok(value) => return Ok(value),
+                Err(error) if error.retriable && attempt < self.inner.attempts => {
+                    tracing::warn!(%error, attempt, "schema registry call failed; retrying");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                    attempt += 1;
+                }
+                Err(error) => {
+                    let message = match &error.cause {
+                        Some(cause) => format!("{} ({cause})", error.error),
+                        None => error.error.clone(),
+                    };
+                    return Err(RegistryError {
+                        message: if error.retriable {
+                            format!("the schema registry is unavailable after {attempt} attempts: {message}")
+                        } else {
+                            message
+                        },
+                        unavailable: error.retriable,
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn read<K, V>(lock: &RwLock<HashMap<K, V>>) -> std::sync::RwLockReadGuard<'_, HashMap<K, V>> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<K, V>(lock: &RwLock<HashMap<K, V>>) -> std::sync::RwLockWriteGuard<'_, HashMap<K, V>> {
+    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
