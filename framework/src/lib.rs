@@ -37,6 +37,7 @@ pub mod embedded;
 pub mod enrich;
 pub mod error;
 pub mod error_handler;
+pub(crate) mod http_server;
 pub mod metrics;
 pub mod ops;
 pub mod partition;

@@ -23,6 +23,7 @@
 //! ```
 
 use crate::error::WeirError;
+use crate::http_server::{BoundListener, HttpServer};
 use crate::runtime::{KeyLocation, ReadOnlyStore, StatusHandle, StreamsState};
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{header, StatusCode};
@@ -40,10 +41,7 @@ use std::sync::OnceLock;
 static RECORDER: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
 /// A running operations endpoint; it stops when dropped.
-pub struct OpsServer {
-    address: SocketAddr,
-    _runtime: tokio::runtime::Runtime,
-}
+pub struct OpsServer(HttpServer);
 
 #[derive(Clone)]
 struct Endpoint {
@@ -61,7 +59,7 @@ impl OpsServer {
 
     /// Where the endpoint listens.
     pub fn address(&self) -> SocketAddr {
-        self.address
+        self.0.address()
     }
 }
 
@@ -84,37 +82,17 @@ impl OpsServer {
 /// streams.run()
 /// # }
 /// ```
-pub struct OpsListener {
-    listener: tokio::net::TcpListener,
-    address: SocketAddr,
-    runtime: tokio::runtime::Runtime,
-}
+pub struct OpsListener(BoundListener);
 
 impl OpsListener {
     /// Listens on `address` (port 0 picks a free port).
     pub fn bind(address: SocketAddr) -> Result<OpsListener, WeirError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("weir-ops")
-            .enable_all()
-            .build()
-            .map_err(|e| WeirError::Other(format!("cannot start the operations endpoint: {e}")))?;
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(address))
-            .map_err(|e| WeirError::Other(format!("cannot listen on {address}: {e}")))?;
-        let address = listener
-            .local_addr()
-            .map_err(|e| WeirError::Other(format!("cannot read the listening address: {e}")))?;
-        Ok(OpsListener {
-            listener,
-            address,
-            runtime,
-        })
+        BoundListener::bind(address, "the operations endpoint", "weir-ops").map(OpsListener)
     }
 
     /// Where it listens.
     pub fn address(&self) -> SocketAddr {
-        self.address
+        self.0.address()
     }
 
     /// Answers `/health`, `/ready` and `/metrics` for the instance behind
@@ -135,16 +113,7 @@ impl OpsListener {
             .route("/metrics", get(render_metrics))
             .with_state(Endpoint { status, prometheus })
             .merge(routes);
-        let listener = self.listener;
-        self.runtime.spawn(async move {
-            if let Err(error) = axum::serve(listener, router).await {
-                tracing::error!(%error, "the operations endpoint stopped");
-            }
-        });
-        Ok(OpsServer {
-            address: self.address,
-            _runtime: self.runtime,
-        })
+        Ok(OpsServer(self.0.serve(router)))
     }
 }
 

@@ -23,6 +23,7 @@
 //! ```
 
 use crate::error::WeirError;
+use crate::http_server::{BoundListener, HttpServer};
 use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::Schema;
 use axum::extract::{Path, State};
@@ -33,16 +34,14 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
 /// A running test registry; it stops when dropped.
 pub struct TestSchemaRegistry {
-    address: SocketAddr,
+    server: HttpServer,
     state: Arc<Mutex<Registry>>,
-    _runtime: tokio::runtime::Runtime,
 }
 
 #[derive(Default)]
@@ -110,18 +109,11 @@ impl Level {
 impl TestSchemaRegistry {
     /// Serves on a free loopback port.
     pub fn start() -> Result<TestSchemaRegistry, WeirError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("test-schema-registry")
-            .enable_all()
-            .build()
-            .map_err(|e| WeirError::Other(format!("cannot start the test schema registry: {e}")))?;
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .map_err(|e| WeirError::Other(format!("cannot listen for the test schema registry: {e}")))?;
-        let address = listener
-            .local_addr()
-            .map_err(|e| WeirError::Other(format!("cannot read the test schema registry's address: {e}")))?;
+        let listener = BoundListener::bind(
+            ([127, 0, 0, 1], 0).into(),
+            "the test schema registry",
+            "test-schema-registry",
+        )?;
         let state = Arc::new(Mutex::new(Registry::default()));
         let router = Router::new()
             .route("/subjects", get(subjects))
@@ -138,21 +130,15 @@ impl TestSchemaRegistry {
             .route("/config/{subject}", get(config).put(set_config))
             .layer(axum::middleware::from_fn_with_state(state.clone(), availability))
             .with_state(state.clone());
-        runtime.spawn(async move {
-            if let Err(error) = axum::serve(listener, router).await {
-                tracing::error!(%error, "the test schema registry stopped");
-            }
-        });
         Ok(TestSchemaRegistry {
-            address,
+            server: listener.serve(router),
             state,
-            _runtime: runtime,
         })
     }
 
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        format!("http://{}", self.server.address())
     }
 
     /// While `true`, every request is answered `503`, as by a registry that
