@@ -199,19 +199,17 @@ impl TaskManager {
     /// each store's size.
     pub(crate) fn publish_gauges<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
         for (id, active) in &self.active {
-            let partition = id.partition.to_string();
             for (topic, position) in &active.positions {
                 let Some(next) = position else { continue };
                 if let Some(end) = fetched_end_offset(consumer, topic, id.partition) {
-                    metrics::gauge!(CONSUMER_LAG, "topic" => topic.to_string(), "partition" => partition.clone())
-                        .set((end - next).max(0) as f64);
+                    lag_gauge(topic, id.partition).set((end - next).max(0) as f64);
                 }
             }
             for (store, size) in active.task.store_sizes() {
-                let labels = [("store", store.to_string()), ("partition", partition.clone())];
-                metrics::gauge!(STORE_ENTRIES, &labels).set(size.entries as f64);
-                if let Some(bytes) = size.bytes {
-                    metrics::gauge!(STORE_BYTES, &labels).set(bytes as f64);
+                let [entries, bytes] = store_gauges(store, id.partition);
+                entries.set(size.entries as f64);
+                if let Some(size_bytes) = size.bytes {
+                    bytes.set(size_bytes as f64);
                 }
             }
         }
@@ -220,14 +218,13 @@ impl TaskManager {
     /// Zeroes the gauges of a task that leaves this instance (its next
     /// owner reports them).
     fn clear_gauges(id: TaskId, active: &ActiveTask) {
-        let partition = id.partition.to_string();
         for (topic, _) in &active.positions {
-            metrics::gauge!(CONSUMER_LAG, "topic" => topic.to_string(), "partition" => partition.clone()).set(0.0);
+            lag_gauge(topic, id.partition).set(0.0);
         }
         for (store, _) in active.task.stores() {
-            let labels = [("store", store.to_string()), ("partition", partition.clone())];
-            metrics::gauge!(STORE_ENTRIES, &labels).set(0.0);
-            metrics::gauge!(STORE_BYTES, &labels).set(0.0);
+            store_gauges(store, id.partition)
+                .iter()
+                .for_each(|gauge| gauge.set(0.0));
         }
     }
 
@@ -736,6 +733,20 @@ impl TaskManager {
         }
         self.metrics.set_tasks(self.thread, total);
     }
+}
+
+/// The consumer lag gauge of `topic[partition]`.
+fn lag_gauge(topic: &str, partition: i32) -> metrics::Gauge {
+    metrics::gauge!(CONSUMER_LAG, "topic" => topic.to_string(), "partition" => partition.to_string())
+}
+
+/// The entries and bytes gauges of a store's partition.
+fn store_gauges(store: &str, partition: i32) -> [metrics::Gauge; 2] {
+    let labels = [("store", store.to_string()), ("partition", partition.to_string())];
+    [
+        metrics::gauge!(STORE_ENTRIES, &labels),
+        metrics::gauge!(STORE_BYTES, &labels),
+    ]
 }
 
 /// The end offset of `topic[partition]` as the consumer's last fetch saw it
