@@ -69,7 +69,7 @@ pub struct Avro<T> {
     schema_json: String,
     strategy: SubjectStrategy,
     is_key: bool,
-    /// Writer schema ids by subject.
+    /// Writer schema ids by topic (each topic has one subject).
     ids: RwLock<HashMap<String, u32>>,
     _type: PhantomData<fn() -> T>,
 }
@@ -120,15 +120,17 @@ impl<T> Avro<T> {
         }
     }
 
-    fn writer_id(&self, subject: &str) -> Result<u32, RegistryError> {
-        if let Some(id) = self.ids.read().unwrap_or_else(|p| p.into_inner()).get(subject) {
+    /// The id of the writer schema under `topic`'s subject, registered on
+    /// the first record of the topic.
+    fn writer_id(&self, topic: &str) -> Result<u32, RegistryError> {
+        if let Some(id) = self.ids.read().unwrap_or_else(|p| p.into_inner()).get(topic) {
             return Ok(*id);
         }
-        let id = self.registry.register(subject, &self.schema_json)?;
+        let id = self.registry.register(&self.subject(topic), &self.schema_json)?;
         self.ids
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(subject.to_string(), id);
+            .insert(topic.to_string(), id);
         Ok(id)
     }
 }
@@ -148,16 +150,18 @@ fn registry_error(kind: SerdeErrorKind, topic: &str, error: RegistryError) -> Se
 
 impl<T: Serialize + DeserializeOwned + 'static> Serde<T> for Avro<T> {
     fn serialize(&self, topic: &str, value: &T, out: &mut Vec<u8>) -> Result<Encoded, SerdeError> {
-        let subject = self.subject(topic);
         let id = self
-            .writer_id(&subject)
+            .writer_id(topic)
             .map_err(|e| registry_error(SerdeErrorKind::Serialize, topic, e))?;
         out.push(MAGIC);
         out.extend_from_slice(&id.to_be_bytes());
         GenericDatumWriter::builder(&self.schema)
             .build()
             .and_then(|writer| writer.write_ser(out, value))
-            .map_err(|e| SerdeError::serialize(topic, format!("not a valid '{subject}' record (schema {id}): {e}")))?;
+            .map_err(|e| {
+                let subject = self.subject(topic);
+                SerdeError::serialize(topic, format!("not a valid '{subject}' record (schema {id}): {e}"))
+            })?;
         Ok(Encoded::Bytes)
     }
 

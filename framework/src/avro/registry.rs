@@ -1,6 +1,6 @@
 //! The Schema Registry client: registers and looks up schemas through the
-//! Confluent REST API, caches what it learned, and retries while the
-//! registry is unreachable.
+//! Confluent REST API, caches schemas by id, and retries while the
+//! registry is unreachable. (Each serde caches the ids it registered.)
 
 use crate::error::WeirError;
 use apache_avro::Schema;
@@ -21,7 +21,7 @@ pub(crate) struct RegistryError {
 }
 
 /// A Confluent-compatible Schema Registry, shared by every serde that uses
-/// it (clones share the caches).
+/// it (clones share the schema cache).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -44,8 +44,6 @@ struct Inner {
     backoff: Duration,
     /// Writer schemas by id.
     schemas: RwLock<HashMap<u32, Arc<Schema>>>,
-    /// Ids by (subject, schema JSON).
-    ids: RwLock<HashMap<(String, String), u32>>,
 }
 
 /// Settings of a [`SchemaRegistry`]; made by [`SchemaRegistry::builder`].
@@ -121,7 +119,6 @@ impl SchemaRegistryBuilder {
                 attempts: self.attempts,
                 backoff: self.backoff,
                 schemas: RwLock::default(),
-                ids: RwLock::default(),
             }),
         })
     }
@@ -146,7 +143,7 @@ impl SchemaRegistry {
 
     /// The schema registered with `id`.
     pub(crate) fn schema(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
-        if let Some(schema) = read(&self.inner.schemas).get(&id) {
+        if let Some(schema) = self.inner.schemas.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
             return Ok(schema.clone());
         }
         let registered = self.call(|| get_schema_by_id(id, &self.inner.settings))?;
@@ -155,17 +152,17 @@ impl SchemaRegistry {
             unavailable: false,
         })?;
         let schema = Arc::new(schema);
-        write(&self.inner.schemas).insert(id, schema.clone());
+        self.inner
+            .schemas
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, schema.clone());
         Ok(schema)
     }
 
     /// The id of `schema` (its JSON) under `subject`, registering it if the
     /// subject does not have it yet (the registry checks compatibility).
     pub(crate) fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
-        let key = (subject.to_string(), schema.to_string());
-        if let Some(id) = read(&self.inner.ids).get(&key) {
-            return Ok(*id);
-        }
         let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_string());
         let registered = self
             .call(|| post_schema(&self.inner.settings, subject.to_string(), supplied.clone()))
@@ -173,7 +170,6 @@ impl SchemaRegistry {
                 message: format!("cannot register the schema under subject '{subject}': {}", e.message),
                 ..e
             })?;
-        write(&self.inner.ids).insert(key, registered.id);
         Ok(registered.id)
     }
 
@@ -207,12 +203,4 @@ impl SchemaRegistry {
             }
         }
     }
-}
-
-fn read<K, V>(lock: &RwLock<HashMap<K, V>>) -> std::sync::RwLockReadGuard<'_, HashMap<K, V>> {
-    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn write<K, V>(lock: &RwLock<HashMap<K, V>>) -> std::sync::RwLockWriteGuard<'_, HashMap<K, V>> {
-    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
