@@ -4,8 +4,9 @@
 //!   timeouts, retries while it is unreachable), caching schemas by id.
 //! - [`Avro`]: a [`Serde`](crate::serde::Serde) for serde types with an Avro
 //!   schema (`#[derive(AvroSchema)]`), in the Confluent wire format; writes
-//!   register the writer schema once per topic, reads resolve the writer schema to the
-//!   reader's, so compatible evolutions keep a running application reading.
+//!   register the writer schema once per topic, reads resolve the writer
+//!   schema to the reader's, so compatible evolutions keep a running
+//!   application reading.
 //!
 //! For tests, [`crate::testing::schema_registry`] runs a registry in process.
 
