@@ -22,7 +22,7 @@ use weir::record::RawRecord;
 use weir::runtime::{Task, TaskId, TaskSettings};
 use weir::serde::Json;
 use weir::state::{InMemoryStores, RocksDbConfig, RocksDbStores, StoreSupplier};
-use weir::testing::debezium::{Column, ColumnType, DebeziumJson, EventFormat};
+use weir::testing::debezium::{Column, ColumnType, Debezium, EventFormat};
 use weir::{Consumed, ErrorHandler, KTable, Produced, StreamsBuilder, Topology};
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -137,11 +137,11 @@ fn encode(input: Input, changes: &[Change]) -> Vec<(&'static str, RawRecord)> {
             .collect(),
         Input::Cdc { .. } => {
             let plain = EventFormat::Envelope { schemas: false };
-            let users = DebeziumJson::mysql("app", "users")
+            let users = Debezium::mysql("app", "users")
                 .key_column(Column::new("user_id", ColumnType::Int64))
                 .column(Column::new("email", ColumnType::String))
                 .format(plain);
-            let prefs = DebeziumJson::mysql("app", "preferences")
+            let prefs = Debezium::mysql("app", "preferences")
                 .key_column(Column::new("user_id", ColumnType::Int64))
                 .column(Column::new("dark_mode", ColumnType::Boolean))
                 .format(plain);

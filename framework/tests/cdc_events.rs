@@ -13,7 +13,7 @@ use weir::metrics::SkipReason;
 use weir::metrics::TaskMetrics;
 use weir::record::Header;
 use weir::serde::{Bytes, Json, Nullable};
-use weir::testing::debezium::{Column, ColumnType, DebeziumJson, EventFormat};
+use weir::testing::debezium::{Column, ColumnType, Debezium, EventFormat};
 use weir::testing::{TestInputTopic, TestStores, TopologyTestDriver};
 use weir::{ErrorHandler, Produced, StreamsBuilder, Topology};
 
@@ -305,8 +305,8 @@ struct User {
     email: String,
 }
 
-fn users_table(format: EventFormat) -> DebeziumJson {
-    DebeziumJson::mysql("app", "users")
+fn users_table(format: EventFormat) -> Debezium {
+    Debezium::mysql("app", "users")
         .key_column(Column::new("user_id", ColumnType::Int64))
         .column(Column::new("email", ColumnType::String))
         .format(format)

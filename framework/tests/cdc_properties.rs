@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use weir::cdc::{Cdc, Decimal, JsonEvents, Op};
 use weir::serde::{Bytes, Json, Nullable};
-use weir::testing::debezium::{Column, ColumnType, DebeziumJson, EventFormat};
+use weir::testing::debezium::{Column, ColumnType, Debezium, EventFormat};
 use weir::testing::{TestDriverConfig, TestInputTopic, TestStores, TopologyTestDriver};
 use weir::{Produced, StreamsBuilder, Topology};
 
@@ -86,7 +86,7 @@ type RawInput = TestInputTopic<Option<Vec<u8>>, Vec<u8>>;
 
 /// Writes the actions as Debezium events, applying them to `model`;
 /// returns how many rows were deleted.
-fn replay(actions: &[Action], debezium: &DebeziumJson, input: &RawInput, model: &mut BTreeMap<i64, Account>) -> usize {
+fn replay(actions: &[Action], debezium: &Debezium, input: &RawInput, model: &mut BTreeMap<i64, Account>) -> usize {
     let send = |key: i64, value: Option<Vec<u8>>| {
         input
             .pipe_raw(None, Some(debezium.key(&key)), value, 0, Vec::new())
@@ -140,8 +140,8 @@ fn replay(actions: &[Action], debezium: &DebeziumJson, input: &RawInput, model: 
     deletions
 }
 
-fn accounts_table(format: EventFormat) -> DebeziumJson {
-    DebeziumJson::postgres("bank", "public", "accounts")
+fn accounts_table(format: EventFormat) -> Debezium {
+    Debezium::postgres("bank", "public", "accounts")
         .key_column(Column::new("id", ColumnType::Int64))
         .column(Column::new("name", ColumnType::String))
         .column(Column::new("balance", ColumnType::Decimal { scale: 2 }))
@@ -220,13 +220,13 @@ const JOIN_PARTITIONS: i32 = 6;
 
 /// Both tables' keys are `{"user_id": n}` with the schema wrapper, whose
 /// schema name differs per table, so equal ids have different key bytes.
-fn users_and_preferences() -> (DebeziumJson, DebeziumJson) {
+fn users_and_preferences() -> (Debezium, Debezium) {
     let with_schema = EventFormat::Envelope { schemas: true };
-    let users = DebeziumJson::mysql("app", "users")
+    let users = Debezium::mysql("app", "users")
         .key_column(Column::new("user_id", ColumnType::Int64))
         .column(Column::new("email", ColumnType::String))
         .format(with_schema);
-    let preferences = DebeziumJson::mysql("app", "preferences")
+    let preferences = Debezium::mysql("app", "preferences")
         .key_column(Column::new("user_id", ColumnType::Int64))
         .column(Column::new("dark_mode", ColumnType::Boolean))
         .format(with_schema);
@@ -297,7 +297,7 @@ fn feed_profiles(
     let mut prefs: HashMap<i64, Preferences> = HashMap::new();
     for update in updates {
         let id = update.id;
-        let key = |debezium: &DebeziumJson| Some(debezium.key(&id));
+        let key = |debezium: &Debezium| Some(debezium.key(&id));
         if update.user_side {
             let before = users.get(&id).cloned();
             let after = update.value.map(|v| User {
@@ -348,7 +348,7 @@ fn feed_profiles(
 
 fn write_change<Row: Serialize>(
     input: &TestInputTopic<Option<Vec<u8>>, Vec<u8>>,
-    debezium: &DebeziumJson,
+    debezium: &Debezium,
     key: Option<Vec<u8>>,
     before: Option<&Row>,
     after: Option<&Row>,

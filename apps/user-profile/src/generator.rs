@@ -26,7 +26,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use weir::cdc::Op;
-use weir::testing::debezium::{Column, ColumnType, DebeziumJson};
+use weir::testing::debezium::{Column, ColumnType, Debezium};
 use weir::testing::kafka::TestProducer;
 use weir::WeirError;
 
@@ -60,8 +60,8 @@ pub struct Generator {
     users: BTreeMap<i64, User>,
     next_user_id: i64,
     rng: fastrand::Rng,
-    users_table: DebeziumJson,
-    preferences_table: DebeziumJson,
+    users_table: Debezium,
+    preferences_table: Debezium,
 }
 
 /// A user as the generator keeps it: both rows in one.
@@ -110,11 +110,11 @@ impl Generator {
             users: BTreeMap::new(),
             next_user_id: 1,
             rng: fastrand::Rng::with_seed(seed),
-            users_table: DebeziumJson::mysql("app", "users")
+            users_table: Debezium::mysql("app", "users")
                 .key_column(Column::new("user_id", ColumnType::Int64))
                 .column(Column::new("email", ColumnType::String))
                 .column(Column::new("full_name", ColumnType::String)),
-            preferences_table: DebeziumJson::mysql("app", "preferences")
+            preferences_table: Debezium::mysql("app", "preferences")
                 .key_column(Column::new("user_id", ColumnType::Int64))
                 .column(Column::new("dark_mode", ColumnType::Int32))
                 .column(Column::new("language", ColumnType::String)),
@@ -275,7 +275,7 @@ impl Generator {
     }
 }
 
-fn tombstone(writer: &DebeziumJson, table: Table, id: i64) -> CdcRecord {
+fn tombstone(writer: &Debezium, table: Table, id: i64) -> CdcRecord {
     CdcRecord {
         table,
         key: writer.key(&id),

@@ -1,11 +1,10 @@
 //! [`Avro`]: a weir serde for Avro records in the Confluent wire format.
 
-use super::registry::{RegistryError, SchemaRegistry};
+use super::registry::{RegistryError, SchemaRegistry, WriterSchema};
 use crate::error::{SerdeError, SerdeErrorKind};
 use crate::serde::{Encoded, Serde};
-use apache_avro::reader::datum::GenericDatumReader;
-use apache_avro::writer::datum::GenericDatumWriter;
-use apache_avro::{AvroSchema, Schema};
+use apache_avro::schema::{NamesRef, ResolvedSchema};
+use apache_avro::{write_avro_datum_ref, AvroSchema, Schema};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -65,12 +64,18 @@ pub enum SubjectStrategy {
 pub struct Avro<T> {
     registry: SchemaRegistry,
     schema: Arc<Schema>,
+    /// Whether the schema refers to a named type by name, so that writing
+    /// needs the table of names (resolving it costs more than the write).
+    has_references: bool,
     /// The schema as registered (its full JSON, defaults included).
     schema_json: String,
     strategy: SubjectStrategy,
     is_key: bool,
     /// Writer schema ids by topic (each topic has one subject).
     ids: RwLock<HashMap<String, u32>>,
+    /// Whether the writer schema of an id is `T`'s own, so that its records
+    /// are read straight into `T` without resolution.
+    own_schema: RwLock<HashMap<u32, bool>>,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -94,13 +99,19 @@ impl<T> Avro<T> {
         let schema_json = serde_json::to_string(&schema).expect("an Avro schema serializes to JSON");
         Avro {
             registry: registry.clone(),
+            has_references: has_references(&schema),
             schema: Arc::new(schema),
             schema_json,
             strategy: SubjectStrategy::default(),
             is_key,
             ids: RwLock::default(),
+            own_schema: RwLock::default(),
             _type: PhantomData,
         }
+    }
+
+    fn root(&self) -> &Schema {
+        &self.schema
     }
 
     /// Names subjects by `strategy` instead of by topic.
@@ -111,7 +122,7 @@ impl<T> Avro<T> {
 
     /// The subject the schema is registered under for `topic`.
     pub fn subject(&self, topic: &str) -> String {
-        let record = || self.schema.name().map(|n| n.fullname(None)).unwrap_or_default();
+        let record = || self.root().name().map(|n| n.fullname(None)).unwrap_or_default();
         match self.strategy {
             SubjectStrategy::TopicName if self.is_key => format!("{topic}-key"),
             SubjectStrategy::TopicName => format!("{topic}-value"),
@@ -132,6 +143,24 @@ impl<T> Avro<T> {
             .unwrap_or_else(|p| p.into_inner())
             .insert(topic.to_string(), id);
         Ok(id)
+    }
+
+    fn is_own_schema(&self, writer: &WriterSchema) -> bool {
+        if let Some(own) = self
+            .own_schema
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&writer.id)
+        {
+            return *own;
+        }
+        // Equality of canonical forms: defaults and docs do not change the encoding.
+        let own = writer.schema == *self.root();
+        self.own_schema
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(writer.id, own);
+        own
     }
 }
 
@@ -155,44 +184,39 @@ impl<T: Serialize + DeserializeOwned + 'static> Serde<T> for Avro<T> {
             .map_err(|e| registry_error(SerdeErrorKind::Serialize, topic, e))?;
         out.push(MAGIC);
         out.extend_from_slice(&id.to_be_bytes());
-        GenericDatumWriter::builder(&self.schema)
-            .build()
-            .and_then(|writer| writer.write_ser(out, value))
-            .map_err(|e| {
-                let subject = self.subject(topic);
-                SerdeError::serialize(topic, format!("not a valid '{subject}' record (schema {id}): {e}"))
-            })?;
+        let resolved;
+        let no_names = NamesRef::new();
+        let names = if self.has_references {
+            resolved = ResolvedSchema::try_from(&*self.schema);
+            resolved.as_ref().map(ResolvedSchema::get_names).unwrap_or(&no_names)
+        } else {
+            &no_names
+        };
+        write_avro_datum_ref(&self.schema, names, value, out).map_err(|e| {
+            let subject = self.subject(topic);
+            SerdeError::serialize(topic, format!("not a valid '{subject}' record (schema {id}): {e}"))
+        })?;
         Ok(Encoded::Bytes)
     }
 
     fn deserialize(&self, topic: &str, bytes: Option<&[u8]>) -> Result<T, SerdeError> {
         let bytes = bytes.ok_or_else(|| SerdeError::deserialize(topic, "null where an Avro record was expected"))?;
-        if bytes.len() < HEADER_LEN || bytes[0] != MAGIC {
-            return Err(SerdeError::deserialize(
-                topic,
-                format!(
-                    "not in the Confluent Avro wire format (magic byte 0 and a schema id): {} bytes starting {:02x?}",
-                    bytes.len(),
-                    &bytes[..bytes.len().min(HEADER_LEN)]
-                ),
-            ));
+        let (writer, mut body) = writer_schema(&self.registry, topic, bytes)?;
+        let id = writer.id;
+        if self.is_own_schema(&writer) {
+            return writer
+                .read::<T>(&mut body)
+                .map_err(|e| SerdeError::deserialize(topic, format!("not a valid record of schema {id}: {e}")));
         }
-        let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-        let writer = self
-            .registry
-            .schema(id)
-            .map_err(|e| registry_error(SerdeErrorKind::Deserialize, topic, e))?;
-        let mut body = &bytes[HEADER_LEN..];
-        let value = GenericDatumReader::builder(&writer)
-            .reader_schema(&self.schema)
-            .build()
-            .and_then(|reader| reader.read_value(&mut body))
+        let value = writer
+            .read_value(&mut body)
+            .and_then(|value| value.resolve(self.root()))
             .map_err(|e| {
                 SerdeError::deserialize(
                     topic,
                     format!(
                         "a record written with schema {id} cannot be read as '{}' (subject '{}'): {e}",
-                        self.schema.name().map(|n| n.fullname(None)).unwrap_or_default(),
+                        self.root().name().map(|n| n.fullname(None)).unwrap_or_default(),
                         self.subject(topic)
                     ),
                 )
@@ -204,4 +228,39 @@ impl<T: Serialize + DeserializeOwned + 'static> Serde<T> for Avro<T> {
             )
         })
     }
+}
+
+fn has_references(schema: &Schema) -> bool {
+    match schema {
+        Schema::Ref { .. } => true,
+        Schema::Record(record) => record.fields.iter().any(|f| has_references(&f.schema)),
+        Schema::Union(union) => union.variants().iter().any(has_references),
+        Schema::Array(array) => has_references(&array.items),
+        Schema::Map(map) => has_references(&map.types),
+        _ => false,
+    }
+}
+
+/// The writer schema a record in the Confluent wire format names, and the
+/// record's Avro body.
+pub(crate) fn writer_schema<'a>(
+    registry: &SchemaRegistry,
+    topic: &str,
+    bytes: &'a [u8],
+) -> Result<(Arc<WriterSchema>, &'a [u8]), SerdeError> {
+    if bytes.len() < HEADER_LEN || bytes[0] != MAGIC {
+        return Err(SerdeError::deserialize(
+            topic,
+            format!(
+                "not in the Confluent Avro wire format (magic byte 0 and a schema id): {} bytes starting {:02x?}",
+                bytes.len(),
+                &bytes[..bytes.len().min(HEADER_LEN)]
+            ),
+        ));
+    }
+    let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    let writer = registry
+        .schema(id)
+        .map_err(|e| registry_error(SerdeErrorKind::Deserialize, topic, e))?;
+    Ok((writer, &bytes[HEADER_LEN..]))
 }

@@ -8,10 +8,13 @@
 //!   schema to the reader's, so compatible evolutions keep a running
 //!   application reading.
 //!
+//! Debezium's Avro events are read by [`crate::cdc::Cdc::avro`].
+//!
 //! For tests, [`crate::testing::schema_registry`] runs a registry in process.
 
 mod codec;
 mod registry;
 
+pub(crate) use codec::writer_schema;
 pub use codec::{Avro, SubjectStrategy};
 pub use registry::{SchemaRegistry, SchemaRegistryBuilder};

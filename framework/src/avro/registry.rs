@@ -3,10 +3,12 @@
 //! registry is unreachable. (Each serde caches the ids it registered.)
 
 use crate::error::WeirError;
-use apache_avro::Schema;
+use apache_avro::types::Value;
+use apache_avro::{AvroResult, GenericSingleObjectReader, Schema};
 use schema_registry_converter::blocking::schema_registry::{get_schema_by_id, post_schema, SrSettings};
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -43,7 +45,33 @@ struct Inner {
     attempts: u32,
     backoff: Duration,
     /// Writer schemas by id.
-    schemas: RwLock<HashMap<u32, Arc<Schema>>>,
+    schemas: RwLock<HashMap<u32, Arc<WriterSchema>>>,
+}
+
+/// A schema from the registry with its names resolved, ready to decode the
+/// records written with it.
+pub(crate) struct WriterSchema {
+    pub id: u32,
+    pub schema: Schema,
+    /// The schema's JSON as registered, with the attributes apache-avro
+    /// drops (`connect.name`, `connect.parameters`, a bytes type's `scale`).
+    pub json: String,
+    /// Built with an empty header, so it reads bare Avro datums; it owns the
+    /// resolved names, which a record would otherwise resolve again.
+    decoder: GenericSingleObjectReader,
+}
+
+impl WriterSchema {
+    /// A record as an Avro value.
+    pub fn read_value(&self, body: &mut &[u8]) -> AvroResult<Value> {
+        self.decoder.read_value(body)
+    }
+
+    /// A record straight into `T`, without an intermediate value; only for
+    /// a `T` whose schema is this one.
+    pub fn read<T: DeserializeOwned>(&self, body: &mut &[u8]) -> AvroResult<T> {
+        self.decoder.read_deser(body)
+    }
 }
 
 /// Settings of a [`SchemaRegistry`]; made by [`SchemaRegistry::builder`].
@@ -142,16 +170,27 @@ impl SchemaRegistry {
     }
 
     /// The schema registered with `id`.
-    pub(crate) fn schema(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
+    pub(crate) fn schema(&self, id: u32) -> Result<Arc<WriterSchema>, RegistryError> {
         if let Some(schema) = self.inner.schemas.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
             return Ok(schema.clone());
         }
         let registered = self.call(|| get_schema_by_id(id, &self.inner.settings))?;
-        let schema = Schema::parse_str(&registered.schema).map_err(|e| RegistryError {
+        let invalid = |e: apache_avro::Error| RegistryError {
             message: format!("the registry's schema {id} is not a valid Avro schema: {e}"),
             unavailable: false,
-        })?;
-        let schema = Arc::new(schema);
+        };
+        let schema = Schema::parse_str(&registered.schema).map_err(invalid)?;
+        let decoder = GenericSingleObjectReader::builder()
+            .schema(schema.clone())
+            .header(Vec::new())
+            .build()
+            .map_err(invalid)?;
+        let schema = Arc::new(WriterSchema {
+            id,
+            schema,
+            json: registered.schema,
+            decoder,
+        });
         self.inner
             .schemas
             .write()

@@ -29,20 +29,14 @@ use std::sync::{Arc, RwLock};
 /// assert_eq!(keys.decode_key("t", b"null").unwrap(), None);
 /// ```
 pub struct JsonKey<K> {
-    /// Which reading worked for this topic's keys, so that the other is not
-    /// tried on every record.
-    mode: AtomicU8,
+    shape: KeyShape,
     _key: PhantomData<fn() -> K>,
 }
-
-const MODE_UNKNOWN: u8 = 0;
-const MODE_WHOLE: u8 = 1;
-const MODE_SINGLE_COLUMN: u8 = 2;
 
 impl<K> JsonKey<K> {
     pub fn new() -> Self {
         JsonKey {
-            mode: AtomicU8::new(MODE_UNKNOWN),
+            shape: KeyShape::default(),
             _key: PhantomData,
         }
     }
@@ -59,29 +53,52 @@ impl<K: DeserializeOwned + 'static> KeyDecoder<K> for JsonKey<K> {
         let Some(body) = unwrap_schema(topic, bytes)?.map(|unwrapped| unwrapped.payload) else {
             return Ok(None);
         };
-        let whole = || serde_json::from_str::<K>(body);
-        let single = || serde_json::from_str::<SingleColumn<K>>(body).map(|c| c.0);
-        let decoded = match self.mode.load(Ordering::Relaxed) {
-            MODE_WHOLE => whole(),
-            MODE_SINGLE_COLUMN => single(),
-            _ => match whole() {
-                Ok(key) => {
-                    self.mode.store(MODE_WHOLE, Ordering::Relaxed);
-                    Ok(key)
-                }
-                Err(whole_error) => single()
-                    .inspect(|_| self.mode.store(MODE_SINGLE_COLUMN, Ordering::Relaxed))
-                    .map_err(|_| whole_error),
-            },
-        };
-        decoded
+        self.shape
+            .read(
+                || serde_json::from_str::<K>(body),
+                || serde_json::from_str::<SingleColumn<K>>(body).map(|c| c.0),
+            )
             .map(Some)
             .map_err(|e| SerdeError::deserialize(topic, format!("key {body}: {e}")))
     }
 }
 
+/// Whether a topic's keys read as the key type itself or as the single
+/// column of a key struct; the first key that reads decides, so that the
+/// other reading is not tried on every record.
+#[derive(Default)]
+pub(super) struct KeyShape(AtomicU8);
+
+// 0: no key has been read yet.
+const SHAPE_WHOLE: u8 = 1;
+const SHAPE_SINGLE_COLUMN: u8 = 2;
+
+impl KeyShape {
+    /// Reads a key by `whole` or `single`; when neither reads, the error is
+    /// `whole`'s.
+    pub(super) fn read<K, E>(
+        &self,
+        whole: impl FnOnce() -> Result<K, E>,
+        single: impl FnOnce() -> Result<K, E>,
+    ) -> Result<K, E> {
+        match self.0.load(Ordering::Relaxed) {
+            SHAPE_WHOLE => whole(),
+            SHAPE_SINGLE_COLUMN => single(),
+            _ => match whole() {
+                Ok(key) => {
+                    self.0.store(SHAPE_WHOLE, Ordering::Relaxed);
+                    Ok(key)
+                }
+                Err(whole_error) => single()
+                    .inspect(|_| self.0.store(SHAPE_SINGLE_COLUMN, Ordering::Relaxed))
+                    .map_err(|_| whole_error),
+            },
+        }
+    }
+}
+
 /// The only column of a one-column key struct.
-struct SingleColumn<K>(K);
+pub(super) struct SingleColumn<K>(pub K);
 
 impl<'de, K: Deserialize<'de>> Deserialize<'de> for SingleColumn<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -134,7 +151,7 @@ pub struct JsonEvents {
 }
 
 /// `(column, scale)` of the decimal columns a record's rows carry as base64.
-type DecimalColumns = Arc<[(String, u32)]>;
+pub(super) type DecimalColumns = Arc<[(String, u32)]>;
 
 /// Schemas remembered per decoder; a topic's schema changes rarely, so
 /// hitting the bound means something is off, and forgetting is safe.
@@ -167,6 +184,10 @@ impl JsonEvents {
         }
     }
 
+    pub(super) fn is_flattened(&self) -> bool {
+        self.flattened
+    }
+
     /// The scale of a `Decimal` column sent as base64 bytes without the
     /// schema wrapper (Debezium's `decimal.handling.mode=precise`).
     pub fn decimal_scale(mut self, column: impl Into<String>, scale: u32) -> Self {
@@ -182,23 +203,47 @@ impl JsonEvents {
         };
         let decimals = match unwrapped.schema {
             Some(schema) => self.decimal_columns(topic, schema)?,
-            None if self.decimal_scales.is_empty() => None,
-            None => Some(self.decimal_scales.iter().map(|(c, s)| (c.clone(), *s)).collect()),
+            None => self.configured_decimals(),
         };
         let Some(columns) = decimals else {
             return Ok(Some(Parsed::Text(unwrapped.payload)));
         };
-        let mut json: Value = serde_json::from_str(unwrapped.payload).map_err(|e| not_an_event(topic, e))?;
+        let json: Value = serde_json::from_str(unwrapped.payload).map_err(|e| not_an_event(topic, e))?;
+        self.with_decimals(topic, json, &columns).map(Some)
+    }
+
+    /// The decimal columns set with [`JsonEvents::decimal_scale`], if any.
+    pub(super) fn configured_decimals(&self) -> Option<DecimalColumns> {
+        (!self.decimal_scales.is_empty()).then(|| self.with_configured(Vec::new()))
+    }
+
+    /// `columns` found in a schema, plus the configured ones it lacks.
+    pub(super) fn with_configured(&self, mut columns: Vec<(String, u32)>) -> DecimalColumns {
+        for (column, scale) in &self.decimal_scales {
+            if !columns.iter().any(|(c, _)| c == column) {
+                columns.push((column.clone(), *scale));
+            }
+        }
+        columns.into()
+    }
+
+    /// An event's JSON with the base64 decimals of its rows as decimal text.
+    pub(super) fn with_decimals(
+        &self,
+        topic: &str,
+        mut json: Value,
+        columns: &[(String, u32)],
+    ) -> Result<Parsed<'static>, SerdeError> {
         if self.flattened {
-            convert_decimals(topic, &mut json, &columns)?;
+            convert_decimals(topic, &mut json, columns)?;
         } else {
             for side in ["before", "after"] {
                 if let Some(row) = json.get_mut(side) {
-                    convert_decimals(topic, row, &columns)?;
+                    convert_decimals(topic, row, columns)?;
                 }
             }
         }
-        Ok(Some(Parsed::Json(json)))
+        Ok(Parsed::Json(json))
     }
 
     fn decimal_columns(&self, topic: &str, schema: &str) -> Result<Option<DecimalColumns>, SerdeError> {
@@ -228,12 +273,7 @@ impl JsonEvents {
                 columns.push((name, scale));
             }
         }
-        for (column, scale) in &self.decimal_scales {
-            if !columns.iter().any(|(c, _)| c == column) {
-                columns.push((column.clone(), *scale));
-            }
-        }
-        let columns: DecimalColumns = columns.into();
+        let columns = self.with_configured(columns);
         let mut cache = self.schemas.write().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= SCHEMA_CACHE_LIMIT {
             cache.clear();
@@ -248,16 +288,9 @@ impl JsonEvents {
         topic: &str,
         bytes: &[u8],
     ) -> Result<Option<ChangeEvent<Row>>, SerdeError> {
-        let Some(parsed) = self.parse(topic, bytes)? else {
-            return Ok(None);
-        };
-        let event = if self.flattened {
-            flat_event(topic, &parsed)?
-        } else {
-            parsed.read::<ChangeEvent<Row>>(topic)?
-        };
-        check_rows(topic, &event.op, event.after.is_some())?;
-        Ok(Some(event))
+        self.parse(topic, bytes)?
+            .map(|parsed| self.read_event(topic, &parsed))
+            .transpose()
     }
 
     /// Decodes only what a table needs: the operation and the new row.
@@ -266,9 +299,32 @@ impl JsonEvents {
         topic: &str,
         bytes: &[u8],
     ) -> Result<Option<RowChange<Row>>, SerdeError> {
-        let Some(parsed) = self.parse(topic, bytes)? else {
-            return Ok(None);
+        self.parse(topic, bytes)?
+            .map(|parsed| self.read_row_change(topic, &parsed))
+            .transpose()
+    }
+
+    /// The change event in an event's JSON, read as this decoder's layout.
+    pub(super) fn read_event<Row: DeserializeOwned>(
+        &self,
+        topic: &str,
+        parsed: &Parsed<'_>,
+    ) -> Result<ChangeEvent<Row>, SerdeError> {
+        let event = if self.flattened {
+            flat_event(topic, parsed)?
+        } else {
+            parsed.read::<ChangeEvent<Row>>(topic)?
         };
+        check_rows(topic, &event.op, event.after.is_some())?;
+        Ok(event)
+    }
+
+    /// The operation and new row in an event's JSON.
+    pub(super) fn read_row_change<Row: DeserializeOwned>(
+        &self,
+        topic: &str,
+        parsed: &Parsed<'_>,
+    ) -> Result<RowChange<Row>, SerdeError> {
         let change = if self.flattened {
             match parsed.read::<FlatMeta>(topic)?.op() {
                 op if op.is_upsert() => RowChange {
@@ -285,13 +341,13 @@ impl JsonEvents {
             }
         };
         check_rows(topic, &change.op, change.after.is_some())?;
-        Ok(Some(change))
+        Ok(change)
     }
 }
 
 /// An event's JSON: the text as received when nothing needs converting
 /// (read in one pass), or parsed and converted.
-enum Parsed<'a> {
+pub(super) enum Parsed<'a> {
     Text(&'a str),
     Json(Value),
 }

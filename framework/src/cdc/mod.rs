@@ -34,8 +34,9 @@
 //! Values are read by an [`EventDecoder`] and keys by a [`KeyDecoder`].
 //! [`JsonEvents`] and [`JsonKey`] read Kafka Connect's JSON with or without
 //! the schema wrapper, and [`JsonEvents::flattened`] reads the rows of the
-//! `ExtractNewRecordState` transform. Another format (Avro) plugs in by
-//! implementing the two traits.
+//! `ExtractNewRecordState` transform. [`AvroEvents`] and [`AvroKey`] read
+//! Confluent's Avro through a Schema Registry ([`Cdc::avro`]) with the same
+//! meaning. Another format plugs in by implementing the two traits.
 //!
 //! # Partitioning
 //!
@@ -56,10 +57,12 @@
 //! or `tombstone`), and events a table does not apply (truncates, messages)
 //! in `weir_records_skipped_total`.
 
+mod avro;
 mod event;
 mod json;
 mod types;
 
+pub use avro::{AvroEvents, AvroKey};
 pub use event::{ChangeEvent, LogicalMessage, Op, Snapshot, Source, Transaction};
 pub use json::{JsonEvents, JsonKey};
 pub use types::{
@@ -141,6 +144,26 @@ impl<K: DeserializeOwned + 'static, Row: DeserializeOwned + 'static> Cdc<K, Row>
     /// JSON keys and rows flattened by `ExtractNewRecordState`.
     pub fn flattened() -> Self {
         Self::with_decoders(JsonKey::new(), JsonEvents::flattened())
+    }
+
+    /// Avro keys and Debezium envelopes in the Confluent wire format, their
+    /// schemas from `registry` (for flattened rows, use
+    /// [`Cdc::with_decoders`] with [`AvroEvents::flattened`]).
+    ///
+    /// ```no_run
+    /// use weir::avro::SchemaRegistry;
+    /// use weir::cdc::Cdc;
+    /// use weir::StreamsBuilder;
+    /// #[derive(serde::Deserialize, Clone, Debug)]
+    /// struct User { user_id: i64, email: String }
+    ///
+    /// let registry = SchemaRegistry::new("http://schema-registry:8081")?;
+    /// let builder = StreamsBuilder::new();
+    /// let users = builder.cdc_table::<i64, User>("mysql.app.users", Cdc::avro(&registry));
+    /// # Ok::<(), weir::WeirError>(())
+    /// ```
+    pub fn avro(registry: &crate::avro::SchemaRegistry) -> Self {
+        Self::with_decoders(AvroKey::new(registry), AvroEvents::new(registry))
     }
 }
 

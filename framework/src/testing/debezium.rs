@@ -1,7 +1,7 @@
 //! Debezium's JSON output, written from Rust rows: to test CDC topologies
 //! and to generate CDC traffic without a database and a Kafka Connect.
 //!
-//! [`DebeziumJson`] writes keys and values as a MySQL or PostgreSQL
+//! [`Debezium`] writes keys and values as a MySQL or PostgreSQL
 //! connector does through Kafka Connect's `JsonConverter`, with or without
 //! the schema wrapper, as the full envelope or flattened by
 //! `ExtractNewRecordState` (`add.fields=op,table,source.ts_ms`,
@@ -10,12 +10,12 @@
 //!
 //! ```
 //! use weir::cdc::Op;
-//! use weir::testing::debezium::{Column, ColumnType, DebeziumJson, EventFormat};
+//! use weir::testing::debezium::{Column, ColumnType, Debezium, EventFormat};
 //!
 //! #[derive(serde::Serialize)]
 //! struct User { user_id: i64, email: String }
 //!
-//! let users = DebeziumJson::mysql("app", "users")
+//! let users = Debezium::mysql("app", "users")
 //!     .key_column(Column::new("user_id", ColumnType::Int64))
 //!     .column(Column::new("email", ColumnType::String))
 //!     .format(EventFormat::Envelope { schemas: true });
@@ -129,7 +129,7 @@ pub enum EventFormat {
 
 /// Writes one table's change events as Debezium's JSON; see the
 /// [module documentation](self).
-pub struct DebeziumJson {
+pub struct Debezium {
     connector: &'static str,
     server: String,
     db: String,
@@ -142,9 +142,9 @@ pub struct DebeziumJson {
     position: AtomicI64,
 }
 
-impl DebeziumJson {
+impl Debezium {
     /// A MySQL table `db.table`, captured by a connector whose
-    /// `topic.prefix` is `mysql` (see [`DebeziumJson::server`]).
+    /// `topic.prefix` is `mysql` (see [`Debezium::server`]).
     pub fn mysql(db: &str, table: &str) -> Self {
         Self::new("mysql", "mysql", db, None, table)
     }
@@ -156,7 +156,7 @@ impl DebeziumJson {
     }
 
     fn new(connector: &'static str, server: &str, db: &str, schema: Option<String>, table: &str) -> Self {
-        DebeziumJson {
+        Debezium {
             connector,
             server: server.to_string(),
             db: db.to_string(),
