@@ -1,8 +1,8 @@
 //! Property tests for CDC tables: random row histories written as Debezium
-//! would write them, in every supported JSON format, must end as the
-//! reference table; joins of CDC tables whose key bytes differ must equal
-//! the reference join although Debezium spread them over partitions by
-//! those bytes.
+//! would write them, in every supported JSON and Avro format, must end as
+//! the reference table; joins of CDC tables whose key bytes differ must
+//! equal the reference join although Debezium spread them over partitions
+//! by those bytes.
 
 mod common;
 
@@ -10,9 +10,12 @@ use common::{backends, driver};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use weir::cdc::{Cdc, Decimal, JsonEvents, Op};
+use std::sync::OnceLock;
+use weir::avro::SchemaRegistry;
+use weir::cdc::{AvroEvents, AvroKey, Cdc, Decimal, JsonEvents, Op};
 use weir::serde::{Bytes, Json, Nullable};
 use weir::testing::debezium::{Column, ColumnType, Debezium, EventFormat};
+use weir::testing::schema_registry::TestSchemaRegistry;
 use weir::testing::{TestDriverConfig, TestInputTopic, TestStores, TopologyTestDriver};
 use weir::{Produced, StreamsBuilder, Topology};
 
@@ -60,26 +63,69 @@ fn actions() -> impl Strategy<Value = Vec<Action>> {
     )
 }
 
-const FORMATS: [EventFormat; 4] = [
-    EventFormat::Envelope { schemas: false },
-    EventFormat::Envelope { schemas: true },
-    EventFormat::Flattened { schemas: false },
-    EventFormat::Flattened { schemas: true },
+/// How Debezium's converter writes the records.
+#[derive(Debug, Clone, Copy)]
+enum Wire {
+    Json(EventFormat),
+    /// Confluent's `AvroConverter` (the format's `schemas` flag does not apply).
+    Avro(EventFormat),
+}
+
+const WIRES: [Wire; 6] = [
+    Wire::Json(EventFormat::Envelope { schemas: false }),
+    Wire::Json(EventFormat::Envelope { schemas: true }),
+    Wire::Json(EventFormat::Flattened { schemas: false }),
+    Wire::Json(EventFormat::Flattened { schemas: true }),
+    Wire::Avro(EventFormat::Envelope { schemas: true }),
+    Wire::Avro(EventFormat::Flattened { schemas: true }),
 ];
 
-/// How weir reads `format`: without the schema, the decimal's scale is configured.
-fn cdc_for(format: EventFormat) -> Cdc<i64, Account> {
-    let events = match format {
-        EventFormat::Envelope { .. } => JsonEvents::new(),
-        EventFormat::Flattened { .. } => JsonEvents::flattened(),
-    };
-    let events = match format {
-        EventFormat::Envelope { schemas: false } | EventFormat::Flattened { schemas: false } => {
-            events.decimal_scale("balance", 2)
+/// One registry for the whole test binary.
+fn registry() -> &'static SchemaRegistry {
+    static REGISTRY: OnceLock<(TestSchemaRegistry, SchemaRegistry)> = OnceLock::new();
+    &REGISTRY
+        .get_or_init(|| {
+            let server = TestSchemaRegistry::start().expect("the test registry starts");
+            let client = SchemaRegistry::new(server.url()).expect("the registry URL is valid");
+            (server, client)
+        })
+        .1
+}
+
+/// How weir reads `wire`: without the schema, the decimal's scale is configured.
+fn cdc_for<Row: serde::de::DeserializeOwned + 'static>(wire: Wire) -> Cdc<i64, Row> {
+    match wire {
+        Wire::Json(format) => {
+            let events = if format.is_flattened() {
+                JsonEvents::flattened()
+            } else {
+                JsonEvents::new()
+            };
+            let events = match format {
+                EventFormat::Envelope { schemas: false } | EventFormat::Flattened { schemas: false } => {
+                    events.decimal_scale("balance", 2)
+                }
+                _ => events,
+            };
+            Cdc::json().events(events)
         }
-        _ => events,
-    };
-    Cdc::json().events(events)
+        Wire::Avro(format) => {
+            let events = if format.is_flattened() {
+                AvroEvents::flattened(registry())
+            } else {
+                AvroEvents::new(registry())
+            };
+            Cdc::with_decoders(AvroKey::new(registry()), events)
+        }
+    }
+}
+
+/// Debezium's writer for a table, in `wire`.
+fn writer(table: Debezium, wire: Wire) -> Debezium {
+    match wire {
+        Wire::Json(format) => table.format(format),
+        Wire::Avro(format) => table.format(format).avro(registry()),
+    }
 }
 
 type RawInput = TestInputTopic<Option<Vec<u8>>, Vec<u8>>;
@@ -140,21 +186,27 @@ fn replay(actions: &[Action], debezium: &Debezium, input: &RawInput, model: &mut
     deletions
 }
 
-fn accounts_table(format: EventFormat) -> Debezium {
-    Debezium::postgres("bank", "public", "accounts")
+fn accounts_table(wire: Wire) -> Debezium {
+    let table = Debezium::postgres("bank", "public", "accounts")
         .key_column(Column::new("id", ColumnType::Int64))
         .column(Column::new("name", ColumnType::String))
-        .column(Column::new("balance", ColumnType::Decimal { scale: 2 }))
-        .format(format)
+        .column(Column::new("balance", ColumnType::Decimal { scale: 2 }));
+    // The registry rightly refuses a flattened schema under the subject of
+    // an envelope; in Avro each layout gets its own connector and topics.
+    let table = match wire {
+        Wire::Avro(format) if format.is_flattened() => table.server("pg_flat"),
+        _ => table,
+    };
+    writer(table, wire)
 }
 
 fn check_table_history(actions: &[Action], stores: TestStores) -> Result<(), TestCaseError> {
-    for format in FORMATS {
-        let debezium = accounts_table(format);
+    for wire in WIRES {
+        let debezium = accounts_table(wire);
         let topic = debezium.topic();
         let builder = StreamsBuilder::new();
         builder
-            .cdc_table::<i64, Account>(&topic, cdc_for(format).store("accounts"))
+            .cdc_table::<i64, Account>(&topic, cdc_for(wire).store("accounts"))
             .to("accounts-out", Produced::with(Json::new(), Json::new()));
         let driver = driver(builder.build().unwrap(), stores, 3);
         let input = driver.input_topic(&topic, Nullable(Bytes), Bytes);
@@ -166,7 +218,7 @@ fn check_table_history(actions: &[Action], stores: TestStores) -> Result<(), Tes
             .unwrap()
             .into_iter()
             .collect();
-        prop_assert_eq!(&table, &model, "store, {:?}", format);
+        prop_assert_eq!(&table, &model, "store, {:?}", wire);
         let output = driver
             .output_topic("accounts-out", Json::<i64>::new(), Json::<Account>::new())
             .read_key_values()
@@ -176,7 +228,7 @@ fn check_table_history(actions: &[Action], stores: TestStores) -> Result<(), Tes
             tombstones,
             deletions,
             "one downstream tombstone per deletion, {:?}",
-            format
+            wire
         );
         let mut compacted = BTreeMap::new();
         for (key, value) in output {
@@ -185,7 +237,7 @@ fn check_table_history(actions: &[Action], stores: TestStores) -> Result<(), Tes
                 None => compacted.remove(&key),
             };
         }
-        prop_assert_eq!(&compacted, &model, "output, {:?}", format);
+        prop_assert_eq!(&compacted, &model, "output, {:?}", wire);
         prop_assert_eq!(driver.metrics().skipped_for(weir::metrics::SkipReason::DeadLettered), 0);
     }
     Ok(())
@@ -195,7 +247,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn cdc_table_ends_as_the_reference_table_in_every_format(actions in actions()) {
+    fn cdc_table_ends_as_the_reference_table_in_every_format_json_and_avro(actions in actions()) {
         for stores in backends() {
             check_table_history(&actions, stores)?;
         }
@@ -218,34 +270,35 @@ type Profile = (String, Option<bool>);
 
 const JOIN_PARTITIONS: i32 = 6;
 
-/// Both tables' keys are `{"user_id": n}` with the schema wrapper, whose
-/// schema name differs per table, so equal ids have different key bytes.
-fn users_and_preferences() -> (Debezium, Debezium) {
-    let with_schema = EventFormat::Envelope { schemas: true };
+/// Both tables' keys are `{"user_id": n}` with the schema wrapper (or as
+/// Avro under the registered key schema), whose schema name differs per
+/// table, so equal ids have different key bytes.
+fn users_and_preferences(wire: Wire) -> (Debezium, Debezium) {
     let users = Debezium::mysql("app", "users")
         .key_column(Column::new("user_id", ColumnType::Int64))
-        .column(Column::new("email", ColumnType::String))
-        .format(with_schema);
+        .column(Column::new("email", ColumnType::String));
     let preferences = Debezium::mysql("app", "preferences")
         .key_column(Column::new("user_id", ColumnType::Int64))
-        .column(Column::new("dark_mode", ColumnType::Boolean))
-        .format(with_schema);
-    (users, preferences)
+        .column(Column::new("dark_mode", ColumnType::Boolean));
+    (writer(users, wire), writer(preferences, wire))
 }
+
+const JSON_WITH_SCHEMA: Wire = Wire::Json(EventFormat::Envelope { schemas: true });
+const JOIN_WIRES: [Wire; 2] = [JSON_WITH_SCHEMA, Wire::Avro(EventFormat::Envelope { schemas: true })];
 
 /// users ⋈ preferences (inner, to `profiles`) and users ⟕ preferences (to
 /// `profiles-left`).
-fn profile_topology(co_partitioned: bool) -> Topology {
-    fn cdc<Row: serde::de::DeserializeOwned + 'static>(co_partitioned: bool) -> Cdc<i64, Row> {
+fn profile_topology(co_partitioned: bool, wire: Wire) -> Topology {
+    fn cdc<Row: serde::de::DeserializeOwned + 'static>(co_partitioned: bool, wire: Wire) -> Cdc<i64, Row> {
         if co_partitioned {
-            Cdc::json().co_partitioned()
+            cdc_for(wire).co_partitioned()
         } else {
-            Cdc::json()
+            cdc_for(wire)
         }
     }
     let builder = StreamsBuilder::new();
-    let users = builder.cdc_table::<i64, User>("mysql.app.users", cdc(co_partitioned));
-    let prefs = builder.cdc_table::<i64, Preferences>("mysql.app.preferences", cdc(co_partitioned));
+    let users = builder.cdc_table::<i64, User>("mysql.app.users", cdc(co_partitioned, wire));
+    let prefs = builder.cdc_table::<i64, Preferences>("mysql.app.preferences", cdc(co_partitioned, wire));
     users
         .join(&prefs, |u, p| (u.email.clone(), Some(p.dark_mode)))
         .to("profiles", Produced::with(Json::new(), Json::new()));
@@ -289,8 +342,9 @@ fn join_updates() -> impl Strategy<Value = Vec<JoinUpdate>> {
 fn feed_profiles(
     driver: &TopologyTestDriver,
     updates: &[JoinUpdate],
+    wire: Wire,
 ) -> (BTreeMap<i64, Profile>, BTreeMap<i64, Profile>) {
-    let (users_debezium, prefs_debezium) = users_and_preferences();
+    let (users_debezium, prefs_debezium) = users_and_preferences(wire);
     let users_in = driver.input_topic("mysql.app.users", Nullable(Bytes), Bytes);
     let prefs_in = driver.input_topic("mysql.app.preferences", Nullable(Bytes), Bytes);
     let mut users: HashMap<i64, User> = HashMap::new();
@@ -370,11 +424,11 @@ proptest! {
 
     #[test]
     fn a_join_of_cdc_tables_with_different_key_bytes_equals_the_reference(updates in join_updates()) {
-        for stores in backends() {
-            let driver = driver(profile_topology(false), stores, JOIN_PARTITIONS);
-            let (inner, left) = feed_profiles(&driver, &updates);
-            prop_assert_eq!(compacted(&driver, "profiles"), inner);
-            prop_assert_eq!(compacted(&driver, "profiles-left"), left);
+        for (stores, wire) in backends().into_iter().flat_map(|stores| JOIN_WIRES.map(|wire| (stores.clone(), wire))) {
+            let driver = driver(profile_topology(false, wire), stores, JOIN_PARTITIONS);
+            let (inner, left) = feed_profiles(&driver, &updates, wire);
+            prop_assert_eq!(compacted(&driver, "profiles"), inner, "{:?}", wire);
+            prop_assert_eq!(compacted(&driver, "profiles-left"), left, "{:?}", wire);
         }
     }
 }
@@ -384,7 +438,7 @@ proptest! {
 #[test]
 fn declaring_such_tables_co_partitioned_gives_a_wrong_join() {
     let all_present = every_user_with_preferences();
-    let (users, prefs) = users_and_preferences();
+    let (users, prefs) = users_and_preferences(JSON_WITH_SCHEMA);
     let misplaced = (0..60i64)
         .filter(|id| {
             weir::partition::partition_for_key(&users.key(id), JOIN_PARTITIONS)
@@ -396,13 +450,21 @@ fn declaring_such_tables_co_partitioned_gives_a_wrong_join() {
         "the key bytes must differ in partition for this test to mean anything"
     );
 
-    let declared = driver(profile_topology(true), TestStores::InMemory, JOIN_PARTITIONS);
-    let (inner, _) = feed_profiles(&declared, &all_present);
+    let declared = driver(
+        profile_topology(true, JSON_WITH_SCHEMA),
+        TestStores::InMemory,
+        JOIN_PARTITIONS,
+    );
+    let (inner, _) = feed_profiles(&declared, &all_present, JSON_WITH_SCHEMA);
     let joined = compacted(&declared, "profiles");
     assert_eq!(joined.len(), inner.len() - misplaced);
 
-    let driver = driver(profile_topology(false), TestStores::InMemory, JOIN_PARTITIONS);
-    let (inner, _) = feed_profiles(&driver, &all_present);
+    let driver = driver(
+        profile_topology(false, JSON_WITH_SCHEMA),
+        TestStores::InMemory,
+        JOIN_PARTITIONS,
+    );
+    let (inner, _) = feed_profiles(&driver, &all_present, JSON_WITH_SCHEMA);
     assert_eq!(compacted(&driver, "profiles"), inner);
 }
 
@@ -425,8 +487,8 @@ fn cdc_tables_of_topics_with_different_partition_counts_join() {
     let config = TestDriverConfig::default()
         .partitions("mysql.app.users", 6)
         .partitions("mysql.app.preferences", 4);
-    let driver = TopologyTestDriver::with_config(profile_topology(false), config).unwrap();
-    let (inner, left) = feed_profiles(&driver, &every_user_with_preferences());
+    let driver = TopologyTestDriver::with_config(profile_topology(false, JSON_WITH_SCHEMA), config).unwrap();
+    let (inner, left) = feed_profiles(&driver, &every_user_with_preferences(), JSON_WITH_SCHEMA);
     assert_eq!(compacted(&driver, "profiles"), inner);
     assert_eq!(compacted(&driver, "profiles-left"), left);
     for table in ["users", "preferences"] {

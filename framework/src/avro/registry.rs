@@ -174,7 +174,12 @@ impl SchemaRegistry {
         if let Some(schema) = self.inner.schemas.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
             return Ok(schema.clone());
         }
-        let registered = self.call(|| get_schema_by_id(id, &self.inner.settings))?;
+        let registered = self
+            .call(|| get_schema_by_id(id, &self.inner.settings))
+            .map_err(|e| RegistryError {
+                message: format!("cannot fetch schema {id}: {}", e.message),
+                ..e
+            })?;
         let invalid = |e: apache_avro::Error| RegistryError {
             message: format!("the registry's schema {id} is not a valid Avro schema: {e}"),
             unavailable: false,

@@ -1,12 +1,13 @@
-//! Debezium's JSON output, written from Rust rows: to test CDC topologies
-//! and to generate CDC traffic without a database and a Kafka Connect.
+//! Debezium's output, written from Rust rows: to test CDC topologies and to
+//! generate CDC traffic without a database and a Kafka Connect.
 //!
 //! [`Debezium`] writes keys and values as a MySQL or PostgreSQL
 //! connector does through Kafka Connect's `JsonConverter`, with or without
-//! the schema wrapper, as the full envelope or flattened by
+//! the schema wrapper, or through Confluent's `AvroConverter`
+//! ([`Debezium::avro`]); as the full envelope or flattened by
 //! `ExtractNewRecordState` (`add.fields=op,table,source.ts_ms`,
 //! `delete.handling.mode=rewrite`). Decimal columns are written in the
-//! default `precise` mode (base64 bytes, scale in the schema).
+//! default `precise` mode (bytes, scale in the schema).
 //!
 //! ```
 //! use weir::cdc::Op;
@@ -28,11 +29,17 @@
 //! assert_eq!(serde_json::from_slice::<serde_json::Value>(&key).unwrap()["payload"]["user_id"], 1);
 //! ```
 
+use crate::avro::SchemaRegistry;
 use crate::cdc::{Decimal, Op};
+use apache_avro::types::Value as Avro;
+use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::Schema;
 use base64::Engine;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::OnceLock;
 
 /// The Kafka Connect type of a column.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +73,7 @@ impl ColumnType {
             ColumnType::Int32 => json!({"type": "int32"}),
             ColumnType::Int64 => json!({"type": "int64"}),
             ColumnType::Boolean => json!({"type": "boolean"}),
-            ColumnType::Float64 => json!({"type": "double"}),
+            ColumnType::Float64 => json!({"type": "float64"}),
             ColumnType::String => json!({"type": "string"}),
             ColumnType::Decimal { scale } => json!({
                 "type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "version": 1,
@@ -127,6 +134,13 @@ pub enum EventFormat {
     Flattened { schemas: bool },
 }
 
+impl EventFormat {
+    /// The layout without the wrapper question, which Avro does not ask.
+    pub fn is_flattened(self) -> bool {
+        matches!(self, EventFormat::Flattened { .. })
+    }
+}
+
 /// Writes one table's change events as Debezium's JSON; see the
 /// [module documentation](self).
 pub struct Debezium {
@@ -138,8 +152,17 @@ pub struct Debezium {
     key_columns: Vec<Column>,
     columns: Vec<Column>,
     format: EventFormat,
+    /// Set when records are written as Avro instead of JSON.
+    avro: Option<AvroEncoding>,
     /// Source position: the binlog `pos` (MySQL) or `lsn` (PostgreSQL).
     position: AtomicI64,
+}
+
+/// The registry and the key and value schemas, registered on first use.
+struct AvroEncoding {
+    registry: SchemaRegistry,
+    key: OnceLock<AvroSchema>,
+    value: OnceLock<AvroSchema>,
 }
 
 impl Debezium {
@@ -165,6 +188,7 @@ impl Debezium {
             key_columns: Vec::new(),
             columns: Vec::new(),
             format: EventFormat::Envelope { schemas: false },
+            avro: None,
             position: AtomicI64::new(1000),
         }
     }
@@ -193,6 +217,19 @@ impl Debezium {
         self
     }
 
+    /// Writes keys and values as Confluent's `AvroConverter` does: in the
+    /// Confluent wire format, with the Avro form of the Connect schemas
+    /// registered under `<topic>-key` and `<topic>-value` (the format's
+    /// `schemas` flag does not apply).
+    pub fn avro(mut self, registry: &SchemaRegistry) -> Self {
+        self.avro = Some(AvroEncoding {
+            registry: registry.clone(),
+            key: OnceLock::new(),
+            value: OnceLock::new(),
+        });
+        self
+    }
+
     /// The Kafka topic Debezium writes: `<prefix>.<db>.<table>` (MySQL) or
     /// `<prefix>.<schema>.<table>` (PostgreSQL).
     pub fn topic(&self) -> String {
@@ -218,17 +255,29 @@ impl Debezium {
             let column = self.key_columns.first().map_or("id", |c| c.name.as_str());
             payload = json!({ column: payload });
         }
+        if let Some(avro) = &self.avro {
+            let schema = avro.key.get_or_init(|| self.register(avro, "key", &self.key_schema()));
+            return schema.encode(&payload);
+        }
         let out = if self.schemas() {
-            let fields: Vec<Value> = self.key_columns.iter().map(|c| c.schema(false)).collect();
-            json!({
-                "schema": {"type": "struct", "fields": fields, "optional": false,
-                           "name": format!("{}.{}.Key", self.schema_prefix(), self.table)},
-                "payload": payload
-            })
+            json!({"schema": self.key_schema(), "payload": payload})
         } else {
             payload
         };
         serde_json::to_vec(&out).expect("JSON values serialize")
+    }
+
+    fn key_schema(&self) -> Value {
+        let fields: Vec<Value> = self.key_columns.iter().map(|c| c.schema(false)).collect();
+        json!({"type": "struct", "fields": fields, "optional": false,
+               "name": format!("{}.{}.Key", self.schema_prefix(), self.table)})
+    }
+
+    /// Registers the Avro form of a Connect schema under the topic's
+    /// `key` or `value` subject.
+    fn register(&self, avro: &AvroEncoding, part: &str, connect: &Value) -> AvroSchema {
+        let subject = format!("{}-{part}", self.topic());
+        AvroSchema::register(&avro.registry, &subject, avro_schema(connect, &mut Vec::new()))
     }
 
     /// The record value of a change event. Rows serialize with serde; the
@@ -258,6 +307,12 @@ impl Debezium {
                 Value::Object(row)
             }
         };
+        if let Some(avro) = &self.avro {
+            let schema = avro
+                .value
+                .get_or_init(|| self.register(avro, "value", &self.value_schema()));
+            return schema.encode(&payload);
+        }
         let out = if self.schemas() {
             json!({"schema": self.value_schema(), "payload": payload})
         } else {
@@ -361,5 +416,191 @@ impl Debezium {
                 })
             }
         }
+    }
+}
+
+/// An Avro schema registered for a Debezium topic, with what it takes to
+/// encode Connect's JSON payloads in it.
+struct AvroSchema {
+    id: u32,
+    schema: Schema,
+    json: Value,
+    /// Record definitions by full name, for the types referred to by name.
+    records: HashMap<String, Value>,
+}
+
+/// `payload`, a record's JSON as Kafka Connect's `JsonConverter` writes it
+/// (without the schema wrapper), as Confluent's `AvroConverter` would have
+/// written it with `schema` (an Avro schema as JSON), which is registered
+/// under `subject`. For fixtures captured from a real connector.
+///
+/// # Panics
+/// When the registry refuses the schema or the payload does not fit it.
+///
+/// ```
+/// use serde_json::json;
+/// use weir::avro::SchemaRegistry;
+/// use weir::testing::debezium::connect_json_as_avro;
+/// use weir::testing::schema_registry::TestSchemaRegistry;
+///
+/// let server = TestSchemaRegistry::start().unwrap();
+/// let registry = SchemaRegistry::new(server.url()).unwrap();
+/// let schema = json!({"type": "record", "name": "Key", "fields": [{"name": "id", "type": "int"}]});
+/// let bytes = connect_json_as_avro(&registry, "accounts-key", &schema, &json!({"id": 7}));
+/// assert_eq!(bytes, [0, 0, 0, 0, 1, 14]);
+/// ```
+pub fn connect_json_as_avro(registry: &SchemaRegistry, subject: &str, schema: &Value, payload: &Value) -> Vec<u8> {
+    AvroSchema::register(registry, subject, schema.clone()).encode(payload)
+}
+
+impl AvroSchema {
+    fn register(registry: &SchemaRegistry, subject: &str, json: Value) -> Self {
+        let id = registry
+            .register(subject, &json.to_string())
+            .unwrap_or_else(|e| panic!("cannot register {subject}: {}", e.message));
+        let schema = Schema::parse(&json).unwrap_or_else(|e| panic!("not a valid Avro schema: {e}"));
+        let mut records = HashMap::new();
+        collect_records(&json, &mut records);
+        AvroSchema {
+            id,
+            schema,
+            json,
+            records,
+        }
+    }
+
+    /// `payload` (Connect JSON) in the Confluent wire format.
+    fn encode(&self, payload: &Value) -> Vec<u8> {
+        let value = self.to_avro(&self.json, payload);
+        let mut out = vec![0];
+        out.extend_from_slice(&self.id.to_be_bytes());
+        GenericDatumWriter::builder(&self.schema)
+            .build()
+            .and_then(|writer| writer.write_value(&mut out, value))
+            .unwrap_or_else(|e| panic!("the payload {payload} does not fit its Avro schema: {e}"));
+        out
+    }
+
+    fn to_avro(&self, schema: &Value, value: &Value) -> Avro {
+        let bytes = |value: &Value| {
+            base64::engine::general_purpose::STANDARD
+                .decode(value.as_str().expect("bytes are base64 text"))
+                .expect("bytes are base64 text")
+        };
+        match schema {
+            Value::Array(branches) => {
+                let index = branches
+                    .iter()
+                    .position(|b| (b == "null") == value.is_null())
+                    .expect("an optional type is a union with null");
+                Avro::Union(index as u32, Box::new(self.to_avro(&branches[index], value)))
+            }
+            Value::Object(object) if object["type"] == "record" => Avro::Record(
+                object["fields"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|field| {
+                        let name = field["name"].as_str().expect("fields are named");
+                        (name.to_string(), self.to_avro(&field["type"], &value[name]))
+                    })
+                    .collect(),
+            ),
+            Value::Object(object) if object.get("logicalType").is_some_and(|t| t == "decimal") => {
+                Avro::Decimal(apache_avro::Decimal::from(bytes(value)))
+            }
+            Value::Object(object) => self.to_avro(&object["type"], value),
+            Value::String(kind) => match kind.as_str() {
+                "null" => Avro::Null,
+                "boolean" => Avro::Boolean(value.as_bool().expect("a boolean")),
+                "int" => Avro::Int(value.as_i64().expect("an int") as i32),
+                "long" => Avro::Long(value.as_i64().expect("a long")),
+                "double" => Avro::Double(value.as_f64().expect("a double")),
+                "string" => Avro::String(value.as_str().expect("a string").to_string()),
+                "bytes" => Avro::Bytes(bytes(value)),
+                name => self.to_avro(&self.records[name], value),
+            },
+            other => panic!("not an Avro schema: {other}"),
+        }
+    }
+}
+
+fn collect_records(schema: &Value, records: &mut HashMap<String, Value>) {
+    match schema {
+        Value::Array(branches) => branches.iter().for_each(|b| collect_records(b, records)),
+        Value::Object(object) if object["type"] == "record" => {
+            // Referred to by its short name inside its namespace, else by its full name.
+            if let Some(name) = object["name"].as_str() {
+                records.insert(name.to_string(), schema.clone());
+                if let Some(namespace) = object.get("namespace").and_then(Value::as_str) {
+                    records.insert(format!("{namespace}.{name}"), schema.clone());
+                }
+            }
+            for field in object["fields"].as_array().into_iter().flatten() {
+                collect_records(&field["type"], records);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The Avro schema Confluent's `AvroConverter` makes of a Connect schema:
+/// structs become records (a name seen before is referred to by name),
+/// optional types unions with null (null first, unless the default is
+/// not null), Connect's `Decimal` the `decimal` logical type, and semantic
+/// types keep their name in `connect.name`.
+fn avro_schema(connect: &Value, defined: &mut Vec<String>) -> Value {
+    let name = connect["name"].as_str();
+    let mut base = match connect["type"].as_str().unwrap_or_default() {
+        "struct" => {
+            let name = name.unwrap_or("ConnectDefault").to_string();
+            if defined.contains(&name) {
+                Value::String(name)
+            } else {
+                defined.push(name.clone());
+                let fields: Vec<Value> = connect["fields"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|field| {
+                        let mut avro = json!({"name": field["field"], "type": avro_schema(field, defined)});
+                        if field["optional"] == true {
+                            avro["default"] = field.get("default").cloned().unwrap_or(Value::Null);
+                        }
+                        avro
+                    })
+                    .collect();
+                json!({"type": "record", "name": name, "fields": fields, "connect.name": name})
+            }
+        }
+        "int32" => json!("int"),
+        "int64" => json!("long"),
+        "float64" => json!("double"),
+        other => json!(other),
+    };
+    if let (Some(name), Value::String(_)) = (name, &base) {
+        if connect["type"] != "struct" {
+            let mut semantic = json!({"type": base, "connect.version": 1, "connect.name": name});
+            if let Some(parameters) = connect.get("parameters") {
+                semantic["connect.parameters"] = parameters.clone();
+            }
+            if name == "org.apache.kafka.connect.data.Decimal" {
+                let scale: u32 = connect["parameters"]["scale"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .expect("a decimal has a scale");
+                semantic["logicalType"] = json!("decimal");
+                semantic["precision"] = json!(64);
+                semantic["scale"] = json!(scale);
+            }
+            base = semantic;
+        }
+    }
+    if connect["optional"] != true {
+        return base;
+    }
+    match connect.get("default") {
+        Some(default) if !default.is_null() => json!([base, "null"]),
+        _ => json!(["null", base]),
     }
 }
