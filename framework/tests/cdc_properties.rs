@@ -424,7 +424,7 @@ proptest! {
 
     #[test]
     fn a_join_of_cdc_tables_with_different_key_bytes_equals_the_reference(updates in join_updates()) {
-        for (stores, wire) in backends().into_iter().flat_map(|stores| JOIN_WIRES.map(|wire| (stores.clone(), wire))) {
+        for (stores, wire) in backends().into_iter().flat_map(|stores| JOIN_WIRES.map(|wire| (stores, wire))) {
             let driver = driver(profile_topology(false, wire), stores, JOIN_PARTITIONS);
             let (inner, left) = feed_profiles(&driver, &updates, wire);
             prop_assert_eq!(compacted(&driver, "profiles"), inner, "{:?}", wire);
