@@ -128,6 +128,27 @@ proptest! {
     }
 }
 
+/// A type read and written with a schema of another name, as with a
+/// schema file shared between teams.
+#[test]
+fn a_type_round_trips_under_a_schema_of_another_name() {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Location {
+        city: String,
+        zip: Option<String>,
+    }
+    let (_server, client) = registry();
+    let serde = Avro::<Location>::with_schema(&client, Address::get_schema(), false);
+    for zip in [None, Some("10115".to_string())] {
+        let location = Location {
+            city: "Berlin".into(),
+            zip,
+        };
+        let bytes = serde.to_bytes("locations", &location).unwrap().unwrap();
+        assert_eq!(serde.deserialize("locations", Some(&bytes)).unwrap(), location);
+    }
+}
+
 #[test]
 fn records_carry_the_magic_byte_and_the_registered_schema_id() {
     let (server, client) = registry();

@@ -3,20 +3,24 @@
 //! loopback port, and the CDC generator — with progress while it runs and
 //! a summary at the end: records per second per stage, end-to-end latency
 //! percentiles, and whether the final `user-god-object` view is exactly
-//! what the generated changes imply.
+//! what the generated changes imply. With `avro`, every topic is in Avro
+//! through an in-process Schema Registry.
 
 use crate::generator::{CdcWriter, Generator};
 use crate::model::GodObject;
-use crate::pipeline::{run_topology, MappingService, Topics};
+use crate::pipeline::{run_topology, Format, MappingService, Topics};
 use id_mapping_service::Behaviour;
 use rdkafka::Message;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use weir::avro::SchemaRegistry;
 use weir::embedded::EmbeddedKafka;
 use weir::runtime::{KafkaStreams, StreamsConfig, StreamsState};
+use weir::serde::Serde;
 use weir::testing::kafka::consumer_from_beginning;
+use weir::testing::schema_registry::TestSchemaRegistry;
 use weir::WeirError;
 
 const PARTITIONS: i32 = 6;
@@ -37,6 +41,8 @@ pub struct DemoOptions {
     pub seed: u64,
     /// The pipeline's stream threads (`num.stream.threads`).
     pub stream_threads: usize,
+    /// Avro through an in-process Schema Registry instead of JSON.
+    pub avro: bool,
     /// How long to wait for the outputs to match after the last event.
     pub settle_timeout: Duration,
 }
@@ -51,6 +57,7 @@ impl Default for DemoOptions {
             service_error_rate: 0.001,
             seed: 42,
             stream_threads: 2,
+            avro: false,
             settle_timeout: Duration::from_secs(600),
         }
     }
@@ -91,6 +98,16 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
         options.service_error_rate * 100.0
     );
 
+    // Kept until the end of the run: the registry stops when dropped.
+    let registry_server = options.avro.then(TestSchemaRegistry::start).transpose()?;
+    let format = match &registry_server {
+        Some(server) => {
+            println!("in-process Schema Registry at {}: every topic in Avro", server.url());
+            Format::Avro(SchemaRegistry::new(server.url())?)
+        }
+        None => Format::Json,
+    };
+
     let state = tempfile::tempdir().map_err(|e| WeirError::StateDir(e.to_string()))?;
     let config = StreamsConfig::new("user-profile-demo", kafka.bootstrap_servers())
         .set("state.dir", state.path().to_string_lossy())
@@ -98,7 +115,8 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
         .set("num.stream.threads", options.stream_threads.to_string())
         // Frequent commits keep the counters the summary reads fresh.
         .set("commit.interval.ms", "500");
-    let topology = run_topology(&topics, &MappingService::at(format!("http://{}", service.address())))?;
+    let service_url = MappingService::at(format!("http://{}", service.address()));
+    let topology = run_topology(&topics, &service_url, &format)?;
     let mut streams = KafkaStreams::new(topology.clone(), &config)?.with_topic_admin(kafka.clone());
     streams.start()?;
     if !streams.wait_for_state(StreamsState::Running, Duration::from_secs(60)) {
@@ -108,8 +126,8 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
         )));
     }
     let started = Instant::now();
-    let outputs = OutputMonitor::start(kafka.bootstrap_servers(), &topics, started)?;
-    let mut generator = Generator::new(options.seed, options.users);
+    let outputs = OutputMonitor::start(kafka.bootstrap_servers(), &topics, &format, started)?;
+    let mut generator = Generator::with_format(options.seed, options.users, &format);
     let mut writer = CdcWriter::new(kafka.bootstrap_servers(), &topics.users, &topics.preferences)?;
     let mut progress = Progress::new(started);
     writer.write_history(&mut generator, options.events, options.rate, |written| {
@@ -270,11 +288,12 @@ impl TopicSeen {
 }
 
 impl OutputMonitor {
-    fn start(bootstrap_servers: &str, topics: &Topics, started: Instant) -> Result<Self, WeirError> {
+    fn start(bootstrap_servers: &str, topics: &Topics, format: &Format, started: Instant) -> Result<Self, WeirError> {
         let (consumer, _) = consumer_from_beginning(bootstrap_servers, &[&topics.profiles, &topics.god_objects])?;
         let seen = Arc::new(OutputsSeen::default());
         let shared = seen.clone();
         let profiles_topic = topics.profiles.clone();
+        let (keys, god_objects) = (format.key_serde(), format.god_object_serde());
         let thread = std::thread::spawn(move || {
             while !shared.stop.load(Ordering::Relaxed) {
                 let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
@@ -290,8 +309,9 @@ impl OutputMonitor {
                     let latency = latency.min(u32::MAX as u64) as u32;
                     shared.latencies_ms.lock().expect("latencies").push(latency);
                 }
-                let key = message.key().and_then(|k| serde_json::from_slice::<i64>(k).ok());
-                let value = message.payload().map(serde_json::from_slice::<GodObject>);
+                let topic = message.topic();
+                let key = message.key().and_then(|k| keys.deserialize(topic, Some(k)).ok());
+                let value = message.payload().map(|v| god_objects.deserialize(topic, Some(v)));
                 let mut view = shared.view.lock().expect("view");
                 match (key, value) {
                     (Some(key), None) => {

@@ -1,5 +1,5 @@
 //! A CDC generator: Debezium change events (MySQL connector, JSON without
-//! the schema wrapper, written by [`weir::testing::debezium`]) for the
+//! the schema wrapper or Avro, written by [`weir::testing::debezium`]) for the
 //! `users` and `preferences` tables, written to Kafka as Kafka Connect
 //! writes them (murmur2 of the key bytes), with the final state they imply
 //! kept for verification.
@@ -22,6 +22,7 @@
 //! ```
 
 use crate::model::{GodObject, IdMapping, UserProfile};
+use crate::pipeline::Format;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -104,20 +105,35 @@ const LANGUAGES: [&str; 4] = ["en", "de", "fr", "pt"];
 const DOMAINS: [&str; 4] = ["example.com", "mail.test", "corp.example", "inbox.test"];
 
 impl Generator {
-    /// A generator of `users` initial users, reproducible from `seed`.
+    /// A generator of `users` initial users, reproducible from `seed`,
+    /// writing JSON.
     pub fn new(seed: u64, users: usize) -> Self {
+        Self::with_format(seed, users, &Format::Json)
+    }
+
+    /// A generator whose events are in `format` (for Avro, as Confluent's
+    /// `AvroConverter` writes them, their schemas registered).
+    pub fn with_format(seed: u64, users: usize, format: &Format) -> Self {
+        let in_format = |table: Debezium| match format {
+            Format::Json => table,
+            Format::Avro(registry) => table.avro(registry),
+        };
         let mut generator = Generator {
             users: BTreeMap::new(),
             next_user_id: 1,
             rng: fastrand::Rng::with_seed(seed),
-            users_table: Debezium::mysql("app", "users")
-                .key_column(Column::new("user_id", ColumnType::Int64))
-                .column(Column::new("email", ColumnType::String))
-                .column(Column::new("full_name", ColumnType::String)),
-            preferences_table: Debezium::mysql("app", "preferences")
-                .key_column(Column::new("user_id", ColumnType::Int64))
-                .column(Column::new("dark_mode", ColumnType::Int32))
-                .column(Column::new("language", ColumnType::String)),
+            users_table: in_format(
+                Debezium::mysql("app", "users")
+                    .key_column(Column::new("user_id", ColumnType::Int64))
+                    .column(Column::new("email", ColumnType::String))
+                    .column(Column::new("full_name", ColumnType::String)),
+            ),
+            preferences_table: in_format(
+                Debezium::mysql("app", "preferences")
+                    .key_column(Column::new("user_id", ColumnType::Int64))
+                    .column(Column::new("dark_mode", ColumnType::Int32))
+                    .column(Column::new("language", ColumnType::String)),
+            ),
         };
         for _ in 0..users {
             generator.add_user();

@@ -1,18 +1,17 @@
 //! `user-profile`: run the pipeline, re-run its enrichment, print its
 //! topology, generate CDC events, or run it all in one process (`demo`).
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use user_profile::demo::{run_demo, DemoOptions};
 use user_profile::generator::{CdcWriter, Generator};
-use user_profile::model::GodObject;
-use user_profile::pipeline::{reprocess_topology, run_topology, MappingService, Topics, GOD_OBJECT_STORE};
+use user_profile::pipeline::{reprocess_topology, run_topology, Format, MappingService, Topics, GOD_OBJECT_STORE};
+use weir::avro::SchemaRegistry;
 use weir::ops::{store_route, OpsListener};
 use weir::runtime::{KafkaStreams, StreamsConfig};
-use weir::serde::Json;
 use weir::{Topology, WeirError};
 
 const DEFAULT_APPLICATION_ID: &str = "user-profile";
@@ -66,6 +65,38 @@ struct PipelineArgs {
     /// unspecified IP (0.0.0.0) it has to be.
     #[arg(long, env = "USER_PROFILE_OPS_ADDRESS", default_value = "0.0.0.0:9464")]
     ops_address: SocketAddr,
+    #[command(flatten)]
+    format: FormatArgs,
+}
+
+/// The encoding of every topic and store.
+#[derive(Args)]
+struct FormatArgs {
+    /// `json`, or `avro`: Debezium's AvroConverter on the inputs, the
+    /// schemas of `schemas/` on the outputs, through a Schema Registry.
+    #[arg(long, value_enum, default_value_t = FormatName::Json)]
+    format: FormatName,
+    /// The Schema Registry, for `--format avro`.
+    #[arg(long, env = "SCHEMA_REGISTRY_URL")]
+    schema_registry_url: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FormatName {
+    Json,
+    Avro,
+}
+
+impl FormatArgs {
+    fn format(&self) -> Result<Format, WeirError> {
+        match (self.format, &self.schema_registry_url) {
+            (FormatName::Json, _) => Ok(Format::Json),
+            (FormatName::Avro, Some(url)) => Ok(Format::Avro(SchemaRegistry::new(url)?)),
+            (FormatName::Avro, None) => Err(WeirError::Config(
+                "--format avro needs --schema-registry-url (or SCHEMA_REGISTRY_URL)".into(),
+            )),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -97,6 +128,9 @@ struct DemoArgs {
     /// The pipeline's stream threads.
     #[arg(long, default_value_t = 2)]
     stream_threads: usize,
+    /// `avro` runs an in-process Schema Registry and puts every topic in Avro.
+    #[arg(long, value_enum, default_value_t = FormatName::Json)]
+    format: FormatName,
 }
 
 #[derive(Args)]
@@ -116,6 +150,8 @@ struct GenerateArgs {
     /// Writes the `user-profile` view the events imply here, one JSON object a line.
     #[arg(long)]
     expected: Option<PathBuf>,
+    #[command(flatten)]
+    format: FormatArgs,
 }
 
 fn main() -> ExitCode {
@@ -137,11 +173,12 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<ExitCode, WeirError> {
     match command {
         Command::Run(args) => {
-            let topology = run_topology(&args.topics(), &args.service())?;
-            args.run(topology, args.streams_config()?, Queries::GodObjects)?;
+            let format = args.format.format()?;
+            let topology = run_topology(&args.topics(), &args.service(), &format)?;
+            args.run(topology, args.streams_config()?, Queries::GodObjects(format))?;
         }
         Command::Reprocess(ReprocessArgs { pipeline, run_id }) => {
-            let topology = reprocess_topology(&pipeline.topics(), &pipeline.service())?;
+            let topology = reprocess_topology(&pipeline.topics(), &pipeline.service(), &pipeline.format.format()?)?;
             let config = pipeline.streams_config()?;
             // An application id of its own: its own consumer offsets (from
             // the beginning) and stores, apart from those of `run`.
@@ -156,8 +193,11 @@ fn run(command: Command) -> Result<ExitCode, WeirError> {
         Command::Describe => {
             let topics = Topics::default();
             let service = MappingService::at("http://id-mapping");
-            println!("run:\n{}", run_topology(&topics, &service)?.describe());
-            println!("reprocess:\n{}", reprocess_topology(&topics, &service)?.describe());
+            println!("run:\n{}", run_topology(&topics, &service, &Format::Json)?.describe());
+            println!(
+                "reprocess:\n{}",
+                reprocess_topology(&topics, &service, &Format::Json)?.describe()
+            );
         }
         Command::Demo(args) => {
             let report = run_demo(&DemoOptions {
@@ -167,6 +207,7 @@ fn run(command: Command) -> Result<ExitCode, WeirError> {
                 service_latency: Duration::from_millis(args.service_latency_ms),
                 seed: args.seed,
                 stream_threads: args.stream_threads,
+                avro: args.format == FormatName::Avro,
                 ..DemoOptions::default()
             })?;
             if report.verified.is_err() {
@@ -204,8 +245,8 @@ impl PipelineArgs {
         };
         let streams = KafkaStreams::new(topology, &config)?;
         let routes = match queries {
-            Queries::GodObjects => {
-                let store = streams.store(GOD_OBJECT_STORE, Json::<i64>::new(), Json::<GodObject>::new())?;
+            Queries::GodObjects(format) => {
+                let store = streams.store(GOD_OBJECT_STORE, format.key_serde(), format.god_object_serde())?;
                 store_route("/users/{user_id}", store)
             }
             Queries::None => Default::default(),
@@ -236,13 +277,14 @@ impl PipelineArgs {
 
 /// The interactive queries an instance answers.
 enum Queries {
-    /// `GET /users/{user_id}`: the user's god object from the local store.
-    GodObjects,
+    /// `GET /users/{user_id}`: the user's god object from the local store,
+    /// which is in this format.
+    GodObjects(Format),
     None,
 }
 
 fn generate(topics: &Topics, args: &GenerateArgs) -> Result<(), WeirError> {
-    let mut generator = Generator::new(args.seed, args.users);
+    let mut generator = Generator::with_format(args.seed, args.users, &args.format.format()?);
     let mut writer = CdcWriter::new(&args.bootstrap_servers, &topics.users, &topics.preferences)?;
     writer.write_history(&mut generator, args.events, args.rate, |_| {})?;
     writer.flush()?;

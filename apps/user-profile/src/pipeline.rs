@@ -11,12 +11,19 @@
 //!
 //! `run` also keeps the god objects in the store [`GOD_OBJECT_STORE`], which
 //! each instance serves at `GET /users/{user_id}` (interactive queries).
+//!
+//! Every topic and store is in one [`Format`]: JSON, or Avro through a
+//! Schema Registry.
 
 use crate::model::{GodObject, IdMapping, PreferencesRow, UserProfile, UserRow};
+use apache_avro::Schema;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
 use std::time::Duration;
+use weir::avro::{Avro, SchemaRegistry};
 use weir::cdc::Cdc;
 use weir::enrich::{Enrichment, HttpJsonLookup};
-use weir::serde::Json;
+use weir::serde::{Json, Nullable, SerdeRef};
 use weir::{Consumed, KStream, KTable, Produced, Serdes, StreamsBuilder, Topology, WeirError};
 
 /// The store of `run` that holds each user's current god object.
@@ -56,6 +63,57 @@ impl Topics {
     }
 }
 
+/// How the pipeline's topics and stores are encoded.
+#[derive(Clone, Default)]
+pub enum Format {
+    /// Debezium's `JsonConverter` on the inputs; JSON outputs and stores.
+    #[default]
+    Json,
+    /// Debezium's `AvroConverter` on the inputs; outputs, dead letters and
+    /// the god-object store in Avro with the schemas of `schemas/`,
+    /// registered under `<topic>-key` and `<topic>-value`.
+    Avro(SchemaRegistry),
+}
+
+const USER_KEY_SCHEMA: &str = include_str!("../../../schemas/user-profile-key.avsc");
+const USER_PROFILE_SCHEMA: &str = include_str!("../../../schemas/user-profile-value.avsc");
+const GOD_OBJECT_SCHEMA: &str = include_str!("../../../schemas/user-god-object-value.avsc");
+
+impl Format {
+    fn cdc<Row: DeserializeOwned + 'static>(&self) -> Cdc<i64, Row> {
+        match self {
+            Format::Json => Cdc::json(),
+            Format::Avro(registry) => Cdc::avro(registry),
+        }
+    }
+
+    /// The user id, the key of every output.
+    pub fn key_serde(&self) -> SerdeRef<i64> {
+        self.serde(USER_KEY_SCHEMA, true)
+    }
+
+    pub fn profile_serde(&self) -> SerdeRef<UserProfile> {
+        self.serde(USER_PROFILE_SCHEMA, false)
+    }
+
+    pub fn god_object_serde(&self) -> SerdeRef<GodObject> {
+        self.serde(GOD_OBJECT_SCHEMA, false)
+    }
+
+    fn serde<T>(&self, avro_schema: &str, is_key: bool) -> SerdeRef<T>
+    where
+        T: serde::Serialize + DeserializeOwned + 'static,
+    {
+        match self {
+            Format::Json => Arc::new(Json::<T>::new()),
+            Format::Avro(registry) => {
+                let schema = Schema::parse_str(avro_schema).expect("the schemas in schemas/ are valid Avro");
+                Arc::new(Avro::<T>::with_schema(registry, schema, is_key))
+            }
+        }
+    }
+}
+
 /// How the pipeline calls the ID-mapping service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MappingService {
@@ -82,15 +140,18 @@ impl MappingService {
 /// The whole pipeline, as `run` starts it.
 ///
 /// ```
-/// use user_profile::pipeline::{run_topology, MappingService, Topics};
-/// let topology = run_topology(&Topics::default(), &MappingService::at("http://localhost:8080")).unwrap();
+/// use user_profile::pipeline::{run_topology, Format, MappingService, Topics};
+/// let service = MappingService::at("http://localhost:8080");
+/// let topology = run_topology(&Topics::default(), &service, &Format::Json).unwrap();
 /// assert!(topology.describe().to_string().contains("user-god-object"));
 /// ```
-pub fn run_topology(topics: &Topics, service: &MappingService) -> Result<Topology, WeirError> {
+pub fn run_topology(topics: &Topics, service: &MappingService, format: &Format) -> Result<Topology, WeirError> {
     let builder = StreamsBuilder::new();
-    let profiles = join(&builder, topics);
-    enrich(&profiles, topics, service, service.cache_ttl)?
-        .to_table(GOD_OBJECT_STORE, Serdes::with(Json::new(), Json::new()));
+    let profiles = join(&builder, topics, format);
+    enrich(&profiles, topics, service, service.cache_ttl, format)?.to_table(
+        GOD_OBJECT_STORE,
+        Serdes::with(format.key_serde(), format.god_object_serde()),
+    );
     builder.build()
 }
 
@@ -98,35 +159,38 @@ pub fn run_topology(topics: &Topics, service: &MappingService) -> Result<Topolog
 /// the enrichment: what the throughput benchmark of the join runs.
 ///
 /// ```
-/// use user_profile::pipeline::{join_topology, Topics};
-/// let topology = join_topology(&Topics::default()).unwrap();
+/// use user_profile::pipeline::{join_topology, Format, Topics};
+/// let topology = join_topology(&Topics::default(), &Format::Json).unwrap();
 /// assert!(!topology.describe().to_string().contains("user-god-object"));
 /// ```
-pub fn join_topology(topics: &Topics) -> Result<Topology, WeirError> {
+pub fn join_topology(topics: &Topics, format: &Format) -> Result<Topology, WeirError> {
     let builder = StreamsBuilder::new();
-    join(&builder, topics);
+    join(&builder, topics, format);
     builder.build()
 }
 
 /// users ⟕ preferences → `user-profile`; returns the profiles table.
-fn join(builder: &StreamsBuilder, topics: &Topics) -> KTable<i64, UserProfile> {
-    let users = builder.cdc_table::<i64, UserRow>(&topics.users, Cdc::json().store("users"));
-    let preferences = builder.cdc_table::<i64, PreferencesRow>(&topics.preferences, Cdc::json().store("preferences"));
+fn join(builder: &StreamsBuilder, topics: &Topics, format: &Format) -> KTable<i64, UserProfile> {
+    let users = builder.cdc_table::<i64, UserRow>(&topics.users, format.cdc().store("users"));
+    let preferences = builder.cdc_table::<i64, PreferencesRow>(&topics.preferences, format.cdc().store("preferences"));
     let profiles = users.left_join(&preferences, UserProfile::new);
-    profiles.to(&topics.profiles, Produced::with(Json::new(), Json::new()));
+    profiles.to(
+        &topics.profiles,
+        Produced::with(format.key_serde(), format.profile_serde()),
+    );
     profiles
 }
 
 /// The enrichment stage alone, reading the compacted `user-profile` topic
 /// from its beginning: what `reprocess` runs when the mappings changed. It
 /// keeps no cache, so every profile is looked up again.
-pub fn reprocess_topology(topics: &Topics, service: &MappingService) -> Result<Topology, WeirError> {
+pub fn reprocess_topology(topics: &Topics, service: &MappingService, format: &Format) -> Result<Topology, WeirError> {
     let builder = StreamsBuilder::new();
     let profiles = builder.table(
         &topics.profiles,
-        Consumed::with(Json::<i64>::new(), Json::<UserProfile>::new()).store("profiles"),
+        Consumed::with(format.key_serde(), format.profile_serde()).store("profiles"),
     );
-    enrich(&profiles, topics, service, None)?;
+    enrich(&profiles, topics, service, None, format)?;
     builder.build()
 }
 
@@ -138,17 +202,25 @@ fn enrich(
     topics: &Topics,
     service: &MappingService,
     cache_ttl: Option<Duration>,
+    format: &Format,
 ) -> Result<KStream<i64, Option<GodObject>>, WeirError> {
     let url = format!("{}/users/{{}}", service.url.trim_end_matches('/'));
     let lookup = HttpJsonLookup::<i64, IdMapping>::new(url)?.timeout(service.timeout)?;
     let mut enrichment = Enrichment::new("id-mapping", |user_id: &i64, _: &UserProfile| *user_id, lookup)
         .max_in_flight(service.max_in_flight)
         .timeout(service.timeout)
-        .dead_letter(&topics.enrichment_dead_letters, Json::new(), Json::new());
+        .dead_letter(
+            &topics.enrichment_dead_letters,
+            format.key_serde(),
+            format.profile_serde(),
+        );
     if cache_ttl.is_some() {
         enrichment = enrichment.cache(cache_ttl);
     }
     let god_objects = profiles.enrich_async(enrichment, |_, profile, mapping| GodObject::new(profile, mapping));
-    god_objects.to(&topics.god_objects, Produced::with(Json::new(), Json::new()));
+    god_objects.to(
+        &topics.god_objects,
+        Produced::with(format.key_serde(), Nullable(format.god_object_serde())),
+    );
     Ok(god_objects)
 }

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 use user_profile::generator::{CdcWriter, Generator};
 use user_profile::model::GodObject;
-use user_profile::pipeline::{reprocess_topology, run_topology, MappingService, Topics};
+use user_profile::pipeline::{reprocess_topology, run_topology, Format, MappingService, Topics};
 use weir::runtime::StreamsConfig;
 use weir::serde::Json;
 use weir::testing::kafka::{eventually, read_compacted};
@@ -58,11 +58,11 @@ fn two_instances_a_kill_and_a_reprocess(cluster: &Cluster) {
     for (id, topology) in [
         (
             application.clone(),
-            run_topology(&topics, &MappingService::at(&url)).unwrap(),
+            run_topology(&topics, &MappingService::at(&url), &Format::Json).unwrap(),
         ),
         (
             format!("{application}-reprocess-1"),
-            reprocess_topology(&topics, &MappingService::at(&url)).unwrap(),
+            reprocess_topology(&topics, &MappingService::at(&url), &Format::Json).unwrap(),
         ),
     ] {
         cluster.prepare_topics(

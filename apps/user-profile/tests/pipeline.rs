@@ -1,21 +1,24 @@
 //! The `run` topology through the test driver, against the reference
-//! ID-mapping service over real HTTP (with errors that are retried).
+//! ID-mapping service over real HTTP (with errors that are retried), in
+//! JSON and in Avro.
 
 use id_mapping_service::{Behaviour, MappingService as ReferenceService};
 use std::collections::HashMap;
 use std::time::Duration;
 use user_profile::generator::{CdcRecord, Generator, Table};
 use user_profile::model::{GodObject, UserProfile};
-use user_profile::pipeline::{run_topology, MappingService, Topics};
-use weir::serde::{Bytes, Json};
+use user_profile::pipeline::{run_topology, Format, MappingService, Topics};
+use weir::avro::SchemaRegistry;
+use weir::serde::{Bytes, Json, SerdeRef};
+use weir::testing::schema_registry::TestSchemaRegistry;
 use weir::testing::{TestRecord, TopologyTestDriver};
 
-fn driver(service: &ReferenceService) -> TopologyTestDriver {
+fn driver(service: &ReferenceService, format: &Format) -> TopologyTestDriver {
     let settings = MappingService {
         timeout: Duration::from_secs(2),
         ..MappingService::at(format!("http://{}", service.address()))
     };
-    TopologyTestDriver::new(run_topology(&Topics::default(), &settings).unwrap()).unwrap()
+    TopologyTestDriver::new(run_topology(&Topics::default(), &settings, format).unwrap()).unwrap()
 }
 
 /// Pipes records in order, each run of one table's records at once.
@@ -33,11 +36,11 @@ fn pipe(driver: &TopologyTestDriver, records: &[CdcRecord]) {
 }
 
 /// The compacted view of an output topic of the driver.
-fn view<V>(driver: &TopologyTestDriver, topic: &str) -> HashMap<i64, V>
+fn view<V>(driver: &TopologyTestDriver, topic: &str, format: &Format, values: SerdeRef<V>) -> HashMap<i64, V>
 where
-    V: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
 {
-    let topic = driver.output_topic(topic, Json::<i64>::new(), Json::<V>::new());
+    let topic = driver.output_topic(topic, format.key_serde(), values);
     topic.read_key_values_to_map().unwrap()
 }
 
@@ -48,35 +51,49 @@ fn the_outputs_hold_exactly_the_users_the_generated_changes_imply() {
         ..Behaviour::default()
     })
     .unwrap();
-    let driver = driver(&service);
-    let mut generator = Generator::new(11, 300);
-    let mut records = generator.snapshot();
-    records.extend(generator.changes(3_000));
-    pipe(&driver, &records);
+    let registry_server = TestSchemaRegistry::start().unwrap();
+    let registry = SchemaRegistry::new(registry_server.url()).unwrap();
+    for format in [Format::Json, Format::Avro(registry)] {
+        let driver = driver(&service, &format);
+        let mut generator = Generator::with_format(11, 300, &format);
+        let mut records = generator.snapshot();
+        records.extend(generator.changes(3_000));
+        pipe(&driver, &records);
 
-    let expected_profiles: HashMap<i64, UserProfile> = generator.expected_profiles().into_iter().collect();
-    assert_eq!(
-        view::<UserProfile>(&driver, &Topics::default().profiles),
-        expected_profiles
-    );
-    let expected_god_objects: HashMap<i64, GodObject> = generator
-        .expected_god_objects(|id| format!("u2-{id}"))
-        .into_iter()
-        .collect();
-    assert_eq!(
-        view::<GodObject>(&driver, &Topics::default().god_objects),
-        expected_god_objects
-    );
-    assert!(
-        expected_god_objects.values().any(|g| g.dark_mode.is_none()),
-        "some users have no preferences"
-    );
+        let topics = Topics::default();
+        let expected_profiles: HashMap<i64, UserProfile> = generator.expected_profiles().into_iter().collect();
+        assert_eq!(
+            view(&driver, &topics.profiles, &format, format.profile_serde()),
+            expected_profiles
+        );
+        let expected_god_objects: HashMap<i64, GodObject> = generator
+            .expected_god_objects(|id| format!("u2-{id}"))
+            .into_iter()
+            .collect();
+        assert_eq!(
+            view(&driver, &topics.god_objects, &format, format.god_object_serde()),
+            expected_god_objects
+        );
+        assert!(
+            expected_god_objects.values().any(|g| g.dark_mode.is_none()),
+            "some users have no preferences"
+        );
+        let raw = driver
+            .output_topic(&topics.god_objects, Bytes, Bytes)
+            .read_records()
+            .unwrap();
+        let in_avro = raw.iter().filter_map(|r| r.value.as_ref()).all(|v| v[0] == 0);
+        assert_eq!(in_avro, matches!(format, Format::Avro(_)), "the outputs' encoding");
+    }
+    assert!(registry_server
+        .subjects()
+        .contains(&"user-god-object-value".to_string()));
 }
 
 #[test]
 fn a_user_without_preferences_is_published_with_dark_mode_null_and_a_deletion_is_a_tombstone() {
     let service = ReferenceService::start(Behaviour::default()).unwrap();
-    let driver = driver(&service);
+    let driver = driver(&service, &Format::Json);
     let topics = Topics::default();
     let users = driver.input_topic(&topics.users, Bytes, Bytes);
     let preferences = driver.input_topic(&topics.preferences, Bytes, Bytes);

@@ -73,9 +73,9 @@ pub struct Avro<T> {
     is_key: bool,
     /// Writer schema ids by topic (each topic has one subject).
     ids: RwLock<HashMap<String, u32>>,
-    /// Whether the writer schema of an id is `T`'s own, so that its records
-    /// are read straight into `T` without resolution.
-    own_schema: RwLock<HashMap<u32, bool>>,
+    /// Whether the records of a writer schema id are read straight into
+    /// `T`, without an Avro value and resolution.
+    direct: RwLock<HashMap<u32, bool>>,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -105,7 +105,7 @@ impl<T> Avro<T> {
             strategy: SubjectStrategy::default(),
             is_key,
             ids: RwLock::default(),
-            own_schema: RwLock::default(),
+            direct: RwLock::default(),
             _type: PhantomData,
         }
     }
@@ -145,22 +145,51 @@ impl<T> Avro<T> {
         Ok(id)
     }
 
-    fn is_own_schema(&self, writer: &WriterSchema) -> bool {
-        if let Some(own) = self
-            .own_schema
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&writer.id)
-        {
-            return *own;
+    /// Whether records of `writer` are read straight into `T`: its schema
+    /// is `T`'s, and reading that way worked (apache-avro's direct reader
+    /// also wants the Rust type to bear the record's name).
+    fn reads_directly(&self, writer: &WriterSchema) -> bool {
+        if let Some(direct) = self.direct.read().unwrap_or_else(|p| p.into_inner()).get(&writer.id) {
+            return *direct;
         }
         // Equality of canonical forms: defaults and docs do not change the encoding.
-        let own = writer.schema == *self.root();
-        self.own_schema
+        let direct = writer.schema == *self.root();
+        self.set_direct(writer.id, direct);
+        direct
+    }
+
+    fn set_direct(&self, id: u32, direct: bool) {
+        self.direct
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(writer.id, own);
-        own
+            .insert(id, direct);
+    }
+
+    /// A record through an Avro value, resolved to `T`'s schema.
+    fn read_resolved(&self, topic: &str, writer: &WriterSchema, mut body: &[u8]) -> Result<T, SerdeError>
+    where
+        T: DeserializeOwned,
+    {
+        let id = writer.id;
+        let value = writer
+            .read_value(&mut body)
+            .and_then(|value| value.resolve(self.root()))
+            .map_err(|e| {
+                SerdeError::deserialize(
+                    topic,
+                    format!(
+                        "a record written with schema {id} cannot be read as '{}' (subject '{}'): {e}",
+                        self.root().name().map(|n| n.fullname(None)).unwrap_or_default(),
+                        self.subject(topic)
+                    ),
+                )
+            })?;
+        apache_avro::from_value::<T>(&value).map_err(|e| {
+            SerdeError::deserialize(
+                topic,
+                format!("an Avro record of schema {id} does not fit the type: {e}"),
+            )
+        })
     }
 }
 
@@ -201,32 +230,22 @@ impl<T: Serialize + DeserializeOwned + 'static> Serde<T> for Avro<T> {
 
     fn deserialize(&self, topic: &str, bytes: Option<&[u8]>) -> Result<T, SerdeError> {
         let bytes = bytes.ok_or_else(|| SerdeError::deserialize(topic, "null where an Avro record was expected"))?;
-        let (writer, mut body) = writer_schema(&self.registry, topic, bytes)?;
-        let id = writer.id;
-        if self.is_own_schema(&writer) {
-            return writer
-                .read::<T>(&mut body)
-                .map_err(|e| SerdeError::deserialize(topic, format!("not a valid record of schema {id}: {e}")));
+        let (writer, body) = writer_schema(&self.registry, topic, bytes)?;
+        if !self.reads_directly(&writer) {
+            return self.read_resolved(topic, &writer, body);
         }
-        let value = writer
-            .read_value(&mut body)
-            .and_then(|value| value.resolve(self.root()))
-            .map_err(|e| {
-                SerdeError::deserialize(
-                    topic,
-                    format!(
-                        "a record written with schema {id} cannot be read as '{}' (subject '{}'): {e}",
-                        self.root().name().map(|n| n.fullname(None)).unwrap_or_default(),
-                        self.subject(topic)
-                    ),
-                )
-            })?;
-        apache_avro::from_value::<T>(&value).map_err(|e| {
-            SerdeError::deserialize(
-                topic,
-                format!("an Avro record of schema {id} does not fit the type: {e}"),
-            )
-        })
+        match writer.read::<T>(&mut &body[..]) {
+            Ok(value) => Ok(value),
+            Err(direct_error) => {
+                let value = self.read_resolved(topic, &writer, body).map_err(|e| SerdeError {
+                    message: format!("{}; read directly: {direct_error}", e.message),
+                    ..e
+                })?;
+                // The record is fine; the direct reader is not for this type.
+                self.set_direct(writer.id, false);
+                Ok(value)
+            }
+        }
     }
 }
 

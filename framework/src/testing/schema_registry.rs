@@ -152,6 +152,11 @@ impl TestSchemaRegistry {
         self.registry().requests
     }
 
+    /// The subjects with at least one schema, in order.
+    pub fn subjects(&self) -> Vec<String> {
+        self.registry().subjects.keys().cloned().collect()
+    }
+
     /// Registers `schema` under `subject` as a producer elsewhere would;
     /// returns its id.
     pub fn register(&self, subject: &str, schema: &str) -> Result<u32, String> {
