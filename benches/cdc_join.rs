@@ -8,13 +8,19 @@
 //! it has processed every event and closed, so the time includes writing
 //! every output and changelog record and the final commit.
 //!
-//! `cargo bench -p weir-benches --bench cdc_join [-- <events> <users> <stream threads>]`
+//! With `avro`, the events are in Avro as Confluent's `AvroConverter`
+//! writes them and the outputs too, through an in-process Schema Registry:
+//! the same pipeline, decoding another format.
+//!
+//! `cargo bench -p weir-benches --bench cdc_join [-- <events> <users> <stream threads> <json|avro>]`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use user_profile::generator::{CdcWriter, Generator};
-use user_profile::pipeline::{join_topology, Topics};
+use user_profile::pipeline::{join_topology, Format, Topics};
+use weir::avro::SchemaRegistry;
 use weir::embedded::EmbeddedKafka;
+use weir::testing::schema_registry::TestSchemaRegistry;
 use weir_benches::{rate, App};
 
 const PARTITIONS: i32 = 6;
@@ -29,6 +35,15 @@ fn main() {
     let threads: usize = args
         .next()
         .map_or(1, |a| a.parse().expect("a number of stream threads"));
+    let registry_server = match args.next().as_deref() {
+        None | Some("json") => None,
+        Some("avro") => Some(TestSchemaRegistry::start().expect("the test schema registry")),
+        Some(other) => panic!("the format is json or avro, not {other}"),
+    };
+    let format = match &registry_server {
+        Some(server) => Format::Avro(SchemaRegistry::new(server.url()).expect("a registry client")),
+        None => Format::Json,
+    };
 
     let kafka = Arc::new(EmbeddedKafka::start().expect("the embedded cluster"));
     let topics = Topics::default();
@@ -39,7 +54,7 @@ fn main() {
         CdcWriter::new(kafka.bootstrap_servers(), &topics.users, &topics.preferences).expect("a CDC writer");
     let written_since = Instant::now();
     writer
-        .write_history(&mut Generator::new(7, users), events, None, |_| {})
+        .write_history(&mut Generator::with_format(7, users, &format), events, None, |_| {})
         .expect("the history written");
     writer.flush().expect("the history flushed");
     let written = writer.written();
@@ -51,7 +66,7 @@ fn main() {
     let app = App::start(
         &kafka,
         "cdc-join-bench",
-        join_topology(&topics).expect("the topology"),
+        join_topology(&topics, &format).expect("the topology"),
         &[("num.stream.threads", threads.to_string())],
     );
     let started = Instant::now();
@@ -62,7 +77,8 @@ fn main() {
     app.close();
     let closed_in = started.elapsed();
     println!(
-        "{threads} stream thread(s): processed in {:.2} s ({} events/s); closed after {:.2} s: {} events/s end to end",
+        "{} input, {threads} stream thread(s): processed in {:.2} s ({} events/s); closed after {:.2} s: {} events/s end to end",
+        if registry_server.is_some() { "Avro" } else { "JSON" },
         processed_in.as_secs_f64(),
         rate(written, processed_in),
         closed_in.as_secs_f64(),
