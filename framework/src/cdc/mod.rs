@@ -154,7 +154,7 @@ impl<K: DeserializeOwned + 'static, Row: DeserializeOwned + 'static> Cdc<K, Row>
     /// use weir::avro::SchemaRegistry;
     /// use weir::cdc::Cdc;
     /// use weir::StreamsBuilder;
-    /// #[derive(serde::Deserialize, Clone, Debug)]
+    /// #[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
     /// struct User { user_id: i64, email: String }
     ///
     /// let registry = SchemaRegistry::new("http://schema-registry:8081")?;
