@@ -17,4 +17,5 @@ mod registry;
 
 pub(crate) use codec::writer_schema;
 pub use codec::{Avro, SubjectStrategy};
+pub(crate) use registry::WriterSchema;
 pub use registry::{SchemaRegistry, SchemaRegistryBuilder};

@@ -10,7 +10,7 @@
 
 use super::json::{DecimalColumns, JsonEvents, KeyShape, Parsed, SingleColumn};
 use super::{ChangeEvent, EventDecoder, KeyDecoder, RowChange};
-use crate::avro::{writer_schema, SchemaRegistry};
+use crate::avro::{writer_schema, SchemaRegistry, WriterSchema};
 use crate::error::SerdeError;
 use apache_avro::types::Value as Avro;
 use base64::Engine;
@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Map, Number, Value as Json};
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 /// Decodes Avro record keys (the struct of primary-key columns) in the
 /// Confluent wire format. As with [`JsonKey`](super::JsonKey), a key type
@@ -50,7 +50,7 @@ impl<K> AvroKey<K> {
 
 impl<K: DeserializeOwned + 'static> KeyDecoder<K> for AvroKey<K> {
     fn decode_key(&self, topic: &str, bytes: &[u8]) -> Result<Option<K>, SerdeError> {
-        let json = decode(&self.registry, topic, bytes)?;
+        let (_, json) = decode(&self.registry, topic, bytes)?;
         if json.is_null() {
             return Ok(None);
         }
@@ -114,11 +114,7 @@ impl AvroEvents {
 
     /// The event as JSON with its decimals as text; `None` for a null record.
     fn parse(&self, topic: &str, bytes: &[u8]) -> Result<Option<Parsed<'static>>, SerdeError> {
-        let (writer, mut body) = writer_schema(&self.registry, topic, bytes)?;
-        let value = writer
-            .read_value(&mut body)
-            .map_err(|e| SerdeError::deserialize(topic, format!("not a valid record of schema {}: {e}", writer.id)))?;
-        let json = to_json(value);
+        let (writer, json) = decode(&self.registry, topic, bytes)?;
         if json.is_null() {
             return Ok(None);
         }
@@ -170,13 +166,13 @@ impl<Row: DeserializeOwned + 'static> EventDecoder<Row> for AvroEvents {
     }
 }
 
-/// A record in the Confluent wire format, as JSON.
-fn decode(registry: &SchemaRegistry, topic: &str, bytes: &[u8]) -> Result<Json, SerdeError> {
+/// A record in the Confluent wire format, as JSON, with its writer schema.
+fn decode(registry: &SchemaRegistry, topic: &str, bytes: &[u8]) -> Result<(Arc<WriterSchema>, Json), SerdeError> {
     let (writer, mut body) = writer_schema(registry, topic, bytes)?;
-    writer
+    let value = writer
         .read_value(&mut body)
-        .map(to_json)
-        .map_err(|e| SerdeError::deserialize(topic, format!("not a valid record of schema {}: {e}", writer.id)))
+        .map_err(|e| SerdeError::deserialize(topic, format!("not a valid record of schema {}: {e}", writer.id)))?;
+    Ok((writer, to_json(value)))
 }
 
 /// The row record of an envelope schema: the type of `before` or `after`
