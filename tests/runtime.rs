@@ -245,33 +245,47 @@ fn a_clean_restart_replays_nothing_and_a_lost_state_dir_is_rebuilt(cluster: &Clu
 /// that crashed after they reached the broker and before it committed. The
 /// records behind them are processed again, so a restore must leave them
 /// out, or the replay would find its own writes as the old values. The
-/// test appends such a write to the users changelog by hand ("u1" at a
-/// domain the input never had) and checks that no restore takes it in:
-/// neither from a clean close's checkpoint nor into an empty state
-/// directory.
+/// test appends such writes to the users changelog by hand (users at a
+/// domain the input never had) and checks that no restore takes them in:
+/// not before the group's first commit, nor after a commit from a clean
+/// close's checkpoint or into an empty state directory.
 fn a_restore_stops_at_the_last_commit(cluster: &Cluster) {
     let setup = Setup::new(cluster);
     let state = tempfile::tempdir().unwrap();
     let config = cluster.config("committed", state.path());
+    let app = config.get("application.id").unwrap().to_string();
+    let users_changelog = weir::topology::changelog_topic(&app, "users");
+    // A store write that no commit covers, as an owner leaves behind when it
+    // fails after writing and before committing.
+    let write_uncommitted = |user: &str| {
+        setup
+            .producer
+            .send(
+                &users_changelog,
+                &Utf8,
+                &Utf8,
+                &user.to_string(),
+                Some(&format!("{user}@uncommitted.net")),
+            )
+            .unwrap();
+        setup.producer.flush().unwrap();
+    };
+
+    // Before the group's first commit the committed state is empty: a
+    // restore applies nothing.
+    cluster.prepare_topics(&setup.topology(), &config);
+    write_uncommitted("u99");
     let mut expected = setup.seed(30);
     let mut streams = setup.start(&config);
     setup.await_profiles(&expected);
     setup.await_domain_counts(20, 10);
+    let users = streams.store("users", Utf8, Utf8).unwrap();
+    assert_eq!(users.get(&"u99".to_string()).unwrap(), KeyLocation::Local(None));
     streams.close().unwrap();
 
-    let app = config.get("application.id").unwrap().to_string();
-    let users_changelog = weir::topology::changelog_topic(&app, "users");
-    setup
-        .producer
-        .send(
-            &users_changelog,
-            &Utf8,
-            &Utf8,
-            &"u1".to_string(),
-            Some(&"u1@uncommitted.net".to_string()),
-        )
-        .unwrap();
-    setup.producer.flush().unwrap();
+    // After a commit it is the commit's: applied, u1's next update would
+    // subtract u1 from uncommitted.net's count instead of example.com's.
+    write_uncommitted("u1");
 
     let moves = [
         (

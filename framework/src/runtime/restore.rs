@@ -4,8 +4,8 @@
 //! It has its own consumer, outside the consumer group, that reads one
 //! changelog partition at a time from a start offset (the checkpoint, or
 //! the beginning) up to a target (the changelog offset of the task's last
-//! commit, see the task manager) or, when no commit names one, to the end
-//! of the partition, and writes what it reads
+//! commit under at-least-once, see the task manager) or, under
+//! exactly-once, to the end of the partition, and writes what it reads
 //! into the store in batches. Only the task's owner writes to its changelog
 //! partitions, so the end does not move during a restore.
 //!

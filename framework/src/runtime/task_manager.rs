@@ -19,7 +19,8 @@
 //! time, or a table's update would see its own new value as the old one and
 //! an aggregation would never subtract the old. The group keeps those
 //! offsets with the input offsets they belong to, so any instance that
-//! takes the task over reads both. Under exactly-once the
+//! takes the task over reads both; before a task's first commit the
+//! committed state is empty. Under exactly-once the
 //! changelog read with `read_committed` ends at the last committed
 //! transaction, which is the committed state already.
 
@@ -520,6 +521,12 @@ impl TaskManager {
     /// The group's committed offsets of the changelog partitions of tasks
     /// `ids`: where their last commit left the changelogs. Only
     /// at-least-once restores use them (see the module documentation).
+    ///
+    /// A changelog partition without a committed offset has had no commit
+    /// cover any of its writes (each commit of a task that processed records
+    /// names its changelogs), so its committed state is empty: 0. Restoring
+    /// it to its end instead would apply again, on top of that state, every
+    /// input record the group has not committed as read.
     fn committed_changelog_ends<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
@@ -540,9 +547,9 @@ impl TaskManager {
         Ok(committed
             .elements()
             .iter()
-            .filter_map(|e| {
-                let offset = e.offset().to_raw().filter(|o| *o >= 0)?;
-                Some(((e.topic().to_string(), e.partition()), offset))
+            .map(|e| {
+                let offset = e.offset().to_raw().filter(|o| *o >= 0).unwrap_or(0);
+                ((e.topic().to_string(), e.partition()), offset)
             })
             .collect())
     }
@@ -567,7 +574,8 @@ impl TaskManager {
     /// Creates a task and restores its stores (see the module documentation):
     /// from the checkpoint of a clean close, else into emptied stores from
     /// the changelogs' beginning; up to the last commit's changelog offsets
-    /// when `committed` has them, else to the changelogs' end.
+    /// when `committed` has them (at-least-once), else to the changelogs'
+    /// end (exactly-once, where the end is the last committed transaction).
     fn open_task(&mut self, id: TaskId, committed: &CommittedOffsets) -> Result<(), WeirError> {
         let app = &self.settings.application_id;
         let sub = &self.topology.subtopologies()[id.subtopology];
