@@ -183,7 +183,7 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
             .chain(extra.iter().copied())
             .take(3)
             .collect();
-        let histories = key_histories(cluster, &topics, &suspects);
+        let histories = key_histories(cluster, &topics, &format!("{prefix}scale-out"), &suspects);
         panic!(
             "the outputs did not converge; first wrong profiles {wrong:?}, unexpected keys {extra:?}; wrong \
              domain members (domain, expected count, first differences) {wrong_members:?}; the instances' logs are \
@@ -209,10 +209,18 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
     }
 }
 
-/// Every record of each of `keys` in the inputs and the profiles, with
-/// partitions and offsets, to diagnose a failed run.
-fn key_histories(cluster: &Cluster, topics: &Topics, keys: &[&String]) -> String {
-    let topics = [&topics.users, &topics.preferences, &topics.profiles];
+/// Every record of each of `keys` in the inputs, the join's store
+/// changelogs and the profiles, with partitions and offsets, and the
+/// application's committed offsets, to diagnose a failed run.
+fn key_histories(cluster: &Cluster, topics: &Topics, application: &str, keys: &[&String]) -> String {
+    let changelogs = ["users", "preferences"].map(|store| weir::topology::changelog_topic(application, store));
+    let topics = [
+        topics.users.as_str(),
+        topics.preferences.as_str(),
+        &changelogs[0],
+        &changelogs[1],
+        topics.profiles.as_str(),
+    ];
     let records: Vec<_> = topics
         .iter()
         .map(|topic| weir::testing::kafka::read_topic(cluster.bootstrap_servers(), topic).unwrap_or_default())
@@ -229,6 +237,17 @@ fn key_histories(cluster: &Cluster, topics: &Topics, keys: &[&String]) -> String
                 history.push_str(&format!("  {topic}[{}]@{}: {value:?}\n", read.partition, read.offset));
             }
         }
+    }
+    history.push_str("committed offsets (and the number of records read) of\n");
+    match weir::testing::kafka::committed_offsets(cluster.bootstrap_servers(), application, &topics[..4]) {
+        Ok(committed) => {
+            for (topic, partition, offset) in committed {
+                let (index, _) = topics.iter().enumerate().find(|(_, t)| **t == topic).unwrap();
+                let read = records[index].iter().filter(|r| r.partition == partition).count();
+                history.push_str(&format!("  {topic}[{partition}]: {offset:?} ({read})\n"));
+            }
+        }
+        Err(error) => history.push_str(&format!("  (cannot read them: {error})\n")),
     }
     history
 }

@@ -1,8 +1,8 @@
 //! Helpers for tests that run against a Kafka cluster (an
 //! [`EmbeddedKafka`](crate::embedded::EmbeddedKafka) or a real one): write
-//! records as Kafka's Java client would, and read a topic back, record by
+//! records as Kafka's Java client would, read a topic back, record by
 //! record or as the last value per key (what a compacted topic holds once
-//! compacted).
+//! compacted), and read what a consumer group has committed.
 //!
 //! ```
 //! use weir::embedded::EmbeddedKafka;
@@ -174,28 +174,80 @@ pub fn consumer_from_beginning(
         .set("isolation.level", "read_committed")
         .create_with_context(ReaderContext)
         .map_err(|e| WeirError::Kafka(format!("cannot create a test consumer: {e}")))?;
-    let mut partitions = Vec::new();
+    let partitions = partitions_of(&consumer, topics)?;
     let mut assignment = TopicPartitionList::new();
-    for &topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), TIMEOUT)
-            .map_err(|e| WeirError::Kafka(format!("cannot read the metadata of {topic}: {e}")))?;
-        for partition in metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic)
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        {
-            assignment
-                .add_partition_offset(topic, partition, Offset::Beginning)
-                .map_err(|e| WeirError::Kafka(e.to_string()))?;
-            partitions.push((topic.to_string(), partition));
-        }
+    for (topic, partition) in &partitions {
+        assignment
+            .add_partition_offset(topic, *partition, Offset::Beginning)
+            .map_err(|e| WeirError::Kafka(e.to_string()))?;
     }
     consumer
         .assign(&assignment)
         .map_err(|e| WeirError::Kafka(format!("cannot read {}: {e}", topics.join(", "))))?;
     Ok((consumer, partitions))
+}
+
+/// Every partition of `topics`, as the brokers' metadata lists them.
+fn partitions_of<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topics: &[&str],
+) -> Result<Vec<(String, i32)>, WeirError> {
+    let mut partitions = Vec::new();
+    for &topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), TIMEOUT)
+            .map_err(|e| WeirError::Kafka(format!("cannot read the metadata of {topic}: {e}")))?;
+        partitions.extend(
+            metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic)
+                .flat_map(|t| t.partitions().iter().map(|p| (topic.to_string(), p.id()))),
+        );
+    }
+    Ok(partitions)
+}
+
+/// The offsets consumer group `group` has committed for every partition of
+/// `topics` (`None` where it has none), read without joining the group:
+/// what an instance taking over a partition would resume from.
+///
+/// ```no_run
+/// let committed = weir::testing::kafka::committed_offsets("localhost:9092", "my-app", &["orders"])?;
+/// for (topic, partition, offset) in committed {
+///     println!("{topic}[{partition}]: {offset:?}");
+/// }
+/// # Ok::<(), weir::WeirError>(())
+/// ```
+pub fn committed_offsets(
+    bootstrap_servers: &str,
+    group: &str,
+    topics: &[&str],
+) -> Result<Vec<(String, i32, Option<i64>)>, WeirError> {
+    let consumer: TestConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap_servers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create_with_context(ReaderContext)
+        .map_err(|e| WeirError::Kafka(format!("cannot create a test consumer: {e}")))?;
+    let mut partitions = TopicPartitionList::new();
+    for (topic, partition) in partitions_of(&consumer, topics)? {
+        partitions.add_partition(&topic, partition);
+    }
+    let committed = consumer
+        .committed_offsets(partitions, TIMEOUT)
+        .map_err(|e| WeirError::Kafka(format!("cannot read the offsets of group {group}: {e}")))?;
+    Ok(committed
+        .elements()
+        .iter()
+        .map(|e| {
+            (
+                e.topic().to_string(),
+                e.partition(),
+                e.offset().to_raw().filter(|o| *o >= 0),
+            )
+        })
+        .collect())
 }
 
 /// A consumer of [`consumer_from_beginning`].
