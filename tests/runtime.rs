@@ -161,6 +161,42 @@ impl<'a> Setup<'a> {
         assert!(converged, "profiles {:?} never became {expected:?}", self.profiles());
     }
 
+    /// Waits until the group `application` has committed every record of
+    /// the inputs and of the repartition topic, so that a rebalance from
+    /// here on hands over tasks with nothing to process again. (A task
+    /// handed over before its commit is processed again from the last one,
+    /// as at-least-once allows, and the repartition topic then holds the
+    /// replayed records twice; the mock cluster refuses the commit of a
+    /// revocation while the group rebalances.)
+    fn await_committed(&self, application: &str) {
+        let repartition = weir::topology::repartition_topic(application, "users-by-domain");
+        let topics = [&self.topics.users, &self.topics.preferences, &repartition].map(String::as_str);
+        let servers = self.cluster.bootstrap_servers();
+        let uncommitted = || -> Result<Vec<(String, i32, i64, i64)>, weir::WeirError> {
+            let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+            for topic in topics {
+                for read in read_topic(servers, topic)? {
+                    ends.insert((topic.to_string(), read.partition), read.offset + 1);
+                }
+            }
+            let committed = weir::testing::kafka::committed_offsets(servers, application, &topics)?;
+            Ok(committed
+                .into_iter()
+                .map(|(topic, partition, offset)| {
+                    let end = ends.get(&(topic.clone(), partition)).copied().unwrap_or(0);
+                    (topic, partition, offset.unwrap_or(0), end)
+                })
+                .filter(|(_, _, offset, end)| offset < end)
+                .collect())
+        };
+        let committed = eventually(WAIT, || Ok(uncommitted()?.is_empty())).unwrap();
+        assert!(
+            committed,
+            "uncommitted (topic, partition, committed, end): {:?}",
+            uncommitted()
+        );
+    }
+
     fn await_domain_counts(&self, example: i64, other: i64) {
         self.await_domain_counts_of(&[("example.com", example), ("other.org", other)]);
     }
@@ -179,10 +215,12 @@ impl<'a> Setup<'a> {
 fn a_join_and_an_aggregation_run(cluster: &Cluster) {
     let setup = Setup::new(cluster);
     let state = tempfile::tempdir().unwrap();
-    let mut expected = setup.seed(30);
-    // Two stream threads share the instance's tasks.
+    // Two stream threads share the instance's tasks. They join the group
+    // before the data arrives, so that no task changes threads before its
+    // first commit.
     let config = cluster.config("join", state.path()).set("num.stream.threads", "2");
     let mut streams = setup.start(&config);
+    let mut expected = setup.seed(30);
     setup.await_profiles(&expected);
 
     // Updates of either side re-emit the join; a deleted user leaves a tombstone.
@@ -378,6 +416,7 @@ fn interactive_queries_answer_here_or_name_the_owner(cluster: &Cluster) {
     a.start().unwrap();
     assert!(a.wait_for_state(StreamsState::Running, WAIT));
     setup.await_profiles(&expected);
+    setup.await_committed(a.settings().application_id.as_str());
     let (mut b, users_on_b, server_b, _ops_b) = instance(dir_b.path());
     b.start().unwrap();
     assert!(b.wait_for_state(StreamsState::Running, WAIT));

@@ -34,13 +34,19 @@ impl TopicRef {
     pub fn resolve(&self, application_id: &str) -> String {
         match self {
             TopicRef::External(name) => name.clone(),
-            TopicRef::Repartition(name) => format!("{application_id}-{name}-repartition"),
+            TopicRef::Repartition(name) => repartition_topic(application_id, name),
         }
     }
 
     pub fn is_internal(&self) -> bool {
         matches!(self, TopicRef::Repartition(_))
     }
+}
+
+/// The repartition topic of a re-keying step named `name` (a `Grouped`'s
+/// name, for example).
+pub fn repartition_topic(application_id: &str, name: &str) -> String {
+    format!("{application_id}-{name}-repartition")
 }
 
 /// The changelog topic of a store.
