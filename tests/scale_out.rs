@@ -60,6 +60,7 @@ fn exactly_once_on_a_broker_process() {
 
 fn scale_out(cluster: &Cluster, guarantee: &str) {
     let prefix = cluster.name("");
+    let application = format!("{prefix}scale-out");
     let topics = Topics::with_prefix(&prefix);
     for topic in topics.all() {
         cluster.create_topic(topic.strip_prefix(&prefix).unwrap(), PARTITIONS);
@@ -77,11 +78,11 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
     let logs = tempfile::tempdir().unwrap();
     let states = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let instance = |name: &str, state: &Path| {
-        let config = instance_config(cluster, &prefix, guarantee, state);
+        let config = instance_config(cluster, &application, guarantee, state);
         Instance::spawn(Path::new(BINARY), name, &prefix, &config, logs.path())
     };
 
-    let settings = instance_config(cluster, &prefix, guarantee, states[0].path());
+    let settings = instance_config(cluster, &application, guarantee, states[0].path());
     let config = settings.iter().fold(StreamsConfig::default(), |c, (k, v)| c.set(k, v));
     cluster.prepare_topics(&topology(&topics), &config);
 
@@ -183,7 +184,7 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
             .chain(extra.iter().copied())
             .take(3)
             .collect();
-        let histories = key_histories(cluster, &topics, &format!("{prefix}scale-out"), &suspects);
+        let histories = key_histories(cluster, &topics, &application, &suspects);
         panic!(
             "the outputs did not converge; first wrong profiles {wrong:?}, unexpected keys {extra:?}; wrong \
              domain members (domain, expected count, first differences) {wrong_members:?}; the instances' logs are \
@@ -242,7 +243,7 @@ fn key_histories(cluster: &Cluster, topics: &Topics, application: &str, keys: &[
     match weir::testing::kafka::committed_offsets(cluster.bootstrap_servers(), application, &topics[..4]) {
         Ok(committed) => {
             for (topic, partition, offset) in committed {
-                let (index, _) = topics.iter().enumerate().find(|(_, t)| **t == topic).unwrap();
+                let index = topics.iter().position(|t| *t == topic).unwrap();
                 let read = records[index].iter().filter(|r| r.partition == partition).count();
                 history.push_str(&format!("  {topic}[{partition}]: {offset:?} ({read})\n"));
             }
@@ -253,9 +254,9 @@ fn key_histories(cluster: &Cluster, topics: &Topics, application: &str, keys: &[
 }
 
 /// The configuration of one instance.
-fn instance_config(cluster: &Cluster, prefix: &str, guarantee: &str, state: &Path) -> Vec<(String, String)> {
+fn instance_config(cluster: &Cluster, application: &str, guarantee: &str, state: &Path) -> Vec<(String, String)> {
     [
-        ("application.id", format!("{prefix}scale-out")),
+        ("application.id", application.to_string()),
         ("bootstrap.servers", cluster.bootstrap_servers().to_string()),
         ("state.dir", state.to_string_lossy().to_string()),
         ("processing.guarantee", guarantee.to_string()),
