@@ -181,7 +181,6 @@ impl Pipeline {
             application_id: "bench",
             stores,
             default_error_handler: &ErrorHandler::Fail,
-            exactly_once: false,
         };
         let mut tasks = Vec::new();
         let mut readers = HashMap::new();

@@ -77,9 +77,10 @@ impl<K: Data + Eq + Hash, V: Data> KStream<K, V> {
             options,
             cache,
             dead_letters,
+            runtime,
             ..
         } = enrichment;
-        let caller = Arc::new(Caller::new(&name, lookup, options));
+        let caller = Arc::new(Caller::new(&name, lookup, options, runtime));
         let dead_letter_topic = dead_letters.as_ref().map(|d| d.topic.clone());
         let spec = Arc::new(EnrichSpec {
             name: name.clone(),
@@ -110,12 +111,7 @@ impl<K: Data + Eq + Hash, V: Data> KStream<K, V> {
                     }),
                     _ => None,
                 };
-                let node = Rc::new(RefCell::new(EnrichNode::new(
-                    spec.clone(),
-                    cache,
-                    out,
-                    task.exactly_once(),
-                )));
+                let node = Rc::new(RefCell::new(EnrichNode::new(spec.clone(), cache, out)));
                 task.register_async_node(node.clone());
                 Ok(EnrichProcessor(node))
             },

@@ -3,7 +3,7 @@
 use super::{required_serde, store_getter, Data, Graph, Grouped, KStream, KTable, Materialized};
 use crate::processor::aggregate::{Adder, Counted, CountedSerde, StreamAggregateNode, Subtractor, TableAggregateNode};
 use crate::processor::table::MappedGetter;
-use crate::processor::GetterRef;
+use crate::processor::{GetterRef, StoreRepublisher};
 use crate::record::Change;
 use crate::serde::{ChangeSerde, SerdeRef, I64};
 use crate::topology::StoreLayout;
@@ -101,8 +101,17 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         let node = g.add_processor("KSTREAM-AGGREGATE", &[input], vec![store.clone()], {
             let getter = getter.clone();
             move |task, out| {
+                let store = getter.typed(task)?;
+                task.republish_with(
+                    &getter.name,
+                    StoreRepublisher {
+                        store: store.clone(),
+                        view: |aggregate| aggregate,
+                        out: out.clone(),
+                    },
+                );
                 Ok(StreamAggregateNode {
-                    store: getter.typed(task)?,
+                    store,
                     adder: adder.clone(),
                     out,
                 })
@@ -195,8 +204,17 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
         let node = g.add_processor("KTABLE-AGGREGATE", &[input], vec![store.clone()], {
             let store_access = store_access.clone();
             move |task, out| {
+                let store = store_access.typed(task)?;
+                task.republish_with(
+                    &store_access.name,
+                    StoreRepublisher {
+                        store: store.clone(),
+                        view: |counted: Counted<A>| counted.aggregate,
+                        out: out.clone(),
+                    },
+                );
                 Ok(TableAggregateNode {
-                    store: store_access.typed(task)?,
+                    store,
                     adder: adder.clone(),
                     subtractor: subtractor.clone(),
                     out,

@@ -29,7 +29,7 @@ pub use ktable::KTable;
 
 use crate::error::{SerdeError, WeirError};
 use crate::error_handler::ErrorHandler;
-use crate::processor::GetterRef;
+use crate::processor::{GetterRef, StoreRepublisher};
 use crate::runtime::TaskBuilder;
 use crate::serde::{Encoded, Nullable, Serde, SerdeRef};
 use crate::topology::{StoreLayout, TopicRef, Topology, TopologyBuilder};
@@ -106,10 +106,16 @@ fn materialize<K: Data, V: Data>(
     let node = graph.add_processor("KTABLE-SOURCE", &[input], vec![store.clone()], {
         let getter = getter.clone();
         move |task, out| {
-            Ok(crate::processor::table::TableSourceNode {
-                store: getter.typed(task)?,
-                out,
-            })
+            let store = getter.typed(task)?;
+            task.republish_with(
+                &getter.name,
+                StoreRepublisher {
+                    store: store.clone(),
+                    view: |row| row,
+                    out: out.clone(),
+                },
+            );
+            Ok(crate::processor::table::TableSourceNode { store, out })
         }
     });
     drop(graph);
@@ -118,7 +124,7 @@ fn materialize<K: Data, V: Data>(
 
 /// Typed access to a named store, as processors and value getters need it.
 pub(crate) struct StoreGetter<K, V> {
-    name: String,
+    pub(crate) name: String,
     key_serde: SerdeRef<K>,
     value_serde: SerdeRef<V>,
 }

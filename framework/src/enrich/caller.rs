@@ -112,11 +112,20 @@ pub(crate) struct Caller<Q, R> {
     /// application installs its metrics recorder, and handles taken
     /// earlier would record nowhere.
     exported: std::sync::OnceLock<Exported>,
+    /// Where calls run: the process's enrichment runtime, unless a test
+    /// drives its own.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl<Q, R> Caller<Q, R> {
-    pub(crate) fn new(name: &str, lookup: Arc<dyn Lookup<Q, R>>, options: EnrichOptions) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        lookup: Arc<dyn Lookup<Q, R>>,
+        options: EnrichOptions,
+        runtime: Option<tokio::runtime::Handle>,
+    ) -> Self {
         Caller {
+            runtime,
             lookup,
             slots: tokio::sync::Semaphore::new(options.max_in_flight.max(1)),
             breaker: Mutex::new(CircuitBreaker::new(options.breaker.clone())),
@@ -165,11 +174,15 @@ impl<Q: Clone + Send + 'static, R: Send + 'static> Caller<Q, R> {
         deliver: impl FnOnce(Result<R, LookupError>) + Send + 'static,
     ) -> Result<AbortHandle, WeirError> {
         let caller = self.clone();
-        let task = runtime()?.spawn(async move {
+        let call = async move {
             let result = caller.call_until_final(query).await;
             deliver(result);
             notify_completion();
-        });
+        };
+        let task = match &self.runtime {
+            Some(runtime) => runtime.spawn(call),
+            None => runtime()?.spawn(call),
+        };
         Ok(task.abort_handle())
     }
 
@@ -272,14 +285,27 @@ fn notify_completion() {
     finished.notify_all();
 }
 
-/// The number of calls finished so far in the process.
-pub(crate) fn completions_so_far() -> u64 {
-    *COMPLETIONS.0.lock().unwrap_or_else(|p| p.into_inner())
+/// How a thread with nothing else to do waits for enrichment answers.
+pub(crate) trait AnswerWait {
+    /// A mark to wait from, taken before the answers so far are taken in,
+    /// so that one arriving in between is not waited for in vain.
+    fn mark(&self) -> u64;
+    /// Blocks until an answer arrived after `mark`, at most `timeout`.
+    fn wait(&self, mark: u64, timeout: Duration);
 }
 
-/// Waits until more than `seen` calls have finished, or `timeout` passes.
-pub(crate) fn wait_for_completions(seen: u64, timeout: Duration) {
-    let (count, finished) = &COMPLETIONS;
-    let guard = count.lock().unwrap_or_else(|p| p.into_inner());
-    let _unused = finished.wait_timeout_while(guard, timeout, |count| *count <= seen);
+/// Waits for the calls of the process's enrichment runtime.
+pub(crate) struct ProcessAnswers;
+
+impl AnswerWait for ProcessAnswers {
+    /// The number of calls finished so far in the process.
+    fn mark(&self) -> u64 {
+        *COMPLETIONS.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait(&self, mark: u64, timeout: Duration) {
+        let (count, finished) = &COMPLETIONS;
+        let guard = count.lock().unwrap_or_else(|p| p.into_inner());
+        let _unused = finished.wait_timeout_while(guard, timeout, |count| *count <= mark);
+    }
 }

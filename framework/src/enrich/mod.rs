@@ -59,7 +59,7 @@ mod http;
 mod retry;
 
 pub use breaker::BreakerState;
-pub(crate) use caller::{completions_so_far, wait_for_completions, Caller, Completion};
+pub(crate) use caller::{AnswerWait, Caller, Completion, ProcessAnswers};
 pub use caller::{EnrichMetrics, EnrichStats};
 pub use http::HttpJsonLookup;
 pub use retry::RetryPolicy;
@@ -230,6 +230,8 @@ pub struct Enrichment<K, V, Q, R> {
     pub(crate) options: EnrichOptions,
     pub(crate) cache: Option<CacheSpec<Q, R>>,
     pub(crate) dead_letters: Option<DeadLetters<K, V>>,
+    /// Where the calls run, when not on the process's enrichment runtime.
+    pub(crate) runtime: Option<tokio::runtime::Handle>,
 }
 
 impl<K, V, Q, R> Enrichment<K, V, Q, R> {
@@ -247,7 +249,17 @@ impl<K, V, Q, R> Enrichment<K, V, Q, R> {
             options: EnrichOptions::default(),
             cache: None,
             dead_letters: None,
+            runtime: None,
         }
+    }
+
+    /// Runs the calls on `runtime` instead of the process's enrichment
+    /// runtime: a test that drives a current-thread runtime decides when
+    /// answers arrive.
+    #[cfg(test)]
+    pub(crate) fn on_runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
     }
 
     /// Replaces every limit and policy at once.

@@ -31,8 +31,6 @@ pub(crate) trait AsyncNode {
     fn complete(&self, collector: &mut RecordCollector, metrics: &mut TaskMetrics) -> Result<u64, WeirError>;
     /// Records held, waiting for an answer or for an earlier record.
     fn held(&self) -> usize;
-    /// The lowest offset of `topic` among the records held.
-    fn lowest_held_offset(&self, topic: &str) -> Option<i64>;
     /// Whether the instance holds as many records as the node allows.
     fn backpressured(&self) -> bool;
 }
@@ -143,8 +141,6 @@ pub(crate) struct EnrichNode<K, VI, Q, R, VO> {
     spec: Arc<EnrichSpec<K, VI, Q, R, VO>>,
     cache: Option<Cache<Q, R>>,
     out: Forwarder<K, VO>,
-    /// Pass records on in the order they came (exactly-once), not only per key.
-    in_arrival_order: bool,
     held: BTreeMap<u64, Held<K, VI, Q, R>>,
     /// Records answered but not yet passed on.
     done: BTreeSet<u64>,
@@ -174,14 +170,12 @@ where
         spec: Arc<EnrichSpec<K, VI, Q, R, VO>>,
         cache: Option<Cache<Q, R>>,
         out: Forwarder<K, VO>,
-        in_arrival_order: bool,
     ) -> Self {
         let (answers_sender, answers) = channel();
         EnrichNode {
             spec,
             cache,
             out,
-            in_arrival_order,
             held: BTreeMap::new(),
             done: BTreeSet::new(),
             busy_keys: HashMap::new(),
@@ -193,8 +187,7 @@ where
 
     fn accept(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, VI>) -> Result<(), WeirError> {
         let query = (self.spec.query)(&record.key, &record.value);
-        let nothing_before =
-            !self.busy_keys.contains_key(&record.key) && (!self.in_arrival_order || self.held.is_empty());
+        let nothing_before = !self.busy_keys.contains_key(&record.key);
         if nothing_before {
             // The common cases — no lookup needed, or a fresh cached answer —
             // pass on at once, without being held.
@@ -317,6 +310,7 @@ where
                     source: &held.source,
                     collector,
                     metrics,
+                    republishing: false,
                 };
                 cache.store.put(&mut ctx, query, Some(&entry))?;
             }
@@ -331,11 +325,7 @@ where
     /// Passes on the answered records whose turn it is.
     fn release(&mut self, collector: &mut RecordCollector, metrics: &mut TaskMetrics) -> Result<u64, WeirError> {
         let mut released = 0;
-        while let Some(&seq) = self.done.first() {
-            if self.in_arrival_order && self.held.first_key_value().map(|(s, _)| *s) != Some(seq) {
-                break;
-            }
-            self.done.pop_first();
+        while let Some(seq) = self.done.pop_first() {
             let Some(held) = self.held.remove(&seq) else { continue };
             self.spec.caller.add_buffered(-1);
             let Stage::Done(outcome) = held.stage else {
@@ -346,6 +336,7 @@ where
                 source: &held.source,
                 collector,
                 metrics,
+                republishing: false,
             };
             self.pass_on(&mut ctx, held.record, outcome)?;
             released += 1;
@@ -459,14 +450,6 @@ where
 
     fn held(&self) -> usize {
         self.borrow().held.len()
-    }
-
-    fn lowest_held_offset(&self, topic: &str) -> Option<i64> {
-        self.borrow()
-            .held
-            .values()
-            .find(|held| &*held.source.topic == topic)
-            .map(|held| held.source.offset)
     }
 
     fn backpressured(&self) -> bool {

@@ -31,7 +31,7 @@ impl<K: Clone + 'static, VThis, VOther, R: Clone + 'static> Processor<K, Change<
             (self.combine)(record.value.new.as_ref(), other.as_ref()),
             (self.combine)(record.value.old.as_ref(), other.as_ref()),
         );
-        if change.is_noop() {
+        if change.is_noop() && !ctx.republishing {
             return Ok(());
         }
         self.out.forward(ctx, Record::new(record.key, change, record.timestamp))

@@ -21,7 +21,7 @@ use crate::error_handler::{
     DLQ_ERROR_CLASS, DLQ_ERROR_MESSAGE, DLQ_SOURCE_OFFSET, DLQ_SOURCE_PARTITION, DLQ_SOURCE_TOPIC,
 };
 use crate::metrics::TaskMetrics;
-use crate::record::{Header, OutputRecord, RawRecord, Record, SourceMetadata};
+use crate::record::{Change, Header, OutputRecord, RawRecord, Record, SourceMetadata};
 use std::any::Any;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -50,6 +50,10 @@ pub(crate) struct ProcessorContext<'a> {
     pub source: &'a SourceMetadata,
     pub collector: &'a mut RecordCollector,
     pub metrics: &'a mut TaskMetrics,
+    /// Whether tables are saying their rows again ([`Republish`]): a change
+    /// that changes nothing is passed on then, so that a deleted row is
+    /// published as deleted.
+    pub republishing: bool,
 }
 
 impl ProcessorContext<'_> {
@@ -93,6 +97,51 @@ pub(crate) fn send_dead_letter(
     });
 }
 
+/// Says a table's current row for a key again, downstream of the node that
+/// keeps the table in a store.
+///
+/// At-least-once: when a task takes over from an owner that failed after
+/// its last commit, its stores roll back to that commit, but what the
+/// owner published since (sink records, repartition records) stays in the
+/// topics. Processing the same records again need not publish the same
+/// changes (the task's inputs may interleave differently this time), so a
+/// row published after the commit could stand for ever. The task therefore
+/// has its tables republish the keys the rolled-back writes touched (see
+/// the state manager), and what follows from them is published again,
+/// deletions included. A task's tables share one key type; keys are typed
+/// by the store they were read from, so a key read from one table's
+/// changelog is republished by every table of its type.
+pub(crate) trait Republish {
+    /// A key as this table's store holds it, typed.
+    fn decode(&self, key: &[u8]) -> Result<Box<dyn Any>, WeirError>;
+    /// Forwards the current row of `key` (ignored when it is not this
+    /// table's key type).
+    fn republish(&self, ctx: &mut ProcessorContext<'_>, key: &dyn Any) -> Result<(), WeirError>;
+}
+
+/// Republishes the table kept in a store (`view` turns a stored value into
+/// the table's row).
+pub(crate) struct StoreRepublisher<K, S, V> {
+    pub store: Rc<crate::state::TypedStore<K, S>>,
+    pub view: fn(S) -> V,
+    pub out: Forwarder<K, Change<V>>,
+}
+
+impl<K: Clone + 'static, S: 'static, V: Clone + 'static> Republish for StoreRepublisher<K, S, V> {
+    fn decode(&self, key: &[u8]) -> Result<Box<dyn Any>, WeirError> {
+        Ok(Box::new(self.store.decode_key(key)?))
+    }
+
+    fn republish(&self, ctx: &mut ProcessorContext<'_>, key: &dyn Any) -> Result<(), WeirError> {
+        let Some(key) = key.downcast_ref::<K>() else {
+            return Ok(());
+        };
+        let row = self.store.get(key)?.map(self.view);
+        let change = Change::new(row.clone(), row);
+        self.out.forward(ctx, Record::new(key.clone(), change, ctx.timestamp))
+    }
+}
+
 /// A node that receives typed records.
 pub(crate) trait Processor<K, V> {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, V>) -> Result<(), WeirError>;
@@ -114,6 +163,15 @@ pub(crate) struct Forwarder<K, V> {
     children: Vec<ProcessorRef<K, V>>,
     /// Records passed on, exported per node.
     forwarded: metrics::Counter,
+}
+
+impl<K, V> Clone for Forwarder<K, V> {
+    fn clone(&self) -> Self {
+        Forwarder {
+            children: self.children.clone(),
+            forwarded: self.forwarded.clone(),
+        }
+    }
 }
 
 impl<K: Clone + 'static, V: Clone + 'static> Forwarder<K, V> {

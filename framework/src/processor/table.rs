@@ -21,9 +21,13 @@ impl<K: Clone + 'static, V: Clone + 'static> Processor<K, Option<V>> for TableSo
         let Record { key, value, timestamp } = record;
         let change = Change::new(value, old);
         // Deleting an absent key changes nothing: no write, no downstream
-        // tombstone (a Debezium delete is followed by a second tombstone).
+        // tombstone (a Debezium delete is followed by a second tombstone),
+        // unless the tables republish their rows.
         if change.is_noop() {
-            return Ok(());
+            return match ctx.republishing {
+                true => self.out.forward(ctx, Record::new(key, change, timestamp)),
+                false => Ok(()),
+            };
         }
         self.store.put(ctx, &key, change.new.as_ref())?;
         self.out.forward(ctx, Record::new(key, change, timestamp))
@@ -46,7 +50,7 @@ impl<K: Clone + 'static, V, VR: Clone + 'static> Processor<K, Change<V>> for Tab
             new.and_then(|v| (self.mapper)(&record.key, v)),
             old.and_then(|v| (self.mapper)(&record.key, v)),
         );
-        if change.is_noop() {
+        if change.is_noop() && !ctx.republishing {
             return Ok(());
         }
         self.out.forward(ctx, Record::new(record.key, change, record.timestamp))

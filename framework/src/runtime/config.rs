@@ -99,6 +99,11 @@ const MANAGED_KEYS: &[(&str, &str)] = &[
         "enable.partition.eof",
         "weir's restore reads changelogs with its own settings",
     ),
+    (
+        "auto.offset.reset",
+        "weir reads an input partition without a committed offset from its beginning, as part of the commit \
+         protocol",
+    ),
 ];
 
 /// The client a librdkafka property is meant for.

@@ -1,11 +1,13 @@
 //! [`KafkaStreams`]: runs a topology against a Kafka cluster.
 
+use super::changelog_reader::KafkaChangelogReader;
 use super::config::{Settings, StoreBackend, StreamsConfig};
 use super::producer::RecordSender;
 use super::query::{LocalStores, ReadOnlyStore};
 use super::stream_thread;
-use super::task_manager::TaskManager;
+use super::task_manager::{TaskManager, ThreadIo};
 use super::topics::{prepare_topics, KafkaTopicAdmin, TopicAdmin};
+use crate::enrich::ProcessAnswers;
 use crate::error::WeirError;
 use crate::metrics::{RuntimeMetrics, RuntimeSnapshot};
 use crate::serde::Serde;
@@ -237,15 +239,20 @@ impl KafkaStreams {
             .spawn(move || {
                 // The thread creates what it owns: tasks are not `Send`.
                 let prepared = RecordSender::new(&settings, &transactional_id).and_then(|sender| {
-                    TaskManager::new(
+                    let reader = KafkaChangelogReader::new(&settings)?;
+                    Ok(TaskManager::new(
                         index,
                         topology,
                         settings.clone(),
                         stores,
                         local_stores,
-                        sender,
+                        ThreadIo {
+                            output: Box::new(sender),
+                            changelogs: Box::new(reader),
+                            answers: Box::new(ProcessAnswers),
+                        },
                         metrics.clone(),
-                    )
+                    ))
                 });
                 let manager = match prepared {
                     Ok(manager) => {

@@ -23,12 +23,19 @@
 //! A [`Task`] itself knows nothing of Kafka: the test driver runs the very
 //! same tasks without a broker.
 
+mod broker;
+mod changelog_reader;
 mod checkpoint;
+mod commit;
 mod config;
+mod consumer;
+mod gauges;
 mod kafka_streams;
 mod producer;
 mod query;
-mod restore;
+#[cfg(test)]
+mod simulation;
+mod state_manager;
 mod stream_thread;
 mod task;
 mod task_manager;
@@ -36,11 +43,11 @@ mod topics;
 
 pub use checkpoint::Checkpoint;
 pub use config::{ClientProperties, ProcessingGuarantee, Settings, StoreBackend, StreamsConfig, WEIR_KEYS};
+pub(crate) use consumer::KafkaHeaders;
 pub(crate) use kafka_streams::StateCell;
 pub use kafka_streams::{KafkaStreams, ShutdownHandle, StatusHandle, StreamsState};
 pub use query::{KeyLocation, ReadOnlyStore};
 pub(crate) use task::TaskBuilder;
 pub use task::{Task, TaskId, TaskSettings};
-pub(crate) use task_manager::KafkaHeaders;
 pub(crate) use topics::metadata_partition_counts;
 pub use topics::{prepare_topics, KafkaTopicAdmin, NewTopicSpec, TopicAdmin};

@@ -3,14 +3,16 @@
 //! brokers acknowledged, and, under exactly-once, wraps them with the
 //! consumed offsets in transactions.
 
+use super::broker::{Acknowledged, CommitFailure, GroupIdentity, Output, PartitionOffset};
 use super::config::{ClientKind, ProcessingGuarantee, Settings};
+use super::consumer::partition_list;
 use crate::error::WeirError;
 use crate::record::OutputRecord;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientContext, Message, TopicPartitionList};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig};
+use rdkafka::{ClientContext, Message};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -24,9 +26,9 @@ const BROKER_TIMEOUT: Duration = Duration::from_secs(60);
 struct Deliveries {
     /// The first failed delivery; the instance stops on it.
     failure: Option<String>,
-    /// The highest acknowledged offset per topic and partition, of the
-    /// records sent to an explicit partition (changelogs among them).
-    acknowledged: HashMap<String, Vec<i64>>,
+    /// Per topic and partition, what was acknowledged of the records sent
+    /// to an explicit partition (changelogs among them).
+    acknowledged: HashMap<String, Vec<Acknowledged>>,
 }
 
 /// Receives delivery reports (on the thread that polls the producer).
@@ -58,11 +60,15 @@ impl ProducerContext for DeliveryTracker {
                     None => deliveries.acknowledged.entry(message.topic().to_string()).or_default(),
                 };
                 if offsets.len() <= partition as usize {
-                    offsets.resize(partition as usize + 1, -1);
+                    offsets.resize(partition as usize + 1, Acknowledged::default());
                 }
                 let slot = &mut offsets[partition as usize];
-                *slot = (*slot).max(offset);
+                slot.end = Some(slot.end.unwrap_or(0).max(offset + 1));
+                slot.count += 1;
             }
+            // A record purged from the queue of a lost assignment was
+            // never meant to arrive.
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue), _)) => {}
             Err((error, message)) => {
                 if deliveries.failure.is_none() {
                     deliveries.failure = Some(format!(
@@ -113,8 +119,30 @@ impl RecordSender {
         Ok(sender)
     }
 
-    /// Queues one record; waits for room when librdkafka's queue is full.
-    pub(crate) fn send(&self, output: &OutputRecord) -> Result<(), WeirError> {
+    fn deliveries(&self) -> std::sync::MutexGuard<'_, Deliveries> {
+        self.producer
+            .context()
+            .deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_deliveries(&self) -> Result<(), WeirError> {
+        match &self.deliveries().failure {
+            Some(failure) => Err(WeirError::Kafka(failure.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn begin(&self) -> Result<(), WeirError> {
+        self.producer
+            .begin_transaction()
+            .map_err(|e| WeirError::Kafka(format!("cannot begin a transaction: {e}")))
+    }
+}
+
+impl Output for RecordSender {
+    fn send(&self, output: &OutputRecord) -> Result<(), WeirError> {
         let raw = &output.record;
         let tracked = if output.partition.is_some() { TRACKED } else { 0 };
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
@@ -154,59 +182,48 @@ impl RecordSender {
         }
     }
 
-    /// Serves delivery reports without waiting.
-    pub(crate) fn poll(&self) -> Result<(), WeirError> {
+    fn poll(&self) -> Result<(), WeirError> {
         self.producer.poll(Duration::ZERO);
         self.check_deliveries()
     }
 
-    fn deliveries(&self) -> std::sync::MutexGuard<'_, Deliveries> {
-        self.producer
-            .context()
-            .deliveries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn check_deliveries(&self) -> Result<(), WeirError> {
-        match &self.deliveries().failure {
-            Some(failure) => Err(WeirError::Kafka(failure.clone())),
-            None => Ok(()),
-        }
-    }
-
-    /// Waits until every queued record is acknowledged.
-    pub(crate) fn flush(&self) -> Result<(), WeirError> {
+    fn flush(&self) -> Result<(), WeirError> {
         self.producer
             .flush(BROKER_TIMEOUT)
             .map_err(|e| WeirError::Kafka(format!("cannot flush the producer: {e}")))?;
         self.check_deliveries()
     }
 
-    /// The next offset after the last acknowledged record of a partition
-    /// that records are sent to explicitly (a changelog partition).
-    pub(crate) fn acknowledged_end(&self, topic: &str, partition: i32) -> Option<i64> {
-        let offset = *self.deliveries().acknowledged.get(topic)?.get(partition as usize)?;
-        (offset >= 0).then_some(offset + 1)
+    fn purge(&self) {
+        self.producer.purge(PurgeConfig::default().queue());
+        // Purged records report their delivery as failed on the next poll.
+        self.producer.poll(Duration::ZERO);
     }
 
-    fn begin(&self) -> Result<(), WeirError> {
-        self.producer
-            .begin_transaction()
-            .map_err(|e| WeirError::Kafka(format!("cannot begin a transaction: {e}")))
+    fn acknowledged(&self, topic: &str, partition: i32) -> Acknowledged {
+        self.deliveries()
+            .acknowledged
+            .get(topic)
+            .and_then(|partitions| partitions.get(partition as usize).copied())
+            .unwrap_or_default()
     }
 
-    /// Commits the open transaction with the consumed `offsets`, then opens
-    /// the next one. Steps that fail with a retriable error are retried.
-    pub(crate) fn commit_transaction(
+    /// Steps that fail with a retriable error are retried.
+    fn commit_transaction(
         &self,
-        offsets: &TopicPartitionList,
-        group: &ConsumerGroupMetadata,
+        offsets: &[PartitionOffset],
+        metadata: Option<&str>,
+        group: &GroupIdentity,
     ) -> Result<(), CommitFailure> {
-        if offsets.count() > 0 {
+        let group = group
+            .0
+            .downcast_ref::<ConsumerGroupMetadata>()
+            .ok_or_else(|| WeirError::Other("a transaction's group identity is not a Kafka consumer's".into()))?;
+        if !offsets.is_empty() {
+            let offsets = partition_list(offsets, metadata)?;
             retrying("add the consumed offsets to the transaction", || {
                 self.producer
-                    .send_offsets_to_transaction(offsets, group, BROKER_TIMEOUT)
+                    .send_offsets_to_transaction(&offsets, group, BROKER_TIMEOUT)
             })?;
         }
         retrying("commit the transaction", || {
@@ -216,41 +233,12 @@ impl RecordSender {
         Ok(self.begin()?)
     }
 
-    /// Aborts the open transaction and opens the next one.
-    pub(crate) fn abort_transaction(&self) -> Result<(), WeirError> {
+    fn abort_transaction(&self) -> Result<(), WeirError> {
         self.producer
             .abort_transaction(BROKER_TIMEOUT)
             .map_err(|e| WeirError::Kafka(format!("cannot abort the transaction: {e}")))?;
-        self.producer
-            .context()
-            .deliveries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .failure = None;
+        self.deliveries().failure = None;
         self.begin()
-    }
-}
-
-/// How a commit failed.
-pub(crate) enum CommitFailure {
-    /// The transaction must be aborted; the instance can go on after that.
-    Abortable(WeirError),
-    /// The instance cannot go on: at-least-once commit errors, a producer
-    /// fenced by a newer instance, brokers without transactions.
-    Fatal(WeirError),
-}
-
-impl From<WeirError> for CommitFailure {
-    fn from(error: WeirError) -> Self {
-        CommitFailure::Fatal(error)
-    }
-}
-
-impl CommitFailure {
-    pub(crate) fn into_error(self) -> WeirError {
-        match self {
-            CommitFailure::Abortable(error) | CommitFailure::Fatal(error) => error,
-        }
     }
 }
 

@@ -14,8 +14,8 @@
 //!   metadata of the offsets it commits, and once right after an
 //!   assignment for partitions that already have committed offsets.
 
+use super::changelog_reader::ReaderContext;
 use super::config::{ClientKind, Settings};
-use super::restore::ReaderContext;
 use crate::error::WeirError;
 use crate::partition::partition_for_key;
 use crate::serde::{Encoded, Serde, SerdeRef};

@@ -2,19 +2,24 @@
 //! records, handing each to its task, and committing every
 //! `commit.interval.ms`. Partition assignments and revocations arrive as
 //! rebalance callbacks on this same thread, inside `poll`, where the
-//! [`TaskManager`] opens, commits and closes tasks.
+//! [`TaskManager`] opens, commits and closes tasks and says where the
+//! consumer starts reading.
 
 use super::config::{ClientKind, Settings};
+use super::consumer::{partitions_of, KafkaGroup, KafkaHeaders};
 use super::task_manager::TaskManager;
 use super::StreamsState;
-use crate::enrich;
 use crate::error::WeirError;
 use crate::metrics::RuntimeMetrics;
+use crate::record::InputRecord;
+use rdkafka::bindings::rd_kafka_resp_err_t as RDKafkaRespErr;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
+use rdkafka::{Message, Offset, TopicPartitionList};
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::ThreadId;
@@ -37,11 +42,12 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 /// check turns a broken assumption into an error instead of a data race.
 struct ThreadBound<T> {
     owner: ThreadId,
-    value: T,
+    value: std::mem::ManuallyDrop<T>,
 }
 
 // SAFETY: `value` is reachable only through `get`, which hands it out on the
-// owner thread alone, and `Drop` leaks it when run on any other thread.
+// owner thread alone, and `Drop` drops it only on that thread (it leaks it
+// on any other).
 unsafe impl<T> Send for ThreadBound<T> {}
 unsafe impl<T> Sync for ThreadBound<T> {}
 
@@ -49,22 +55,23 @@ impl<T> ThreadBound<T> {
     fn new(value: T) -> Self {
         ThreadBound {
             owner: std::thread::current().id(),
-            value,
+            value: std::mem::ManuallyDrop::new(value),
         }
     }
 
     fn get(&self) -> Option<&T> {
-        (std::thread::current().id() == self.owner).then_some(&self.value)
+        (std::thread::current().id() == self.owner).then_some(&*self.value)
     }
 }
 
 impl<T> Drop for ThreadBound<T> {
     fn drop(&mut self) {
-        if std::thread::current().id() != self.owner {
-            tracing::error!("a stream thread's state was dropped on another thread; leaking it");
+        if std::thread::current().id() == self.owner {
+            // SAFETY: dropped once, here, and never touched again.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.value) };
+        } else {
             // Leak rather than run destructors on the wrong thread.
-            let value = unsafe { std::ptr::read(&self.value) };
-            std::mem::forget(value);
+            tracing::error!("a stream thread's state was dropped on another thread; leaking it");
         }
     }
 }
@@ -83,11 +90,20 @@ impl StreamContext {
             .ok_or_else(|| WeirError::Other("the stream thread's tasks were reached from another thread".into()))
     }
 
-    fn with_manager(&self, f: impl FnOnce(&mut TaskManager)) {
+    fn with_manager<R>(&self, f: impl FnOnce(&mut TaskManager) -> R) -> Option<R> {
         match self.manager().map(RefCell::try_borrow_mut) {
-            Ok(Ok(mut manager)) => f(&mut manager),
-            _ => tracing::error!("a rebalance callback could not reach the tasks; the instance will stop"),
+            Ok(Ok(mut manager)) => Some(f(&mut manager)),
+            _ => {
+                tracing::error!("a rebalance callback could not reach the tasks");
+                None
+            }
         }
+    }
+
+    /// Records an error of a rebalance callback, which stops the thread.
+    fn fail(&self, error: WeirError) {
+        tracing::error!(%error, "a rebalance failed");
+        self.with_manager(|manager| manager.fail(error));
     }
 }
 
@@ -102,21 +118,52 @@ impl ClientContext for StreamContext {
 }
 
 impl ConsumerContext for StreamContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(partitions) = rebalance {
-            self.state.set(StreamsState::Rebalancing);
-            self.with_manager(|manager| manager.on_revoked(consumer, partitions));
-        }
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(partitions) => {
-                self.with_manager(|manager| manager.on_assigned(consumer, partitions));
+    /// Replaces rdkafka's default handling so that an assignment starts
+    /// each partition where the task manager says (the offsets it read with
+    /// the changelog offsets it restored to), not where librdkafka would
+    /// read the committed offsets again.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, partitions: &mut TopicPartitionList) {
+        let group = KafkaGroup(consumer);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let assigned = partitions_of(partitions);
+                let starts = self.with_manager(|manager| manager.on_assigned(&group, &assigned));
+                for start in starts.unwrap_or_default() {
+                    let set =
+                        partitions.set_partition_offset(&start.topic, start.partition, Offset::Offset(start.offset));
+                    if let Err(error) = set {
+                        self.fail(WeirError::Kafka(format!(
+                            "cannot set where the consumer starts: {error}"
+                        )));
+                    }
+                }
+                if let Err(error) = consumer.assign(partitions) {
+                    self.fail(WeirError::Kafka(format!(
+                        "cannot take the assigned partitions: {error}"
+                    )));
+                }
                 self.state.set(StreamsState::Running);
             }
-            Rebalance::Revoke(_) => {}
-            Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.state.set(StreamsState::Rebalancing);
+                let revoked = partitions_of(partitions);
+                let lost = consumer.assignment_lost();
+                self.with_manager(|manager| manager.on_revoked(&group, &revoked, lost));
+                if let Err(error) = consumer.unassign() {
+                    self.fail(WeirError::Kafka(format!(
+                        "cannot give the revoked partitions up: {error}"
+                    )));
+                }
+            }
+            error => {
+                // The consumer no longer knows its assignment; its tasks must
+                // not go on as if it did.
+                let _ = consumer.unassign();
+                self.fail(WeirError::Kafka(format!(
+                    "the group rebalance failed: {}",
+                    rdkafka::error::RDKafkaErrorCode::from(error)
+                )));
+            }
         }
     }
 }
@@ -150,9 +197,10 @@ pub(crate) fn run(
         .set("enable.auto.offset.store", "false")
         .set("partition.assignment.strategy", "range")
         .set("isolation.level", "read_committed");
-    if config.get("auto.offset.reset").is_none() {
-        config.set("auto.offset.reset", "earliest");
-    }
+    // A partition without a committed offset is read from its beginning
+    // (the task manager starts it at offset 0, which a partition whose
+    // first records were deleted turns into its earliest).
+    config.set("auto.offset.reset", "earliest");
     // librdkafka stops fetching a partition whose local queue is full and
     // waits this long (1 s by default) before it looks again; a thread that
     // drains its queues faster than that would sit idle, half the time
@@ -182,7 +230,7 @@ pub(crate) fn run(
     let closed = consumer.context().manager().and_then(|manager| {
         let mut manager = manager.borrow_mut();
         match &result {
-            Ok(()) => manager.close_all(&consumer),
+            Ok(()) => manager.close_all(&KafkaGroup(&consumer)),
             Err(_) => manager.abandon_all(),
         }
     });
@@ -198,16 +246,26 @@ fn poll_loop(
     metrics: &RuntimeMetrics,
 ) -> Result<(), WeirError> {
     let manager = consumer.context().manager()?;
+    let group = KafkaGroup(consumer);
     let mut last_commit = Instant::now();
     let mut last_gauges = Instant::now();
-    let mut paused = false;
+    let mut paused = BTreeSet::new();
+    let mut assignments = 0;
     while !shutdown.load(Ordering::Relaxed) {
-        let answers_seen = enrich::completions_so_far();
-        let (holds_records, backpressured) = {
+        let (answers_seen, holds_records, to_pause) = {
             let manager = manager.borrow();
-            (manager.holds_records(), manager.backpressured())
+            if manager.assignments() != assignments {
+                // A new assignment starts unpaused.
+                assignments = manager.assignments();
+                paused.clear();
+            }
+            (
+                manager.answer_mark(),
+                manager.holds_records(),
+                manager.partitions_to_pause(),
+            )
         };
-        paused = pause_while(consumer, backpressured, paused)?;
+        paused = pause_only(consumer, &paused, to_pause)?;
         // Records waiting for enrichment: do not sleep in `poll`, their
         // answers may come first.
         let wait = if holds_records {
@@ -220,7 +278,16 @@ fn poll_loop(
         while let Some(polled) = next {
             match polled {
                 Ok(message) => {
-                    manager.borrow_mut().process(&message)?;
+                    let headers = KafkaHeaders(&message);
+                    let record = InputRecord {
+                        key: message.key(),
+                        value: message.payload(),
+                        timestamp: message.timestamp().to_millis().unwrap_or(-1),
+                        headers: &headers,
+                    };
+                    manager
+                        .borrow_mut()
+                        .process(message.topic(), message.partition(), message.offset(), &record)?;
                     processed += 1;
                 }
                 Err(KafkaError::MessageConsumptionFatal(code)) => {
@@ -241,46 +308,56 @@ fn poll_loop(
         manager.take_failure()?;
         manager.complete_async()?;
         manager.poll_deliveries()?;
-        if last_commit.elapsed() >= settings.commit_interval && manager.uncommitted() > 0 {
-            manager.commit_or_rewind(consumer)?;
-            last_commit = Instant::now();
+        let commit_due = last_commit.elapsed() >= settings.commit_interval && manager.uncommitted();
+        if commit_due || manager.commit_pending() {
+            manager.commit_or_rewind(&group)?;
+            if commit_due {
+                last_commit = Instant::now();
+            }
         }
         if last_gauges.elapsed() >= GAUGE_INTERVAL {
-            manager.publish_gauges(consumer);
+            manager.publish_gauges(&group);
             last_gauges = Instant::now();
         }
         if processed == 0 && manager.holds_records() {
-            drop(manager);
-            enrich::wait_for_completions(answers_seen, settings.poll_interval.min(MAX_ANSWER_WAIT));
+            manager.wait_for_answers(answers_seen, settings.poll_interval.min(MAX_ANSWER_WAIT));
         }
     }
     Ok(())
 }
 
-/// Pauses every assigned partition while `backpressured` (again on each
-/// call, so that partitions assigned meanwhile pause too), and resumes them
-/// once it is not; returns whether input is paused. librdkafka drops the
-/// records it fetched for a paused partition and fetches again from the
-/// last record handed out, so nothing is skipped.
-fn pause_while(consumer: &BaseConsumer<StreamContext>, backpressured: bool, paused: bool) -> Result<bool, WeirError> {
-    if !backpressured && !paused {
-        return Ok(false);
+/// Pauses the partitions of `wanted` that are not paused yet and resumes
+/// those of `paused` no longer wanted; returns what is paused now.
+/// librdkafka drops the records it fetched for a paused partition and
+/// fetches again from the last record handed out, so nothing is skipped.
+fn pause_only(
+    consumer: &BaseConsumer<StreamContext>,
+    paused: &BTreeSet<(Arc<str>, i32)>,
+    wanted: BTreeSet<(Arc<str>, i32)>,
+) -> Result<BTreeSet<(Arc<str>, i32)>, WeirError> {
+    if *paused == wanted {
+        return Ok(wanted);
     }
-    let assignment = consumer
-        .assignment()
-        .map_err(|e| WeirError::Kafka(format!("cannot read the assignment: {e}")))?;
-    if backpressured {
-        if !paused {
-            tracing::info!("enrichment backlog full; pausing input until it drains");
+    let list = |partitions: &mut dyn Iterator<Item = &(Arc<str>, i32)>| {
+        let mut list = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            list.add_partition(topic, *partition);
         }
+        list
+    };
+    let resume = list(&mut paused.difference(&wanted));
+    let pause = list(&mut wanted.difference(paused));
+    if resume.count() > 0 {
+        tracing::debug!(partitions = resume.count(), "resuming input");
         consumer
-            .pause(&assignment)
-            .map_err(|e| WeirError::Kafka(format!("cannot pause the input: {e}")))?;
-    } else {
-        tracing::info!("enrichment backlog drained; resuming input");
-        consumer
-            .resume(&assignment)
+            .resume(&resume)
             .map_err(|e| WeirError::Kafka(format!("cannot resume the input: {e}")))?;
     }
-    Ok(backpressured)
+    if pause.count() > 0 {
+        tracing::debug!(partitions = pause.count(), "pausing input");
+        consumer
+            .pause(&pause)
+            .map_err(|e| WeirError::Kafka(format!("cannot pause the input: {e}")))?;
+    }
+    Ok(wanted)
 }

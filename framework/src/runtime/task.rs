@@ -5,7 +5,7 @@ use crate::error_handler::ErrorHandler;
 use crate::metrics::TaskMetrics;
 use crate::processor::enrich::AsyncNode;
 use crate::processor::source::RawSource;
-use crate::processor::{ProcessorContext, RecordCollector};
+use crate::processor::{ProcessorContext, RecordCollector, Republish};
 use crate::record::{InputRecord, OutputRecord, SourceMetadata};
 use crate::serde::SerdeRef;
 use crate::state::handle::Changelog;
@@ -37,9 +37,6 @@ pub struct TaskSettings<'a> {
     pub stores: &'a dyn StoreSupplier,
     /// The error handler of sources that do not set their own.
     pub default_error_handler: &'a ErrorHandler,
-    /// Whether the task runs under exactly-once, so that asynchronous nodes
-    /// must pass records on in input order.
-    pub exactly_once: bool,
 }
 
 /// Handed to node factories while a task is instantiated.
@@ -48,6 +45,7 @@ pub(crate) struct TaskBuilder<'a> {
     settings: &'a TaskSettings<'a>,
     stores: BTreeMap<String, Rc<RefCell<StoreHandle>>>,
     async_nodes: Vec<Rc<dyn AsyncNode>>,
+    republishers: BTreeMap<String, Box<dyn Republish>>,
 }
 
 impl TaskBuilder<'_> {
@@ -83,13 +81,14 @@ impl TaskBuilder<'_> {
         self.settings.default_error_handler
     }
 
-    pub(crate) fn exactly_once(&self) -> bool {
-        self.settings.exactly_once
-    }
-
     /// Lets the task drive a node whose outputs come later than its inputs.
     pub(crate) fn register_async_node(&mut self, node: Rc<dyn AsyncNode>) {
         self.async_nodes.push(node);
+    }
+
+    /// Names how the table kept in `store` says its rows again.
+    pub(crate) fn republish_with(&mut self, store: &str, republisher: impl Republish + 'static) {
+        self.republishers.insert(store.to_string(), Box::new(republisher));
     }
 }
 
@@ -108,6 +107,8 @@ pub struct Task {
     stores: BTreeMap<String, Rc<RefCell<StoreHandle>>>,
     /// Enrichments, which hold records until their answers arrive.
     async_nodes: Vec<Rc<dyn AsyncNode>>,
+    /// By store: how its table says its rows again.
+    republishers: BTreeMap<String, Box<dyn Republish>>,
     collector: RecordCollector,
     metrics: TaskMetrics,
 }
@@ -125,6 +126,7 @@ impl Task {
             settings,
             stores: BTreeMap::new(),
             async_nodes: Vec::new(),
+            republishers: BTreeMap::new(),
         };
         let mut instances: HashMap<usize, Box<dyn Any>> = HashMap::new();
         let mut sources = HashMap::new();
@@ -168,6 +170,7 @@ impl Task {
             sources,
             stores: builder.stores,
             async_nodes: builder.async_nodes,
+            republishers: builder.republishers,
             collector: RecordCollector::default(),
             metrics: TaskMetrics::default(),
         })
@@ -200,6 +203,7 @@ impl Task {
             source: &metadata,
             collector: &mut self.collector,
             metrics: &mut self.metrics,
+            republishing: false,
         };
         source.node.process_raw(&mut ctx, record).map_err(|cause| match cause {
             located @ WeirError::Processing { .. } => located,
@@ -232,16 +236,6 @@ impl Task {
     /// that input should pause.
     pub fn backpressured(&self) -> bool {
         self.async_nodes.iter().any(|n| n.backpressured())
-    }
-
-    /// The offset of `topic` to commit when everything before `next` has
-    /// been read: the lowest offset still held by an asynchronous node, if
-    /// any, so that a restart reads that record again.
-    pub fn committable_offset(&self, topic: &str, next: i64) -> i64 {
-        self.async_nodes
-            .iter()
-            .filter_map(|n| n.lowest_held_offset(topic))
-            .fold(next, i64::min)
     }
 
     /// Takes the records produced since the last call: sink outputs,
@@ -289,6 +283,54 @@ impl Task {
         handle.borrow_mut().restore(writes)
     }
 
+    /// Writes the current value of each of `keys` in `store` to the store's
+    /// changelog again (a deletion where the store has no value), without
+    /// changing the store: what a restore writes over an uncommitted tail.
+    pub fn relog(&mut self, store: &str, keys: &mut dyn Iterator<Item = &[u8]>) -> Result<(), WeirError> {
+        let handle = self
+            .stores
+            .get(store)
+            .ok_or_else(|| WeirError::Other(format!("task {} has no store '{store}'", self.id)))?;
+        let handle = handle.borrow();
+        for key in keys {
+            handle.relog(&mut self.collector, key)?;
+        }
+        Ok(())
+    }
+
+    /// Has every table of the task say its current row again, downstream,
+    /// for each key of `keys` (raw, as `store` holds them; see
+    /// [`Republish`]). A store without a table (an enrichment's cache) has
+    /// no keys to give.
+    pub(crate) fn republish(&mut self, store: &str, keys: &mut dyn Iterator<Item = &[u8]>) -> Result<(), WeirError> {
+        let Some(decoder) = self.republishers.get(store) else {
+            return Ok(());
+        };
+        let keys: Vec<Box<dyn Any>> = keys.map(|key| decoder.decode(key)).collect::<Result<_, _>>()?;
+        let changelog = self
+            .stores
+            .get(store)
+            .and_then(|h| h.borrow().changelog_topic().cloned());
+        let source = SourceMetadata {
+            topic: changelog.unwrap_or_else(|| Arc::from(store)),
+            partition: self.id.partition,
+            offset: -1,
+        };
+        let mut ctx = ProcessorContext {
+            timestamp: now_ms(),
+            source: &source,
+            collector: &mut self.collector,
+            metrics: &mut self.metrics,
+            republishing: true,
+        };
+        for republisher in self.republishers.values() {
+            for key in &keys {
+                republisher.republish(&mut ctx, key.as_ref())?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn metrics(&self) -> &TaskMetrics {
         &self.metrics
     }
@@ -303,4 +345,10 @@ impl Task {
             None => Ok(false),
         }
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

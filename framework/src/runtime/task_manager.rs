@@ -1,71 +1,57 @@
-//! The tasks of a stream thread: created when their partitions are
-//! assigned (stores restored first), fed records in offset order, committed
-//! together, and closed when their partitions are revoked or the instance
-//! shuts down.
+//! The tasks of a stream thread: opened when their partitions are assigned
+//! (stores restored first), fed records in offset order, committed at
+//! commit points, and closed when their partitions are revoked or the
+//! thread stops.
 //!
-//! Commit protocol:
-//! - at-least-once: flush the producer (outputs and changelog writes are
-//!   acknowledged), then commit, in one request, the consumed offsets and,
-//!   as the group's offsets of the changelog partitions, the offset after
-//!   each task's last changelog write;
-//! - exactly-once v2: the consumed offsets join the open transaction, which
-//!   then commits.
-//!
-//! State after a failure: a local store is trusted only when its task closed
-//! cleanly (it then has a [`Checkpoint`]); otherwise it is rebuilt from its
-//! changelog. Under at-least-once the rebuild stops at the changelog offsets
-//! of the last commit, not at the changelog's end: the records after the
-//! commit are processed again, and must meet the state they met the first
-//! time, or a table's update would see its own new value as the old one and
-//! an aggregation would never subtract the old. The group keeps those
-//! offsets with the input offsets they belong to, so any instance that
-//! takes the task over reads both; before a task's first commit the
-//! committed state is empty. Under exactly-once the
-//! changelog read with `read_committed` ends at the last committed
-//! transaction, which is the committed state already.
+//! This is routing and lifecycle only. What a commit names and when a task
+//! may commit is [`super::commit`]'s; where a restore starts and stops, the
+//! fence and the checkpoint are [`super::state_manager`]'s; the brokers are
+//! reached through [`super::broker`], so the same manager runs against
+//! rdkafka and against the protocol's simulation.
 
-use super::checkpoint::Checkpoint;
+use super::broker::{ChangelogSource, CommitFailure, CommitRefused, Group, Output, PartitionOffset};
+use super::commit::{verdict, Candidate, InputPositions, Verdict};
 use super::config::{ProcessingGuarantee, Settings};
-use super::producer::{CommitFailure, RecordSender};
+use super::gauges;
 use super::query::LocalStores;
-use super::restore::{ChangelogReader, RestoreFailure, RestoreRange};
+use super::state_manager::{remove_state, OpenRequest, TaskState};
 use super::task::{Task, TaskId, TaskSettings};
+use crate::enrich::AnswerWait;
 use crate::error::WeirError;
-use crate::metrics::{RuntimeMetrics, TaskMetrics, CONSUMER_LAG, STORE_BYTES, STORE_ENTRIES};
-use crate::record::{Header, InputHeaders, InputRecord};
+use crate::metrics::{RuntimeMetrics, TaskMetrics};
+use crate::record::InputRecord;
 use crate::state::StoreSupplier;
 use crate::topology::{changelog_topic, Topology};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const CONSUMER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a revocation or a shutdown waits for asynchronous work to
+/// finish, so that its tasks can commit and close cleanly; a task still
+/// holding records then closes without committing them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A task with what the runtime tracks for it.
 struct ActiveTask {
     task: Task,
-    /// `<state.dir>/<application.id>/<task id>`.
-    dir: PathBuf,
-    /// Per source topic, the next offset to commit (`None`: nothing read yet).
-    positions: Vec<(Arc<str>, Option<i64>)>,
-    /// The task's stores' changelogs, as their restore left them.
-    changelogs: Vec<RestoredChangelog>,
+    state: TaskState,
+    inputs: InputPositions,
+    /// Opened or processed since its last commit.
+    uncommitted: bool,
+    /// Waiting at a commit point for its asynchronous work: its input is
+    /// paused.
+    draining: bool,
 }
 
-/// A store's changelog partition (the task's partition) and the offset its
-/// restore reached.
-struct RestoredChangelog {
-    topic: String,
-    end: i64,
+/// How a stream thread reaches the brokers and its enrichments' answers.
+pub(crate) struct ThreadIo {
+    pub output: Box<dyn Output>,
+    pub changelogs: Box<dyn ChangelogSource>,
+    pub answers: Box<dyn AnswerWait>,
 }
 
-/// Committed offsets by (topic, partition).
-type CommittedOffsets = BTreeMap<(String, i32), i64>;
+/// Committed offsets by (topic, partition), as the group returned them.
+type CommittedOffsets = HashMap<(Arc<str>, i32), Option<i64>>;
 
 /// Everything a stream thread owns besides its consumer.
 pub(crate) struct TaskManager {
@@ -77,17 +63,20 @@ pub(crate) struct TaskManager {
     /// The tasks' stores as interactive queries see them.
     local_stores: Arc<LocalStores>,
     /// Source topic (as named in the cluster) → the sub-topology reading it.
-    routes: HashMap<String, usize>,
+    routes: HashMap<Arc<str>, usize>,
     active: BTreeMap<TaskId, ActiveTask>,
-    sender: RecordSender,
-    reader: ChangelogReader,
+    output: Box<dyn Output>,
+    changelogs: Box<dyn ChangelogSource>,
+    answers: Box<dyn AnswerWait>,
     metrics: Arc<RuntimeMetrics>,
     /// Counters of tasks closed so far, so that none are lost from snapshots.
     closed_metrics: TaskMetrics,
-    /// Records processed since the last commit.
-    uncommitted: u64,
     /// An error raised inside a rebalance callback; the loop reports it.
     failure: Option<WeirError>,
+    /// Written into fence records: which instance and thread fenced.
+    owner: String,
+    /// Assignments taken so far; a new one starts with nothing paused.
+    assignments: u64,
 }
 
 impl TaskManager {
@@ -97,17 +86,26 @@ impl TaskManager {
         settings: Arc<Settings>,
         stores: Arc<dyn StoreSupplier>,
         local_stores: Arc<LocalStores>,
-        sender: RecordSender,
+        io: ThreadIo,
         metrics: Arc<RuntimeMetrics>,
-    ) -> Result<Self, WeirError> {
+    ) -> Self {
+        let ThreadIo {
+            output,
+            changelogs,
+            answers,
+        } = io;
         let mut routes = HashMap::new();
         for sub in topology.subtopologies() {
             for topic in &sub.source_topics {
-                routes.insert(topic.resolve(&settings.application_id), sub.id);
+                routes.insert(Arc::from(topic.resolve(&settings.application_id)), sub.id);
             }
         }
-        let reader = ChangelogReader::new(&settings)?;
-        Ok(TaskManager {
+        let owner = format!(
+            "{}/{}/thread-{thread}",
+            settings.application_server.as_deref().unwrap_or("-"),
+            std::process::id()
+        );
+        TaskManager {
             thread,
             topology,
             settings,
@@ -115,65 +113,60 @@ impl TaskManager {
             local_stores,
             routes,
             active: BTreeMap::new(),
-            sender,
-            reader,
+            output,
+            changelogs,
+            answers,
             metrics,
             closed_metrics: TaskMetrics::default(),
-            uncommitted: 0,
             failure: None,
-        })
+            owner,
+            assignments: 0,
+        }
     }
 
     /// Every topic the thread subscribes to: external and repartition sources.
     pub(crate) fn source_topics(&self) -> Vec<&str> {
-        self.routes.keys().map(String::as_str).collect()
+        self.routes.keys().map(|t| &**t).collect()
     }
 
     /// Processes one consumed record in its task and sends what it produced.
-    pub(crate) fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), WeirError> {
-        let topic = message.topic();
+    pub(crate) fn process(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        record: &InputRecord<'_>,
+    ) -> Result<(), WeirError> {
         let sub = *self
             .routes
             .get(topic)
             .ok_or_else(|| WeirError::Other(format!("a record of '{topic}', which the topology does not read")))?;
         let id = TaskId {
             subtopology: sub,
-            partition: message.partition(),
+            partition,
         };
         let active = self.active.get_mut(&id).ok_or_else(|| {
             WeirError::Other(format!(
-                "a record of {topic}[{}] arrived, but task {id} is not assigned to this instance",
-                message.partition()
+                "a record of {topic}[{partition}] arrived, but task {id} is not assigned to this stream thread"
             ))
         })?;
-        let headers = KafkaHeaders(message);
-        let record = InputRecord {
-            key: message.key(),
-            value: message.payload(),
-            timestamp: message.timestamp().to_millis().unwrap_or(-1),
-            headers: &headers,
-        };
-        active.task.process(topic, message.offset(), &record)?;
+        active.task.process(topic, offset, record)?;
         for output in active.task.drain_output() {
-            self.sender.send(&output)?;
+            self.output.send(&output)?;
         }
-        if let Some((_, position)) = active.positions.iter_mut().find(|(t, _)| &**t == topic) {
-            *position = Some(message.offset() + 1);
-        }
-        self.uncommitted += 1;
+        active.inputs.processed(topic, offset);
+        active.uncommitted = true;
         Ok(())
     }
 
     /// Passes on the records whose enrichment finished; their outputs go to
-    /// the producer and count as uncommitted work.
+    /// the producer.
     pub(crate) fn complete_async(&mut self) -> Result<(), WeirError> {
         for active in self.active.values_mut() {
-            let released = active.task.complete_async()?;
-            if released > 0 {
+            if active.task.complete_async()? > 0 {
                 for output in active.task.drain_output() {
-                    self.sender.send(&output)?;
+                    self.output.send(&output)?;
                 }
-                self.uncommitted += released;
             }
         }
         Ok(())
@@ -184,54 +177,66 @@ impl TaskManager {
         self.active.values().any(|active| active.task.held_records() > 0)
     }
 
+    /// A mark to wait for enrichment answers from, taken before
+    /// [`TaskManager::complete_async`].
+    pub(crate) fn answer_mark(&self) -> u64 {
+        self.answers.mark()
+    }
+
+    /// Blocks until an enrichment answer arrived after `mark`, at most `timeout`.
+    pub(crate) fn wait_for_answers(&self, mark: u64, timeout: Duration) {
+        self.answers.wait(mark, timeout);
+    }
+
     /// Whether a task's asynchronous work is at its limit, so that input
     /// should pause.
     pub(crate) fn backpressured(&self) -> bool {
         self.active.values().any(|active| active.task.backpressured())
     }
 
-    /// Serves the producer's delivery reports; a failed delivery stops the thread.
-    pub(crate) fn poll_deliveries(&self) -> Result<(), WeirError> {
-        self.sender.poll()
+    /// The input partitions that must not be read now: every one while
+    /// asynchronous work is at its limit, else those of tasks draining for
+    /// a commit.
+    pub(crate) fn partitions_to_pause(&self) -> BTreeSet<(Arc<str>, i32)> {
+        let everything = self.backpressured();
+        self.active
+            .values()
+            .filter(|active| everything || active.draining)
+            .flat_map(|active| {
+                let partition = active.inputs.partition();
+                active.inputs.topics().map(move |topic| (topic.clone(), partition))
+            })
+            .collect()
     }
 
-    /// Sets the gauges of every active task: each source partition's lag
-    /// (from the end offset of the consumer's last fetch, no request) and
-    /// each store's size.
-    pub(crate) fn publish_gauges<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
+    /// Serves the producer's delivery reports; a failed delivery stops the thread.
+    pub(crate) fn poll_deliveries(&self) -> Result<(), WeirError> {
+        self.output.poll()
+    }
+
+    /// Sets the gauges of every active task: each input partition's lag
+    /// and each store's size.
+    pub(crate) fn publish_gauges(&self, group: &dyn Group) {
         for (id, active) in &self.active {
-            for (topic, position) in &active.positions {
-                let Some(next) = position else { continue };
-                if let Some(end) = fetched_end_offset(consumer, topic, id.partition) {
-                    lag_gauge(topic, id.partition).set((end - next).max(0) as f64);
+            for offset in active.inputs.offsets() {
+                if let Some(end) = group.fetched_end(&offset.topic, id.partition) {
+                    gauges::set_lag(&offset.topic, id.partition, end, offset.offset);
                 }
             }
             for (store, size) in active.task.store_sizes() {
-                let [entries, bytes] = store_gauges(store, id.partition);
-                entries.set(size.entries as f64);
-                if let Some(size_bytes) = size.bytes {
-                    bytes.set(size_bytes as f64);
-                }
+                gauges::set_store_size(store, id.partition, size);
             }
         }
     }
 
-    /// Zeroes the gauges of a task that leaves this instance (its next
-    /// owner reports them).
-    fn clear_gauges(id: TaskId, active: &ActiveTask) {
-        for (topic, _) in &active.positions {
-            lag_gauge(topic, id.partition).set(0.0);
-        }
-        for (store, _) in active.task.stores() {
-            store_gauges(store, id.partition)
-                .iter()
-                .for_each(|gauge| gauge.set(0.0));
-        }
+    /// Whether a task has opened or processed records since its last commit.
+    pub(crate) fn uncommitted(&self) -> bool {
+        self.active.values().any(|active| active.uncommitted)
     }
 
-    /// Records processed since the last commit.
-    pub(crate) fn uncommitted(&self) -> u64 {
-        self.uncommitted
+    /// Whether tasks wait at a commit point for their asynchronous work.
+    pub(crate) fn commit_pending(&self) -> bool {
+        self.active.values().any(|active| active.draining)
     }
 
     /// The error a rebalance callback ran into, if any.
@@ -239,261 +244,279 @@ impl TaskManager {
         self.failure.take().map_or(Ok(()), Err)
     }
 
+    /// Records an error the thread must stop on (the first one counts).
+    pub(crate) fn fail(&mut self, error: WeirError) {
+        self.failure.get_or_insert(error);
+    }
+
+    /// How many assignments the thread has taken.
+    pub(crate) fn assignments(&self) -> u64 {
+        self.assignments
+    }
+
     fn is_exactly_once(&self) -> bool {
         self.settings.guarantee == ProcessingGuarantee::ExactlyOnceV2
     }
 
-    /// Each changelog of a task with the offset after its last write.
-    fn changelog_ends<'a>(
-        &'a self,
-        id: TaskId,
-        active: &'a ActiveTask,
-    ) -> impl Iterator<Item = (&'a RestoredChangelog, i64)> + 'a {
-        active.changelogs.iter().map(move |changelog| {
-            let acknowledged = self.sender.acknowledged_end(&changelog.topic, id.partition);
-            (changelog, acknowledged.unwrap_or(0).max(changelog.end))
-        })
+    fn metadata(&self) -> Option<&str> {
+        self.settings.application_server.as_deref()
     }
 
-    /// The next offset of every partition the tasks read since they opened
-    /// and, when `with_changelogs`, the end of each of their changelogs
-    /// (exact only once the producer is flushed).
-    fn offsets_to_commit(&self, with_changelogs: bool) -> Result<TopicPartitionList, WeirError> {
-        let mut offsets = TopicPartitionList::new();
-        let mut add = |topic: &str, partition: i32, offset: i64| {
-            offsets
-                .add_partition_offset(topic, partition, Offset::Offset(offset))
-                .map_err(|e| WeirError::Kafka(e.to_string()))
-        };
-        for (id, active) in &self.active {
-            let mut read_any = false;
-            for (topic, position) in &active.positions {
-                if let Some(next) = position {
-                    add(topic, id.partition, active.task.committable_offset(topic, *next))?;
-                    read_any = true;
-                }
-            }
-            if with_changelogs && read_any {
-                for (changelog, end) in self.changelog_ends(*id, active) {
-                    add(&changelog.topic, id.partition, end)?;
-                }
-            }
-        }
-        self.announce_in(&mut offsets);
-        Ok(offsets)
-    }
-
-    /// Puts this instance's `application.server` in the metadata of every
-    /// offset of `offsets`, so that interactive queries elsewhere can name
-    /// the owner of a partition (see [`super::query`]).
-    fn announce_in(&self, offsets: &mut TopicPartitionList) {
-        if let Some(server) = &self.settings.application_server {
-            for mut element in offsets.elements() {
-                element.set_metadata(server);
-            }
-        }
-    }
-
-    /// Commits the assigned partitions' committed offsets again with this
-    /// instance's `application.server`, so that it is named as their owner
-    /// before its first commit. Partitions without a committed offset are
-    /// announced by that first commit. A failure only delays the
-    /// announcement.
-    fn announce_ownership<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, assigned: &TopicPartitionList) {
-        if self.settings.application_server.is_none() {
-            return;
-        }
-        let committed = match consumer.committed_offsets(assigned.clone(), CONSUMER_TIMEOUT) {
-            Ok(committed) => committed,
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the committed offsets to announce this instance as their owner");
-                return;
-            }
-        };
-        let mut offsets = TopicPartitionList::new();
-        for element in committed.elements() {
-            if let Offset::Offset(offset) = element.offset() {
-                let _ = offsets.add_partition_offset(element.topic(), element.partition(), Offset::Offset(offset));
-            }
-        }
-        if offsets.count() == 0 {
-            return;
-        }
-        self.announce_in(&mut offsets);
-        if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
-            tracing::warn!(%error, "cannot announce this instance as the owner of its partitions");
-        }
-    }
-
-    /// Commits what the tasks processed (see the module documentation).
-    pub(crate) fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), CommitFailure> {
-        if self.uncommitted == 0 {
-            return Ok(());
-        }
+    /// A commit point (see [`super::commit`]): commits every task that may
+    /// commit; tasks whose asynchronous work holds records drain first
+    /// (their input pauses, and later calls commit them once released);
+    /// a task with another writer's records in its changelog is reopened.
+    pub(crate) fn commit(&mut self, group: &dyn Group) -> Result<(), CommitFailure> {
         let started = Instant::now();
-        if self.is_exactly_once() {
-            let offsets = self.offsets_to_commit(false)?;
-            let group = consumer
-                .group_metadata()
-                .ok_or_else(|| WeirError::Kafka("the consumer has no group metadata".into()))?;
-            self.sender.commit_transaction(&offsets, &group)?;
+        let committed = if self.is_exactly_once() {
+            self.commit_transaction(group)?
         } else {
-            self.sender.flush()?;
-            let offsets = self.offsets_to_commit(true)?;
-            if offsets.count() > 0 {
-                match consumer.commit(&offsets, CommitMode::Sync) {
-                    Ok(()) => {}
-                    // The group is moving partitions: the revocation that
-                    // follows commits, or the next owner processes these
-                    // records again, as at-least-once allows.
-                    Err(KafkaError::ConsumerCommit(
-                        code @ (RDKafkaErrorCode::RebalanceInProgress
-                        | RDKafkaErrorCode::IllegalGeneration
-                        | RDKafkaErrorCode::UnknownMemberId),
-                    )) => {
-                        tracing::info!(?code, "commit skipped: the group is rebalancing");
-                        return Ok(());
-                    }
-                    Err(error) => return Err(WeirError::Kafka(format!("cannot commit offsets: {error}")).into()),
+            !self.commit_at_least_once(group)?.is_empty()
+        };
+        if committed {
+            self.metrics.committed(started.elapsed());
+            self.publish_task_metrics();
+        }
+        Ok(())
+    }
+
+    /// Flushes, then commits each committable task's offsets; returns the
+    /// offsets committed per task.
+    fn commit_at_least_once(&mut self, group: &dyn Group) -> Result<BTreeMap<TaskId, Vec<PartitionOffset>>, WeirError> {
+        self.output.flush()?;
+        let mut offsets = Vec::new();
+        let mut committed = BTreeMap::new();
+        let mut foreign = Vec::new();
+        for (id, active) in self.active.iter_mut() {
+            if !active.uncommitted {
+                continue;
+            }
+            let candidate = Candidate {
+                inputs: &active.inputs,
+                owned: active.inputs.topics().all(|t| group.owns(t, id.partition)),
+                held_records: active.task.held_records(),
+                changelogs: active.state.committable_offsets(self.output.as_ref()),
+            };
+            active.draining = false;
+            match verdict(candidate) {
+                Verdict::Commit(task_offsets) => {
+                    offsets.extend(task_offsets.iter().cloned());
+                    committed.insert(*id, task_offsets);
                 }
+                Verdict::Drain => active.draining = true,
+                Verdict::NotOwned => {
+                    tracing::warn!(task = %id, "not committing a task whose partitions this consumer no longer holds")
+                }
+                Verdict::Foreign(writes) => foreign.push((*id, writes)),
             }
         }
-        self.uncommitted = 0;
-        self.metrics.committed(started.elapsed());
-        self.publish_task_metrics();
-        Ok(())
+        for (id, writes) in foreign {
+            tracing::warn!(task = %id, %writes, "not committing; reopening the task");
+            self.reopen(group, id)?;
+        }
+        if offsets.is_empty() {
+            return Ok(committed);
+        }
+        match group.commit(&offsets, self.metadata()) {
+            Ok(()) => {
+                for id in committed.keys() {
+                    if let Some(active) = self.active.get_mut(id) {
+                        active.uncommitted = false;
+                    }
+                }
+                Ok(committed)
+            }
+            // The offsets stay where the last commit left them: consistent,
+            // and the records since are processed again by whoever owns the
+            // tasks next, as at-least-once allows.
+            Err(CommitRefused::Rebalancing(reason)) => {
+                tracing::info!(%reason, "commit refused: the group is rebalancing");
+                Ok(BTreeMap::new())
+            }
+            Err(CommitRefused::Failed(error)) => Err(error),
+        }
+    }
+
+    /// Exactly-once: one transaction holds every task's writes, so it
+    /// commits only when no task holds records, with every task's inputs.
+    fn commit_transaction(&mut self, group: &dyn Group) -> Result<bool, CommitFailure> {
+        let held = self.holds_records();
+        for active in self.active.values_mut() {
+            active.draining = held && active.task.held_records() > 0;
+        }
+        if held {
+            return Ok(false);
+        }
+        let mut offsets = Vec::new();
+        for (id, active) in &self.active {
+            if !active.inputs.topics().all(|t| group.owns(t, id.partition)) {
+                // The revocation of the lost assignment aborts the transaction.
+                tracing::warn!(task = %id, "not committing: the task's partitions are no longer this consumer's");
+                return Ok(false);
+            }
+            offsets.extend(active.inputs.offsets());
+        }
+        let identity = group.transaction_identity()?;
+        self.output.commit_transaction(&offsets, self.metadata(), &identity)?;
+        for active in self.active.values_mut() {
+            active.uncommitted = false;
+        }
+        Ok(true)
     }
 
     /// Commits; an abortable failure (exactly-once) aborts the transaction
     /// and rewinds every task to its last committed state instead of
     /// stopping the thread.
-    pub(crate) fn commit_or_rewind<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), WeirError> {
-        match self.commit(consumer) {
+    pub(crate) fn commit_or_rewind(&mut self, group: &dyn Group) -> Result<(), WeirError> {
+        match self.commit(group) {
             Ok(()) => Ok(()),
             Err(CommitFailure::Abortable(error)) => {
                 tracing::warn!(%error, "the transaction failed; aborting it and rewinding to the last commit");
-                self.rewind(consumer)
+                self.rewind(group)
             }
             Err(CommitFailure::Fatal(error)) => Err(error),
         }
     }
 
     /// Aborts the open transaction, rebuilds every task from its changelog
-    /// and seeks the consumer back to the committed offsets.
-    fn rewind<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), WeirError> {
-        self.sender.abort_transaction()?;
+    /// and moves the consumer back to the committed offsets.
+    fn rewind(&mut self, group: &dyn Group) -> Result<(), WeirError> {
+        self.output.abort_transaction()?;
         let ids: Vec<TaskId> = self.active.keys().copied().collect();
-        for &id in &ids {
-            self.close_task(id, false)?;
+        for id in ids {
+            self.reopen(group, id)?;
         }
-        for &id in &ids {
-            self.open_task(id, &CommittedOffsets::new())?;
-        }
-        let assignment = consumer
-            .assignment()
-            .map_err(|e| WeirError::Kafka(format!("cannot read the assignment: {e}")))?;
-        let committed = consumer
-            .committed_offsets(assignment, CONSUMER_TIMEOUT)
-            .map_err(|e| WeirError::Kafka(format!("cannot read the committed offsets: {e}")))?;
-        for mut element in committed.elements() {
-            if element.offset() == Offset::Invalid {
-                element
-                    .set_offset(Offset::Beginning)
-                    .map_err(|e| WeirError::Kafka(e.to_string()))?;
-            }
-        }
-        consumer
-            .seek_partitions(committed, CONSUMER_TIMEOUT)
-            .map_err(|e| WeirError::Kafka(format!("cannot rewind the consumer: {e}")))?;
-        self.uncommitted = 0;
         Ok(())
     }
 
-    /// Flushes a task's stores and records, for each changelog partition,
-    /// the offset its store now reflects.
-    fn checkpoint(&mut self, id: TaskId) -> Result<(), WeirError> {
-        let active = self.active.get_mut(&id).expect("checkpoint of an active task");
-        active.task.flush()?;
-        if !self.stores.persistent() {
-            return Ok(());
+    /// Drops a task's state, opens it again from the group's committed
+    /// offsets and moves the consumer to them.
+    fn reopen(&mut self, group: &dyn Group, id: TaskId) -> Result<(), WeirError> {
+        self.close_task(id, None)?;
+        let committed = self.read_committed(group, &BTreeSet::from([id]))?;
+        let inputs = self.open_task(id, &committed)?;
+        for offset in inputs {
+            group.seek(&offset.topic, offset.partition, offset.offset)?;
         }
-        let active = &self.active[&id];
-        let checkpoint = Checkpoint {
-            offsets: self
-                .changelog_ends(id, active)
-                .map(|(changelog, end)| ((changelog.topic.clone(), id.partition), end))
-                .collect(),
-        };
-        checkpoint.write(&active.dir)
+        Ok(())
     }
 
-    /// Commits and closes the tasks of revoked partitions.
-    pub(crate) fn on_revoked<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, revoked: &TopicPartitionList) {
-        if let Err(error) = self.revoke(consumer, revoked) {
+    /// Waits, up to [`DRAIN_TIMEOUT`], until no task holds records,
+    /// passing on their results meanwhile.
+    fn drain(&mut self) -> Result<(), WeirError> {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        loop {
+            let mark = self.answers.mark();
+            self.complete_async()?;
+            self.poll_deliveries()?;
+            if !self.holds_records() || Instant::now() >= deadline {
+                return Ok(());
+            }
+            self.answers.wait(mark, Duration::from_millis(10));
+        }
+    }
+
+    /// Commits (after draining) and closes the tasks of revoked partitions:
+    /// a task whose commit went through closes with a checkpoint, any other
+    /// drops its state. With a lost assignment nothing is committed.
+    pub(crate) fn on_revoked(&mut self, group: &dyn Group, revoked: &[(Arc<str>, i32)], lost: bool) {
+        if let Err(error) = self.revoke(group, revoked, lost) {
             self.failure.get_or_insert(error);
         }
     }
 
-    fn revoke<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        revoked: &TopicPartitionList,
-    ) -> Result<(), WeirError> {
+    fn revoke(&mut self, group: &dyn Group, revoked: &[(Arc<str>, i32)], lost: bool) -> Result<(), WeirError> {
         let ids = self.task_ids(revoked)?;
-        tracing::info!(tasks = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(), "partitions revoked");
-        let committed = self.commit(consumer).map_err(CommitFailure::into_error);
-        let clean = match committed {
-            Ok(()) => true,
-            Err(error) if self.is_exactly_once() => {
-                tracing::warn!(%error, "cannot commit before the revocation; the tasks' state will be rebuilt");
+        tracing::info!(tasks = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(), lost, "partitions revoked");
+        let committed = if lost {
+            tracing::warn!("the assignment was lost: closing its tasks without committing");
+            if self.is_exactly_once() {
                 self.abort();
-                false
             }
-            Err(error) => {
-                // The records since the last commit will be processed again
-                // by the partitions' next owner, as at-least-once allows.
-                tracing::warn!(%error, "cannot commit before the revocation");
-                true
-            }
+            // Their partitions have another owner: what they queued must
+            // not arrive after that owner's writes.
+            self.output.purge();
+            BTreeMap::new()
+        } else {
+            self.commit_before_closing(group)?
         };
         for id in ids {
-            if self.active.contains_key(&id) {
-                self.close_task(id, clean)?;
-            }
+            let offsets = committed.get(&id).map(Vec::as_slice);
+            self.close_task(id, offsets)?;
         }
         self.metrics.rebalanced(self.thread, self.active.len());
         Ok(())
     }
 
-    /// Opens (restoring their stores) the tasks of newly assigned partitions.
-    pub(crate) fn on_assigned<C: ConsumerContext>(
+    /// Drains, then commits what can be committed; returns each committed
+    /// task's offsets (the tasks that may close cleanly).
+    fn commit_before_closing(
         &mut self,
-        consumer: &BaseConsumer<C>,
-        assigned: &TopicPartitionList,
-    ) {
-        if let Err(error) = self.assign(consumer, assigned) {
-            self.failure.get_or_insert(error);
+        group: &dyn Group,
+    ) -> Result<BTreeMap<TaskId, Vec<PartitionOffset>>, WeirError> {
+        self.drain()?;
+        if self.is_exactly_once() {
+            let all = |manager: &Self| manager.active.keys().map(|id| (*id, Vec::new())).collect();
+            return match self.commit_transaction(group) {
+                Ok(true) => Ok(all(self)),
+                Ok(false) => {
+                    tracing::warn!("records still wait for enrichment; aborting the transaction");
+                    self.abort();
+                    Ok(BTreeMap::new())
+                }
+                Err(CommitFailure::Fatal(error)) => Err(error),
+                Err(CommitFailure::Abortable(error)) => {
+                    tracing::warn!(%error, "cannot commit before closing; the tasks' state will be rebuilt");
+                    self.abort();
+                    Ok(BTreeMap::new())
+                }
+            };
+        }
+        match self.commit_at_least_once(group) {
+            Ok(mut committed) => {
+                // Tasks with nothing new to commit close cleanly too.
+                for (id, active) in &self.active {
+                    if !active.uncommitted && !committed.contains_key(id) {
+                        if let Ok(changelogs) = active.state.committable_offsets(self.output.as_ref()) {
+                            committed.insert(*id, changelogs);
+                        }
+                    }
+                }
+                Ok(committed)
+            }
+            Err(error) => {
+                // The records since the last commit will be processed again
+                // by the partitions' next owner, as at-least-once allows.
+                tracing::warn!(%error, "cannot commit before closing");
+                Ok(BTreeMap::new())
+            }
         }
     }
 
-    fn assign<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        assigned: &TopicPartitionList,
-    ) -> Result<(), WeirError> {
+    /// Opens (restoring their stores) the tasks of newly assigned
+    /// partitions; returns where the consumer starts reading each input
+    /// partition: the offsets read with the changelog offsets the tasks
+    /// restored to, so that the pair is one commit's.
+    pub(crate) fn on_assigned(&mut self, group: &dyn Group, assigned: &[(Arc<str>, i32)]) -> Vec<PartitionOffset> {
+        match self.assign(group, assigned) {
+            Ok(starts) => starts,
+            Err(error) => {
+                self.failure.get_or_insert(error);
+                Vec::new()
+            }
+        }
+    }
+
+    fn assign(&mut self, group: &dyn Group, assigned: &[(Arc<str>, i32)]) -> Result<Vec<PartitionOffset>, WeirError> {
         let ids = self.task_ids(assigned)?;
-        let held: BTreeSet<(String, i32)> = assigned
-            .elements()
-            .iter()
-            .map(|e| (e.topic().to_string(), e.partition()))
-            .collect();
+        let held: BTreeSet<(&str, i32)> = assigned.iter().map(|(t, p)| (&**t, *p)).collect();
         for id in &ids {
             let sub = &self.topology.subtopologies()[id.subtopology];
             let missing: Vec<String> = sub
                 .source_topics
                 .iter()
                 .map(|t| t.resolve(&self.settings.application_id))
-                .filter(|t| !held.contains(&(t.clone(), id.partition)))
+                .filter(|t| !held.contains(&(t.as_str(), id.partition)))
                 .collect();
             if !missing.is_empty() {
                 return Err(WeirError::Config(format!(
@@ -507,207 +530,168 @@ impl TaskManager {
             }
         }
         tracing::info!(tasks = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(), "partitions assigned");
-        let committed = self.committed_changelog_ends(consumer, &ids)?;
+        self.assignments += 1;
+        let new: BTreeSet<TaskId> = ids.iter().copied().filter(|id| !self.active.contains_key(id)).collect();
+        let committed = self.read_committed(group, &new)?;
+        let mut starts = Vec::new();
         for id in ids {
-            if !self.active.contains_key(&id) {
-                self.open_task(id, &committed)?;
+            match self.active.get(&id) {
+                Some(active) => starts.extend(active.inputs.offsets()),
+                None => starts.extend(self.open_task(id, &committed)?),
             }
         }
-        self.announce_ownership(consumer, assigned);
+        if !self.is_exactly_once() && !new.is_empty() {
+            // Names this instance as the tasks' owner and moves the
+            // committed changelog offsets past the fences at once.
+            self.commit_at_least_once(group)?;
+        }
         self.metrics.rebalanced(self.thread, self.active.len());
-        Ok(())
+        Ok(starts)
     }
 
-    /// The group's committed offsets of the changelog partitions of tasks
-    /// `ids`: where their last commit left the changelogs. Only
-    /// at-least-once restores use them (see the module documentation).
-    ///
-    /// A changelog partition without a committed offset has had no commit
-    /// cover any of its writes (each commit of a task that processed records
-    /// names its changelogs), so its committed state is empty: 0. Restoring
-    /// it to its end instead would apply again, on top of that state, every
-    /// input record the group has not committed as read.
-    fn committed_changelog_ends<C: ConsumerContext>(
-        &self,
-        consumer: &BaseConsumer<C>,
-        ids: &BTreeSet<TaskId>,
-    ) -> Result<CommittedOffsets, WeirError> {
-        let mut partitions = TopicPartitionList::new();
+    /// The group's committed offsets of the inputs and changelogs of tasks
+    /// `ids`, in one request, so that they are one commit's pair.
+    fn read_committed(&self, group: &dyn Group, ids: &BTreeSet<TaskId>) -> Result<CommittedOffsets, WeirError> {
+        let app = &self.settings.application_id;
+        let mut partitions: Vec<(Arc<str>, i32)> = Vec::new();
         for id in ids {
-            for store in &self.topology.subtopologies()[id.subtopology].stores {
-                partitions.add_partition(&changelog_topic(&self.settings.application_id, store), id.partition);
-            }
+            let sub = &self.topology.subtopologies()[id.subtopology];
+            partitions.extend(
+                sub.source_topics
+                    .iter()
+                    .map(|t| (Arc::from(t.resolve(app)), id.partition)),
+            );
+            partitions.extend(
+                sub.stores
+                    .iter()
+                    .map(|s| (Arc::from(changelog_topic(app, s)), id.partition)),
+            );
         }
-        if self.is_exactly_once() || partitions.count() == 0 {
+        if partitions.is_empty() {
             return Ok(CommittedOffsets::new());
         }
-        let committed = consumer
-            .committed_offsets(partitions, CONSUMER_TIMEOUT)
-            .map_err(|e| WeirError::Kafka(format!("cannot read the committed offsets: {e}")))?;
-        Ok(committed
-            .elements()
-            .iter()
-            .map(|e| {
-                let offset = e.offset().to_raw().filter(|o| *o >= 0).unwrap_or(0);
-                ((e.topic().to_string(), e.partition()), offset)
-            })
-            .collect())
+        let offsets = group.committed(&partitions)?;
+        Ok(partitions.into_iter().zip(offsets).collect())
     }
 
     /// The tasks that read the partitions of `partitions`.
-    fn task_ids(&self, partitions: &TopicPartitionList) -> Result<BTreeSet<TaskId>, WeirError> {
+    fn task_ids(&self, partitions: &[(Arc<str>, i32)]) -> Result<BTreeSet<TaskId>, WeirError> {
         partitions
-            .elements()
             .iter()
-            .map(|e| {
-                let sub = self.routes.get(e.topic()).ok_or_else(|| {
-                    WeirError::Other(format!("assigned '{}', which the topology does not read", e.topic()))
-                })?;
+            .map(|(topic, partition)| {
+                let sub = self
+                    .routes
+                    .get(topic)
+                    .ok_or_else(|| WeirError::Other(format!("assigned '{topic}', which the topology does not read")))?;
                 Ok(TaskId {
                     subtopology: *sub,
-                    partition: e.partition(),
+                    partition: *partition,
                 })
             })
             .collect()
     }
 
-    /// Creates a task and restores its stores (see the module documentation):
-    /// from the checkpoint of a clean close, else into emptied stores from
-    /// the changelogs' beginning; up to the last commit's changelog offsets
-    /// when `committed` has them (at-least-once), else to the changelogs'
-    /// end (exactly-once, where the end is the last committed transaction).
-    fn open_task(&mut self, id: TaskId, committed: &CommittedOffsets) -> Result<(), WeirError> {
+    /// Creates a task and restores its stores (see [`super::state_manager`]);
+    /// returns its input positions.
+    fn open_task(&mut self, id: TaskId, committed: &CommittedOffsets) -> Result<Vec<PartitionOffset>, WeirError> {
         let app = &self.settings.application_id;
         let sub = &self.topology.subtopologies()[id.subtopology];
-        let dir = self.settings.app_dir().join(id.to_string());
-        let persistent = self.stores.persistent();
-        let checkpoint = if persistent { Checkpoint::read(&dir)? } else { None };
-        if persistent {
-            // From now on the stores take writes that no commit covers: a
-            // crash must leave no checkpoint behind.
-            Checkpoint::delete(&dir)?;
-        }
-        let mut ranges: Vec<RestoreRange> = sub
+        let changelogs: Vec<(String, Arc<str>)> = sub
             .stores
             .iter()
-            .map(|store| {
-                let topic = changelog_topic(app, store);
-                let changelog = (topic, id.partition);
-                RestoreRange {
-                    store: store.clone(),
-                    from: checkpoint.as_ref().and_then(|c| c.offsets.get(&changelog).copied()),
-                    to: committed.get(&changelog).copied(),
-                    topic: changelog.0,
-                    partition: id.partition,
-                }
-            })
+            .map(|store| (store.clone(), Arc::from(changelog_topic(app, store))))
             .collect();
-        for range in &ranges {
-            self.local_stores.restoring(&range.store, id.partition);
+        for (store, _) in &changelogs {
+            self.local_stores.restoring(store, id.partition);
         }
-        let ahead_of_commit = ranges
-            .iter()
-            .any(|r| matches!((r.from, r.to), (Some(from), Some(to)) if from > to));
-        if persistent && ranges.iter().any(|r| r.from.is_none()) && dir.exists() {
-            tracing::info!(task = %id, "no checkpoint; rebuilding the task's stores from their changelogs");
-            wipe(&dir, &mut ranges)?;
-        } else if ahead_of_commit {
-            tracing::info!(task = %id, "the stores are ahead of the last commit; rebuilding them");
-            wipe(&dir, &mut ranges)?;
-        }
-        let (task, changelogs) = match self.create_and_restore(id, &ranges)? {
-            Some(restored) => restored,
-            None => {
-                tracing::warn!(task = %id, "the checkpoint points outside the changelog; rebuilding the task's stores");
-                wipe(&dir, &mut ranges)?;
-                self.create_and_restore(id, &ranges)?.ok_or_else(|| {
-                    WeirError::Kafka(format!("task {id}: a changelog cannot be read from its beginning"))
-                })?
-            }
+        let request = OpenRequest {
+            id,
+            dir: self.settings.app_dir().join(id.to_string()),
+            changelogs,
+            committed,
+            exactly_once: self.is_exactly_once(),
+            persistent: self.stores.persistent(),
+            owner: &self.owner,
         };
+        let task_settings = TaskSettings {
+            application_id: app,
+            stores: self.stores.as_ref(),
+            default_error_handler: &self.settings.default_error_handler,
+        };
+        let (task, state) = TaskState::open(
+            &request,
+            &mut || Task::new(&self.topology, id, &task_settings),
+            self.changelogs.as_ref(),
+            self.output.as_ref(),
+            &self.metrics,
+        )?;
         for (store, reader) in task.store_readers() {
             self.local_stores.ready(store, id.partition, reader);
         }
-        let positions = sub
-            .source_topics
-            .iter()
-            .map(|t| (Arc::from(t.resolve(app)), None))
-            .collect();
+        let inputs = InputPositions::from_committed(
+            sub.source_topics.iter().map(|t| Arc::from(t.resolve(app))),
+            id.partition,
+            committed,
+        );
+        let starts = inputs.offsets().collect();
         self.active.insert(
             id,
             ActiveTask {
                 task,
-                dir,
-                positions,
-                changelogs,
+                state,
+                inputs,
+                // The first commit names this instance as the owner and
+                // moves the committed changelog offsets past the fence.
+                uncommitted: true,
+                draining: false,
             },
         );
-        Ok(())
+        Ok(starts)
     }
 
-    /// Creates a task and replays its changelogs; `None` when a start offset
-    /// is out of range.
-    fn create_and_restore(
-        &self,
-        id: TaskId,
-        ranges: &[RestoreRange],
-    ) -> Result<Option<(Task, Vec<RestoredChangelog>)>, WeirError> {
-        let task_settings = TaskSettings {
-            application_id: &self.settings.application_id,
-            stores: self.stores.as_ref(),
-            default_error_handler: &self.settings.default_error_handler,
-            exactly_once: self.is_exactly_once(),
-        };
-        let mut task = Task::new(&self.topology, id, &task_settings)?;
-        let mut changelogs = Vec::with_capacity(ranges.len());
-        for range in ranges {
-            match self.reader.restore(&mut task, range, &self.metrics) {
-                Ok(end) => changelogs.push(RestoredChangelog {
-                    topic: range.topic.clone(),
-                    end,
-                }),
-                Err(RestoreFailure::OutOfRange) => return Ok(None),
-                Err(RestoreFailure::Failed(error)) => return Err(error),
-            };
-        }
-        Ok(Some((task, changelogs)))
-    }
-
-    /// Closes a task: cleanly (stores flushed, checkpoint written) or, when
-    /// its state cannot be trusted, by deleting its state.
-    fn close_task(&mut self, id: TaskId, clean: bool) -> Result<(), WeirError> {
-        if clean {
-            self.checkpoint(id)?;
-        }
-        let Some(active) = self.active.remove(&id) else {
+    /// Closes a task: cleanly when `committed` gives the offsets its last
+    /// commit named (stores flushed, checkpoint written), else by dropping
+    /// its state, which its next owner rebuilds from the changelogs.
+    fn close_task(&mut self, id: TaskId, committed: Option<&[PartitionOffset]>) -> Result<(), WeirError> {
+        let Some(mut active) = self.active.remove(&id) else {
             return Ok(());
         };
+        if let Some(offsets) = committed {
+            active.state.checkpoint(
+                &mut active.task,
+                offsets,
+                self.output.as_ref(),
+                self.stores.persistent(),
+            )?;
+        }
         for (store, _) in active.task.stores() {
             self.local_stores.remove(store, id.partition);
         }
-        Self::clear_gauges(id, &active);
+        gauges::clear(
+            id.partition,
+            active.inputs.topics().map(|t| &**t),
+            active.task.stores().map(|(store, _)| store),
+        );
         self.closed_metrics.merge(active.task.metrics());
-        let dir = active.dir;
-        drop(active.task);
-        if !clean && self.stores.persistent() {
+        let dir = active.state.dir().to_path_buf();
+        drop(active);
+        if committed.is_none() && self.stores.persistent() {
             remove_state(&dir)?;
         }
         Ok(())
     }
 
-    /// Commits and closes every task, as a clean shutdown does.
-    pub(crate) fn close_all<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), WeirError> {
-        let committed = self.commit(consumer).map_err(CommitFailure::into_error);
-        let clean = committed.is_ok() || !self.is_exactly_once();
-        if !clean {
-            self.abort();
-        }
+    /// Commits (after draining) and closes every task, as a clean shutdown does.
+    pub(crate) fn close_all(&mut self, group: &dyn Group) -> Result<(), WeirError> {
+        let committed = self.commit_before_closing(group);
         let ids: Vec<TaskId> = self.active.keys().copied().collect();
+        let closing = committed.as_ref().ok();
         for id in ids {
-            self.close_task(id, clean)?;
+            let offsets = closing.and_then(|c| c.get(&id)).map(Vec::as_slice);
+            self.close_task(id, offsets)?;
         }
         self.publish_task_metrics();
-        committed
+        committed.map(|_| ())
     }
 
     /// Drops every task without committing, after an error stopped the
@@ -720,7 +704,7 @@ impl TaskManager {
         }
         let ids: Vec<TaskId> = self.active.keys().copied().collect();
         for id in ids {
-            self.close_task(id, false)?;
+            self.close_task(id, None)?;
         }
         self.publish_task_metrics();
         Ok(())
@@ -729,7 +713,7 @@ impl TaskManager {
     /// Aborts the open transaction on the way to dropping the tasks' state;
     /// a failure only means the brokers abort it when it times out.
     fn abort(&self) {
-        if let Err(error) = self.sender.abort_transaction() {
+        if let Err(error) = self.output.abort_transaction() {
             tracing::warn!(%error, "cannot abort the open transaction; it will time out");
         }
     }
@@ -740,79 +724,5 @@ impl TaskManager {
             total.merge(active.task.metrics());
         }
         self.metrics.set_tasks(self.thread, total);
-    }
-}
-
-/// The consumer lag gauge of `topic[partition]`.
-fn lag_gauge(topic: &str, partition: i32) -> metrics::Gauge {
-    metrics::gauge!(CONSUMER_LAG, "topic" => topic.to_string(), "partition" => partition.to_string())
-}
-
-/// The entries and bytes gauges of a store's partition.
-fn store_gauges(store: &str, partition: i32) -> [metrics::Gauge; 2] {
-    let labels = [("store", store.to_string()), ("partition", partition.to_string())];
-    [
-        metrics::gauge!(STORE_ENTRIES, &labels),
-        metrics::gauge!(STORE_BYTES, &labels),
-    ]
-}
-
-/// The end offset of `topic[partition]` as the consumer's last fetch saw it
-/// (librdkafka caches it; rdkafka only offers the variant that asks the
-/// broker); `None` before the first fetch.
-fn fetched_end_offset<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partition: i32) -> Option<i64> {
-    let topic = std::ffi::CString::new(topic).ok()?;
-    let (mut low, mut high) = (-1i64, -1i64);
-    // SAFETY: the client handle lives as long as `consumer`, the topic is a
-    // NUL-terminated string that outlives the call, and librdkafka only
-    // writes the two offsets.
-    let error = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
-            topic.as_ptr(),
-            partition,
-            &mut low,
-            &mut high,
-        )
-    };
-    (error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
-}
-
-/// Deletes a task's state and makes its restore start from the beginning.
-fn wipe(dir: &std::path::Path, ranges: &mut [RestoreRange]) -> Result<(), WeirError> {
-    remove_state(dir)?;
-    ranges.iter_mut().for_each(|r| r.from = None);
-    Ok(())
-}
-
-/// Deletes a task's state directory, if any.
-fn remove_state(dir: &std::path::Path) -> Result<(), WeirError> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(WeirError::StateDir(format!("cannot remove {}: {e}", dir.display())))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// The headers of a consumed record, parsed and copied only for a dead
-/// letter (or by the test readers, which keep every record): librdkafka
-/// parses headers on first access, a cost most records never need.
-pub(crate) struct KafkaHeaders<'a>(pub &'a BorrowedMessage<'a>);
-
-impl InputHeaders for KafkaHeaders<'_> {
-    fn to_headers(&self) -> Vec<Header> {
-        self.0
-            .headers()
-            .map(|headers| {
-                headers
-                    .iter()
-                    .map(|h| Header {
-                        key: h.key.to_string(),
-                        value: h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 }

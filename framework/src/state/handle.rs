@@ -2,7 +2,7 @@
 
 use super::{KeyValueStore, StoreWrite};
 use crate::error::{SerdeError, WeirError};
-use crate::processor::{ProcessorContext, ValueGetter};
+use crate::processor::{ProcessorContext, RecordCollector, ValueGetter};
 use crate::record::{OutputRecord, RawRecord};
 use crate::serde::{Encoded, SerdeRef};
 use std::cell::RefCell;
@@ -48,19 +48,33 @@ impl StoreHandle {
             Some(value) => self.store.put(key, value)?,
             None => self.store.delete(key)?,
         }
+        self.log(ctx.collector, key, value, ctx.timestamp);
+        Ok(())
+    }
+
+    /// Logs `key`'s current value again (a deletion when it has none).
+    pub(crate) fn relog(&self, collector: &mut RecordCollector, key: &[u8]) -> Result<(), WeirError> {
+        let value = self.store.get(key)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.log(collector, key, value.as_deref(), now);
+        Ok(())
+    }
+
+    fn log(&self, collector: &mut RecordCollector, key: &[u8], value: Option<&[u8]>, timestamp: i64) {
         if let Some(changelog) = &self.changelog {
-            ctx.collector.send(OutputRecord {
+            collector.send(OutputRecord {
                 topic: changelog.topic.clone(),
                 partition: Some(changelog.partition),
                 record: RawRecord {
                     key: Some(key.to_vec()),
                     value: value.map(<[u8]>::to_vec),
-                    timestamp: ctx.timestamp,
+                    timestamp,
                     headers: Vec::new(),
                 },
             });
         }
-        Ok(())
     }
 
     pub(crate) fn flush(&mut self) -> Result<(), WeirError> {
@@ -108,6 +122,11 @@ impl<K: 'static, V: 'static> TypedStore<K, V> {
                 "a store key must not serialize to null",
             )),
         }
+    }
+
+    /// A key as the store holds it, back as the table's key.
+    pub(crate) fn decode_key(&self, bytes: &[u8]) -> Result<K, WeirError> {
+        Ok(self.key_serde.deserialize(&self.serde_topic, Some(bytes))?)
     }
 
     pub(crate) fn get(&self, key: &K) -> Result<Option<V>, WeirError> {

@@ -28,7 +28,7 @@ pub mod debezium;
 pub mod kafka;
 pub mod schema_registry;
 
-use crate::enrich;
+use crate::enrich::{self, AnswerWait};
 use crate::error::WeirError;
 use crate::error_handler::ErrorHandler;
 use crate::metrics::TaskMetrics;
@@ -222,7 +222,6 @@ impl TopologyTestDriver {
             application_id: &app,
             stores: supplier.as_ref(),
             default_error_handler: &config.default_error_handler,
-            exactly_once: false,
         };
         let mut tasks = BTreeMap::new();
         for sub in topology.subtopologies() {
@@ -455,7 +454,7 @@ impl DriverState {
     fn settle_async(&mut self) -> Result<(), WeirError> {
         let deadline = Instant::now() + self.config.async_timeout;
         loop {
-            let answers_seen = enrich::completions_so_far();
+            let answers_seen = enrich::ProcessAnswers.mark();
             let mut queue = VecDeque::new();
             let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
             for id in ids {
@@ -475,7 +474,7 @@ impl DriverState {
                     self.config.async_timeout
                 )));
             }
-            enrich::wait_for_completions(answers_seen, Duration::from_millis(10));
+            enrich::ProcessAnswers.wait(answers_seen, Duration::from_millis(10));
         }
     }
 }

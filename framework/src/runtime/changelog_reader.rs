@@ -1,0 +1,205 @@
+//! The changelog reader: an rdkafka consumer outside the consumer group that
+//! reads one changelog partition at a time, for restores (see
+//! [`super::state_manager`] for what is read and why).
+//!
+//! The end of a partition is where the consumer reports it (EOF), not a
+//! watermark read beforehand: transaction markers may sit after the last
+//! record, and some Kafka-compatible brokers report watermarks that are not
+//! exact. For the same reason an EOF before a given target does not end a
+//! read: the target was acknowledged by the broker, so the records are
+//! there. A start offset the broker no longer has (the topic was recreated
+//! or truncated) fails the read instead of silently skipping.
+
+use super::broker::{ChangelogRange, ChangelogRecord, ChangelogSource, ChangelogVisitor, RestoreFailure};
+use super::config::{ClientKind, ProcessingGuarantee, Settings};
+use crate::error::WeirError;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+
+/// Records handed over in one batch.
+const BATCH_RECORDS: usize = 10_000;
+/// How long the reader waits for the next record before giving up.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a long read logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) struct KafkaChangelogReader {
+    consumer: BaseConsumer<ReaderContext>,
+}
+
+/// Logs librdkafka's messages, except the end-of-partition events that the
+/// reader waits for.
+pub(crate) struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        super::stream_thread::log_to_tracing(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let end_of_partition = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        );
+        if !end_of_partition {
+            tracing::warn!(%error, reason, "changelog reader error");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
+impl KafkaChangelogReader {
+    pub(crate) fn new(settings: &Settings) -> Result<Self, WeirError> {
+        let mut config = settings.client_config(ClientKind::Consumer);
+        // The reader is assigned partitions and never joins this group, but
+        // librdkafka wants one.
+        config
+            .set("group.id", format!("{}-restore", settings.application_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "error")
+            // The end of a partition is known from a fetch that comes back
+            // empty; do not let the broker hold it.
+            .set("fetch.wait.max.ms", "10");
+        // Under exactly-once, aborted writes must not come back into stores.
+        let isolation = match settings.guarantee {
+            ProcessingGuarantee::ExactlyOnceV2 => "read_committed",
+            ProcessingGuarantee::AtLeastOnce => "read_uncommitted",
+        };
+        config.set("isolation.level", isolation);
+        let consumer = config
+            .create_with_context(ReaderContext)
+            .map_err(|e| WeirError::Kafka(format!("cannot create the changelog reader: {e}")))?;
+        Ok(KafkaChangelogReader { consumer })
+    }
+
+    fn read_assigned(
+        &self,
+        range: &ChangelogRange,
+        end_estimate: i64,
+        visit: &mut ChangelogVisitor<'_>,
+    ) -> Result<i64, RestoreFailure> {
+        let (topic, partition) = (&range.topic, range.partition);
+        let started = Instant::now();
+        let mut last_progress = started;
+        let mut last_record = started;
+        let mut batch: Vec<ChangelogRecord> = Vec::with_capacity(BATCH_RECORDS.min(4096));
+        let mut next = range.from.unwrap_or(0);
+        let mut hand_over = |batch: &mut Vec<ChangelogRecord>, next: i64| {
+            visit(batch, (end_estimate - next).max(0) as u64)?;
+            batch.clear();
+            Ok::<(), WeirError>(())
+        };
+        loop {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) if range.to.is_some_and(|to| message.offset() >= to) => break,
+                Some(Ok(message)) => {
+                    last_record = Instant::now();
+                    next = message.offset() + 1;
+                    // A changelog record always has a key; skip anything else.
+                    if let Some(key) = message.key() {
+                        batch.push(ChangelogRecord {
+                            offset: message.offset(),
+                            key: key.to_vec(),
+                            value: message.payload().map(<[u8]>::to_vec),
+                        });
+                    }
+                    if batch.len() >= BATCH_RECORDS {
+                        hand_over(&mut batch, next)?;
+                    }
+                    if range.to == Some(next) {
+                        break;
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => match range.to {
+                    None => break,
+                    // Compaction may have removed the records just before the target.
+                    Some(to) if self.position(topic, partition)? >= to => break,
+                    Some(_) => {}
+                },
+                Some(Err(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
+                ))) => return Err(RestoreFailure::OutOfRange),
+                Some(Err(error)) => {
+                    return Err(WeirError::Kafka(format!("cannot read {topic}[{partition}]: {error}")).into())
+                }
+                None if last_record.elapsed() > STALL_TIMEOUT => {
+                    return Err(WeirError::Kafka(format!(
+                        "reading {topic}[{partition}] stalled at offset {next}{}: no record and no end for {}s",
+                        range.to.map(|to| format!(" before offset {to}")).unwrap_or_default(),
+                        STALL_TIMEOUT.as_secs()
+                    ))
+                    .into())
+                }
+                None => {}
+            }
+            if last_progress.elapsed() > PROGRESS_EVERY {
+                last_progress = Instant::now();
+                tracing::info!(
+                    topic = %topic,
+                    partition,
+                    at = next,
+                    end = end_estimate,
+                    "changelog read in progress"
+                );
+            }
+        }
+        hand_over(&mut batch, next)?;
+        Ok(range.to.unwrap_or(next))
+    }
+
+    /// The reader's position in a partition (the next offset it will read).
+    fn position(&self, topic: &str, partition: i32) -> Result<i64, WeirError> {
+        let positions = self
+            .consumer
+            .position()
+            .map_err(|e| WeirError::Kafka(format!("cannot read the position in {topic}[{partition}]: {e}")))?;
+        Ok(positions
+            .find_partition(topic, partition)
+            .and_then(|p| p.offset().to_raw())
+            .unwrap_or(-1))
+    }
+}
+
+impl ChangelogSource for KafkaChangelogReader {
+    fn read(&self, range: &ChangelogRange, visit: &mut ChangelogVisitor<'_>) -> Result<i64, RestoreFailure> {
+        let (topic, partition) = (&*range.topic, range.partition);
+        let (first, high) = self
+            .consumer
+            .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+            .map_err(|e| WeirError::Kafka(format!("cannot read the offsets of {topic}[{partition}]: {e}")))?;
+        // A start outside the partition is stale. Otherwise the watermark
+        // only feeds progress reports and skips reads of empty ranges; the
+        // read itself finds the end.
+        if range.from.is_some_and(|from| from < first || from > high) {
+            return Err(RestoreFailure::OutOfRange);
+        }
+        let start_offset = range.from.unwrap_or(first);
+        let end_estimate = range.to.unwrap_or(high);
+        if start_offset >= end_estimate {
+            return Ok(range.to.unwrap_or(start_offset));
+        }
+        let start = range.from.map_or(Offset::Beginning, Offset::Offset);
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, partition, start)
+            .map_err(|e| WeirError::Kafka(e.to_string()))?;
+        self.consumer
+            .assign(&assignment)
+            .map_err(|e| WeirError::Kafka(format!("cannot read {topic}[{partition}]: {e}")))?;
+        let read = self.read_assigned(range, end_estimate, visit);
+        let unassigned = self
+            .consumer
+            .unassign()
+            .map_err(|e| WeirError::Kafka(format!("cannot stop reading {topic}[{partition}]: {e}")));
+        let next = read?;
+        unassigned?;
+        Ok(next)
+    }
+}

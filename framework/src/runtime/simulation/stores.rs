@@ -1,0 +1,98 @@
+//! Stores for the simulation that behave like RocksDB with its write-ahead
+//! log off: what a store held at its last flush survives the member's
+//! crash (its task directory stays), anything later is lost; a deleted task
+//! directory takes the store with it.
+
+use crate::error::StoreError;
+use crate::state::{InMemoryStore, KeyValueStore, StoreReader, StoreSize, StoreSupplier};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// What every store of a member slot held at its last flush, by task
+/// directory and store name; shared across the slot's incarnations.
+pub(super) type Disk = Arc<Mutex<HashMap<(PathBuf, String), Entries>>>;
+
+pub(super) struct SimStores {
+    pub app_dir: PathBuf,
+    pub disk: Disk,
+}
+
+impl StoreSupplier for SimStores {
+    fn open(&self, task_id: &str, store: &str) -> Result<Box<dyn KeyValueStore>, StoreError> {
+        let dir = self.app_dir.join(task_id);
+        let key = (dir.clone(), store.to_string());
+        let mut disk = self.disk.lock().unwrap_or_else(|p| p.into_inner());
+        if !dir.exists() {
+            disk.remove(&key);
+            std::fs::create_dir_all(&dir).map_err(|e| StoreError::new(store, e))?;
+        }
+        let mut memory = InMemoryStore::new(store);
+        for (k, v) in disk.get(&key).into_iter().flatten() {
+            memory.put(k, v)?;
+        }
+        Ok(Box::new(SimStore {
+            memory,
+            key,
+            disk: self.disk.clone(),
+        }))
+    }
+
+    fn kind(&self) -> &'static str {
+        "simulated"
+    }
+
+    fn persistent(&self) -> bool {
+        true
+    }
+}
+
+struct SimStore {
+    memory: InMemoryStore,
+    key: (PathBuf, String),
+    disk: Disk,
+}
+
+impl KeyValueStore for SimStore {
+    fn name(&self) -> &str {
+        self.memory.name()
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.memory.get(key)
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.memory.put(key, value)
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.memory.delete(key)
+    }
+
+    fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
+        self.memory.for_each(visit)
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        let mut entries = Entries::new();
+        self.memory.for_each(&mut |k, v| {
+            entries.insert(k.to_vec(), v.to_vec());
+        })?;
+        self.disk
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.key.clone(), entries);
+        Ok(())
+    }
+
+    fn reader(&self) -> Arc<dyn StoreReader> {
+        self.memory.reader()
+    }
+
+    fn size(&self) -> StoreSize {
+        self.memory.size()
+    }
+}

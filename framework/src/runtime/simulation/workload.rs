@@ -1,0 +1,187 @@
+//! The simulation's application: two tables joined, the join enriched
+//! asynchronously into a table and a topic, and an aggregation through a
+//! repartition topic; a generator of changes to both tables and the
+//! reference of what every output must end up holding.
+
+use super::rng::Rng;
+use crate::enrich::{Enrichment, LookupError};
+use crate::serde::{Json, Nullable, Utf8};
+use crate::{Consumed, Grouped, Materialized, Produced, Serdes, StreamsBuilder, Topology};
+use std::collections::{BTreeMap, BTreeSet};
+
+pub(super) const USERS: &str = "users";
+pub(super) const PREFERENCES: &str = "preferences";
+pub(super) const PROFILES: &str = "profiles";
+pub(super) const TAGGED: &str = "tagged";
+pub(super) const DOMAIN_MEMBERS: &str = "domain-members";
+pub(super) const PARTITIONS: i32 = 3;
+
+/// users ⋈ preferences → `profiles` (`email:dark`); each profile enriched
+/// by a lookup (cached) → the table `tagged` and the topic `tagged`
+/// (`email:dark#tag`); users re-keyed by email domain → the set of users
+/// ever seen per domain → `domain-members`. Lookups run on `runtime`, which
+/// the simulation drives.
+pub(super) fn topology(runtime: tokio::runtime::Handle) -> Topology {
+    let builder = StreamsBuilder::new();
+    let users = builder.table(USERS, Consumed::with(Utf8, Utf8).store("users"));
+    let preferences = builder.table(
+        PREFERENCES,
+        Consumed::with(Utf8, Json::<bool>::new()).store("preferences"),
+    );
+    let profiles = users.join(&preferences, |email, dark| format!("{email}:{dark}"));
+    profiles.to(PROFILES, Produced::with(Utf8, Utf8));
+    let tag = |user: String| async move { Ok::<_, LookupError>(tag_of(&user)) };
+    let tagged = profiles.enrich_async(
+        Enrichment::new("tag", |user: &String, _: &String| user.clone(), tag)
+            .cache(None)
+            .on_runtime(runtime),
+        |_, profile, tag| format!("{profile}#{tag}"),
+    );
+    tagged.to(TAGGED, Produced::with(Utf8, Nullable(Utf8)));
+    tagged.to_table(TAGGED, Serdes::with(Utf8, Utf8));
+    users
+        .to_stream()
+        .flat_map_values(|email: Option<String>| email)
+        .group_by(|_, email| domain(email), Grouped::with(Utf8, Utf8).named("by-domain"))
+        .aggregate(
+            BTreeSet::new,
+            |_, email: String, mut members: BTreeSet<String>| {
+                members.insert(user_of(&email));
+                members
+            },
+            Materialized::with(Json::<BTreeSet<String>>::new()).with_name(DOMAIN_MEMBERS),
+        )
+        .to(DOMAIN_MEMBERS, Produced::with(Utf8, Json::new()));
+    builder.build().expect("the simulation's topology is valid")
+}
+
+/// The lookup's answer for a user.
+fn tag_of(user: &str) -> String {
+    format!("t{}", user.len() * 7 % 10)
+}
+
+fn domain(email: &str) -> String {
+    email.rsplit('@').next().unwrap_or_default().to_string()
+}
+
+/// Emails are `<user>.<version>@<domain>`.
+fn user_of(email: &str) -> String {
+    email.split('.').next().unwrap_or_default().to_string()
+}
+
+/// One input record: a topic, a key and a value (`None` deletes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Change {
+    pub topic: &'static str,
+    pub key: String,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Random changes: dark mode flips most, emails change less, and rows are
+/// deleted and come back.
+pub(super) struct Generator {
+    users: usize,
+    versions: BTreeMap<usize, u32>,
+}
+
+const DOMAINS: [&str; 3] = ["a.com", "b.org", "c.net"];
+
+impl Generator {
+    pub fn new(users: usize) -> Self {
+        Generator {
+            users,
+            versions: BTreeMap::new(),
+        }
+    }
+
+    pub fn next(&mut self, rng: &mut Rng) -> Change {
+        let user = rng.below(self.users);
+        let key = format!("u{user}");
+        match rng.below(10) {
+            0..=4 => Change {
+                topic: PREFERENCES,
+                key,
+                value: Some((if rng.chance(0.5) { "true" } else { "false" }).as_bytes().to_vec()),
+            },
+            5..=7 => {
+                let version = self.versions.entry(user).or_default();
+                *version += 1;
+                let email = format!("u{user}.{version}@{}", DOMAINS[rng.below(DOMAINS.len())]);
+                Change {
+                    topic: USERS,
+                    key,
+                    value: Some(email.into_bytes()),
+                }
+            }
+            8 => Change {
+                topic: USERS,
+                key,
+                value: None,
+            },
+            _ => Change {
+                topic: PREFERENCES,
+                key,
+                value: None,
+            },
+        }
+    }
+}
+
+/// What the outputs and stores must hold once every change is processed.
+#[derive(Debug, Default)]
+pub(super) struct Reference {
+    pub users: BTreeMap<String, String>,
+    pub preferences: BTreeMap<String, bool>,
+    domain_members: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Reference {
+    pub fn apply(&mut self, change: &Change) {
+        let text = change
+            .value
+            .as_ref()
+            .map(|v| String::from_utf8(v.clone()).expect("UTF-8"));
+        match (change.topic, text) {
+            (USERS, Some(email)) => {
+                self.domain_members
+                    .entry(domain(&email))
+                    .or_default()
+                    .insert(change.key.clone());
+                self.users.insert(change.key.clone(), email);
+            }
+            (USERS, None) => {
+                self.users.remove(&change.key);
+            }
+            (_, Some(dark)) => {
+                self.preferences.insert(change.key.clone(), dark == "true");
+            }
+            (_, None) => {
+                self.preferences.remove(&change.key);
+            }
+        }
+    }
+
+    pub fn profiles(&self) -> BTreeMap<String, String> {
+        self.users
+            .iter()
+            .filter_map(|(user, email)| Some((user.clone(), format!("{email}:{}", self.preferences.get(user)?))))
+            .collect()
+    }
+
+    pub fn tagged(&self) -> BTreeMap<String, String> {
+        self.profiles()
+            .into_iter()
+            .map(|(user, profile)| {
+                let tag = tag_of(&user);
+                (user, format!("{profile}#{tag}"))
+            })
+            .collect()
+    }
+
+    pub fn domain_members(&self) -> BTreeMap<String, String> {
+        self.domain_members
+            .iter()
+            .map(|(domain, members)| (domain.clone(), serde_json::to_string(members).expect("JSON")))
+            .collect()
+    }
+}
