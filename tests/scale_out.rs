@@ -30,22 +30,9 @@ fn at_least_once_on_the_embedded_cluster() {
     scale_out(&Cluster::embedded(), "at_least_once");
 }
 
-/// On Tansu 0.6.0 a run once ended with one key's updates missing from a
-/// task's state after the kill (the input held them, the outputs never
-/// showed them); the cause is not found yet (see the README). There, a
-/// failed run is printed and run once more on a new broker, so a failure
-/// that repeats still fails the test.
 #[test]
 fn at_least_once_on_a_broker_process() {
-    let cluster = Cluster::broker();
-    if cluster.reassigns_after_a_member_dies() {
-        return scale_out(&cluster, "at_least_once");
-    }
-    let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scale_out(&cluster, "at_least_once")));
-    if first.is_err() {
-        eprintln!("the first run failed (above); running once more on a new broker");
-        scale_out(&Cluster::broker(), "at_least_once");
-    }
+    scale_out(&Cluster::broker(), "at_least_once");
 }
 
 #[test]
