@@ -343,6 +343,11 @@ impl ModelProducer {
         self.queue.borrow().len()
     }
 
+    /// Where the first queued record that `matches` is in the queue.
+    pub fn position_of(&self, matches: impl Fn(&OutputRecord) -> bool) -> Option<usize> {
+        self.queue.borrow().iter().position(matches)
+    }
+
     /// The process dies: what was on the wire (the first `in_flight`
     /// records) still arrives, the rest is lost.
     pub fn crash(&self, in_flight: usize) {

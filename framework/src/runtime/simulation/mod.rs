@@ -13,11 +13,12 @@
 //! restore reads them, must hold exactly the reference tables. Under
 //! at-least-once duplicates are allowed, so the aggregation is a union.
 //!
-//! `WEIR_SIM_SEEDS=n` runs n schedules (default 300), `WEIR_SIM_SEED=s`
+//! `WEIR_SIM_SEEDS=n` runs n schedules (default 1000), `WEIR_SIM_SEED=s`
 //! replays one; a failure names its seed and prints the run's events.
 
 mod cluster;
 mod rng;
+mod scenarios;
 mod stores;
 mod workload;
 
@@ -116,6 +117,7 @@ struct Simulation {
 }
 
 impl Simulation {
+    /// A run whose coordinator and faults `seed` draws.
     fn new(seed: u64) -> Self {
         let mut rng = Rng::new(seed);
         let faults = Faults {
@@ -126,6 +128,10 @@ impl Simulation {
             commit_answer_lost: if rng.chance(0.5) { 0.05 } else { 0.0 },
             read_error: if rng.chance(0.5) { 0.03 } else { 0.0 },
         };
+        Self::with_faults(seed, rng, faults)
+    }
+
+    fn with_faults(seed: u64, rng: Rng, faults: Faults) -> Self {
         let lookups = Rc::new(
             tokio::runtime::Builder::new_current_thread()
                 .enable_time()
@@ -261,49 +267,61 @@ impl Simulation {
 
     fn step_thread(&mut self, slot: usize) -> Result<(), WeirError> {
         self.rebalance(slot)?;
+        for _ in 0..self.rng.below(6) {
+            let readable = self.readable(slot);
+            let Some(next) = self.rng.pick(&readable).cloned() else {
+                break;
+            };
+            self.feed(slot, next)?;
+        }
         let member = self.slots[slot].member.as_mut().expect("a member");
         let group = ModelGroup {
             cluster: self.cluster.clone(),
             view: member.view.clone(),
         };
-        let paused = member.manager.partitions_to_pause();
-        for _ in 0..self.rng.below(6) {
-            let readable: Vec<(Arc<str>, i32, i64)> = {
-                let view = member.view.borrow();
-                let cluster = self.cluster.borrow();
-                view.assignment
-                    .iter()
-                    .filter(|tp| !paused.contains(*tp))
-                    .filter_map(|(topic, partition)| {
-                        let position = view.positions.get(&(topic.clone(), *partition)).copied().unwrap_or(0);
-                        (position < cluster.end(topic, *partition)).then(|| (topic.clone(), *partition, position))
-                    })
-                    .collect()
-            };
-            let Some((topic, partition, offset)) = self.rng.pick(&readable).cloned() else {
-                break;
-            };
-            let stored = self.cluster.borrow().log(&topic, partition)[offset as usize].clone();
-            let headers = Vec::new();
-            let record = InputRecord {
-                key: stored.key.as_deref(),
-                value: stored.value.as_deref(),
-                timestamp: stored.timestamp,
-                headers: &headers,
-            };
-            member.manager.process(&topic, partition, offset, &record)?;
-            member
-                .view
-                .borrow_mut()
-                .positions
-                .insert((topic, partition), offset + 1);
-        }
         member.manager.complete_async()?;
         member.manager.poll_deliveries()?;
         if self.rng.chance(0.3) || member.manager.commit_pending() {
             member.manager.commit_or_rewind(&group)?;
         }
         member.manager.take_failure()
+    }
+
+    /// The next record of each partition the member reads and has not
+    /// paused, with its offset.
+    fn readable(&self, slot: usize) -> Vec<(Arc<str>, i32, i64)> {
+        let member = self.slots[slot].member.as_ref().expect("a member");
+        let paused = member.manager.partitions_to_pause();
+        let view = member.view.borrow();
+        let cluster = self.cluster.borrow();
+        view.assignment
+            .iter()
+            .filter(|tp| !paused.contains(*tp))
+            .filter_map(|(topic, partition)| {
+                let position = view.positions.get(&(topic.clone(), *partition)).copied().unwrap_or(0);
+                (position < cluster.end(topic, *partition)).then(|| (topic.clone(), *partition, position))
+            })
+            .collect()
+    }
+
+    /// Has the member process the record at `topic[partition]@offset`.
+    fn feed(&mut self, slot: usize, (topic, partition, offset): (Arc<str>, i32, i64)) -> Result<(), WeirError> {
+        let member = self.slots[slot].member.as_mut().expect("a member");
+        let stored = self.cluster.borrow().log(&topic, partition)[offset as usize].clone();
+        let headers = Vec::new();
+        let record = InputRecord {
+            key: stored.key.as_deref(),
+            value: stored.value.as_deref(),
+            timestamp: stored.timestamp,
+            headers: &headers,
+        };
+        member.manager.process(&topic, partition, offset, &record)?;
+        member
+            .view
+            .borrow_mut()
+            .positions
+            .insert((topic, partition), offset + 1);
+        Ok(())
     }
 
     /// The member's part in the group protocol, as librdkafka plays it
@@ -379,10 +397,18 @@ impl Simulation {
     /// SIGKILL: what was on the wire arrives, the rest of the producer's
     /// queue is lost, the session expires later.
     fn crash(&mut self, slot: usize) {
+        let in_flight = match &self.slots[slot].member {
+            Some(member) => self.rng.below(member.producer.queued() + 1),
+            None => return,
+        };
+        self.kill(slot, in_flight);
+    }
+
+    /// SIGKILL with the first `in_flight` queued records on the wire.
+    fn kill(&mut self, slot: usize, in_flight: usize) {
         let Some(member) = self.slots[slot].member.take() else {
             return;
         };
-        let in_flight = self.rng.below(member.producer.queued() + 1);
         member.producer.crash(in_flight);
         let steps = 1 + self.rng.below(30);
         self.expiries.push(Expiry {
@@ -465,18 +491,23 @@ impl Simulation {
                 return;
             }
             let change = self.generator.next(&mut self.rng);
-            self.reference.apply(&change);
-            let stored = cluster::Stored {
-                key: Some(change.key.clone().into_bytes()),
-                value: change.value.clone(),
-                timestamp: self.produced as i64,
-                writer: 0,
-                at: 0,
-                zombie: false,
-            };
-            self.cluster.borrow_mut().append(&Arc::from(change.topic), None, stored);
-            self.produced += 1;
+            self.write(change);
         }
+    }
+
+    /// Writes one input record, and applies it to the reference.
+    fn write(&mut self, change: workload::Change) {
+        self.reference.apply(&change);
+        let stored = cluster::Stored {
+            key: Some(change.key.clone().into_bytes()),
+            value: change.value.clone(),
+            timestamp: self.produced as i64,
+            writer: 0,
+            at: 0,
+            zombie: false,
+        };
+        self.cluster.borrow_mut().append(&Arc::from(change.topic), None, stored);
+        self.produced += 1;
     }
 
     /// The random phase: input arrives while members process, crash,
@@ -758,7 +789,7 @@ fn seeds() -> Vec<u64> {
     let count = std::env::var("WEIR_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(1000);
     (1..=count).collect()
 }
 
