@@ -355,6 +355,9 @@ impl StreamsConfig {
             .get("state.dir")
             .map(PathBuf::from)
             .unwrap_or_else(|| std::env::temp_dir().join("weir"));
+        if guarantee == ProcessingGuarantee::AtLeastOnce {
+            check_delivery_timeout(&clients, problems);
+        }
         Some(Settings {
             application_id: application_id?,
             bootstrap_servers: bootstrap_servers?,
@@ -432,6 +435,55 @@ pub struct ClientProperties {
     pub consumer: Vec<(String, String)>,
     pub producer: Vec<(String, String)>,
     pub admin: Vec<(String, String)>,
+}
+
+impl ClientProperties {
+    /// A property as one client gets it: its own value, else the common one.
+    pub(crate) fn value(&self, kind: ClientKind, key: &str) -> Option<&str> {
+        let own = match kind {
+            ClientKind::Consumer => &self.consumer,
+            ClientKind::Producer => &self.producer,
+            ClientKind::Admin => &self.admin,
+        };
+        fn find<'a>(list: &'a [(String, String)], key: &str) -> Option<&'a str> {
+            list.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        }
+        find(own, key).or_else(|| find(&self.common, key))
+    }
+
+    /// Under at-least-once, the longest a produced record may wait for its
+    /// delivery (`message.timeout.ms`): the consumer's session timeout less
+    /// one heartbeat. A member stalled for that long may have lost its
+    /// partitions to another member; the records it queued before the
+    /// stall then time out instead of arriving on top of the new owner's.
+    pub(crate) fn max_delivery_ms(&self) -> u64 {
+        let consumer = |key, default: u64| {
+            self.value(ClientKind::Consumer, key)
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(default)
+        };
+        consumer("session.timeout.ms", 45_000)
+            .saturating_sub(consumer("heartbeat.interval.ms", 3_000))
+            .max(1)
+    }
+}
+
+/// A producer's delivery timeout must not outlast a stalled member's
+/// session (see [`ClientProperties::max_delivery_ms`]).
+fn check_delivery_timeout(clients: &ClientProperties, problems: &mut Vec<String>) {
+    let bound = clients.max_delivery_ms();
+    for key in ["message.timeout.ms", "delivery.timeout.ms"] {
+        let Some(value) = clients.value(ClientKind::Producer, key) else {
+            continue;
+        };
+        if value.trim().parse::<u64>().is_ok_and(|v| v == 0 || v > bound) {
+            problems.push(format!(
+                "the producer's '{key}' ({value}) must be at most the consumer's session.timeout.ms less its \
+                 heartbeat.interval.ms ({bound}) under at_least_once: a member stalled long enough to lose its \
+                 partitions must not deliver what it queued before the stall on top of their next owner's writes"
+            ));
+        }
+    }
 }
 
 /// Checked settings of an application; made by [`StreamsConfig::settings`].
@@ -539,6 +591,30 @@ mod tests {
         ] {
             assert!(error.contains(expected), "missing {expected:?} in: {error}");
         }
+    }
+
+    #[test]
+    fn a_delivery_timeout_must_not_outlast_a_stalled_members_session() {
+        let settings = base()
+            .set("consumer.session.timeout.ms", "6000")
+            .set("consumer.heartbeat.interval.ms", "500");
+        assert_eq!(settings.settings().unwrap().clients.max_delivery_ms(), 5_500);
+        let error = settings
+            .clone()
+            .set("producer.message.timeout.ms", "30000")
+            .settings()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("'message.timeout.ms' (30000)") && error.contains("(5500)"),
+            "{error}"
+        );
+        assert!(settings.clone().set("message.timeout.ms", "5000").settings().is_ok());
+        let exactly_once = settings.set("processing.guarantee", "exactly_once_v2");
+        assert!(exactly_once
+            .set("producer.message.timeout.ms", "30000")
+            .settings()
+            .is_ok());
     }
 
     #[test]

@@ -99,6 +99,12 @@ impl RecordSender {
         if config.get("linger.ms").is_none() {
             config.set("linger.ms", "5");
         }
+        if settings.guarantee == ProcessingGuarantee::AtLeastOnce
+            && config.get("message.timeout.ms").is_none()
+            && config.get("delivery.timeout.ms").is_none()
+        {
+            config.set("message.timeout.ms", settings.clients.max_delivery_ms().to_string());
+        }
         let transactional = settings.guarantee == ProcessingGuarantee::ExactlyOnceV2;
         if transactional {
             config.set("transactional.id", transactional_id);

@@ -5,6 +5,7 @@
 //! [`TaskManager`] opens, commits and closes tasks and says where the
 //! consumer starts reading.
 
+use super::broker::Group;
 use super::config::{ClientKind, Settings};
 use super::consumer::{partitions_of, KafkaGroup, KafkaHeaders};
 use super::task_manager::TaskManager;
@@ -251,6 +252,7 @@ fn poll_loop(
     let mut last_gauges = Instant::now();
     let mut paused = BTreeSet::new();
     let mut assignments = 0;
+    let mut stalls = StallWatch::new(settings);
     while !shutdown.load(Ordering::Relaxed) {
         let (answers_seen, holds_records, to_pause) = {
             let manager = manager.borrow();
@@ -277,6 +279,14 @@ fn poll_loop(
         let mut next = consumer.poll(wait);
         while let Some(polled) = next {
             match polled {
+                Ok(message) if stalls.stalled(manager.borrow().rebalances()) => {
+                    // Read again after the group's verdict, not now.
+                    group.seek(message.topic(), message.partition(), message.offset())?;
+                    drop(message);
+                    await_group_verdict(consumer, &manager.borrow(), &stalls)?;
+                    paused.clear();
+                    break;
+                }
                 Ok(message) => {
                     let headers = KafkaHeaders(&message);
                     let record = InputRecord {
@@ -304,6 +314,11 @@ fn poll_loop(
             next = consumer.poll(Duration::ZERO);
         }
         metrics.processed(processed);
+        if stalls.stalled(manager.borrow().rebalances()) {
+            await_group_verdict(consumer, &manager.borrow(), &stalls)?;
+            paused.clear();
+            continue;
+        }
         let mut manager = manager.borrow_mut();
         manager.take_failure()?;
         manager.complete_async()?;
@@ -322,6 +337,93 @@ fn poll_loop(
         if processed == 0 && manager.holds_records() {
             manager.wait_for_answers(answers_seen, settings.poll_interval.min(MAX_ANSWER_WAIT));
         }
+    }
+    Ok(())
+}
+
+/// Notices when the stream thread stood still (the process was stopped,
+/// swapped out, or starved) long enough that the group may have expelled
+/// it and given its partitions to another member.
+///
+/// Its heartbeats stood still too, so it may not be a member any more, and
+/// librdkafka learns so only on its next heartbeat or session check. Until
+/// then the thread must not process, pass on enrichment results or commit:
+/// what it wrote would land on top of the new owner's writes. (What it
+/// queued before the stall times out instead of arriving, see
+/// `message.timeout.ms` in the configuration.) A stall is a gap of half the
+/// shortest stall that can cost the membership, the session timeout less
+/// one heartbeat, between two checks.
+struct StallWatch {
+    last: Instant,
+    threshold: Duration,
+    /// How long the verdict may take: two heartbeats, at least a second.
+    verdict_wait: Duration,
+    /// Rebalances seen at the last check: a rebalance callback may take
+    /// long (restores) without being a stall.
+    rebalances: u64,
+}
+
+impl StallWatch {
+    fn new(settings: &Settings) -> Self {
+        let consumer = |key, default: u64| {
+            settings
+                .clients
+                .value(ClientKind::Consumer, key)
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(default)
+        };
+        let heartbeat = consumer("heartbeat.interval.ms", 3_000);
+        StallWatch {
+            last: Instant::now(),
+            threshold: Duration::from_millis(settings.clients.max_delivery_ms() / 2),
+            verdict_wait: Duration::from_millis((2 * heartbeat).max(1_000)),
+            rebalances: 0,
+        }
+    }
+
+    /// Whether the thread stood still since the last check.
+    fn stalled(&mut self, rebalances: u64) -> bool {
+        let gap = self.last.elapsed();
+        self.last = Instant::now();
+        if rebalances != self.rebalances {
+            self.rebalances = rebalances;
+            return false;
+        }
+        gap > self.threshold
+    }
+}
+
+/// After a stall: pauses every partition and polls, without processing,
+/// until the group revokes the assignment (it was lost) or the verdict wait
+/// passes (the thread is still a member), then resumes. Records polled
+/// meanwhile are read again later.
+fn await_group_verdict(
+    consumer: &BaseConsumer<StreamContext>,
+    manager: &TaskManager,
+    stalls: &StallWatch,
+) -> Result<(), WeirError> {
+    tracing::warn!(
+        threshold_ms = stalls.threshold.as_millis() as u64,
+        "the stream thread stood still; waiting for the group to say whether it still owns its partitions"
+    );
+    let assignment = consumer
+        .assignment()
+        .map_err(|e| WeirError::Kafka(format!("cannot read the assignment: {e}")))?;
+    consumer
+        .pause(&assignment)
+        .map_err(|e| WeirError::Kafka(format!("cannot pause the input: {e}")))?;
+    let rebalances = manager.rebalances();
+    let deadline = Instant::now() + stalls.verdict_wait;
+    while Instant::now() < deadline && manager.rebalances() == rebalances {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            KafkaGroup(consumer).seek(message.topic(), message.partition(), message.offset())?;
+        }
+    }
+    if manager.rebalances() == rebalances {
+        tracing::info!("the group kept this member; going on");
+        consumer
+            .resume(&assignment)
+            .map_err(|e| WeirError::Kafka(format!("cannot resume the input: {e}")))?;
     }
     Ok(())
 }

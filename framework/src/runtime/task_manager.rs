@@ -77,6 +77,8 @@ pub(crate) struct TaskManager {
     owner: String,
     /// Assignments taken so far; a new one starts with nothing paused.
     assignments: u64,
+    /// Assignments and revocations so far.
+    rebalances: u64,
 }
 
 impl TaskManager {
@@ -121,6 +123,7 @@ impl TaskManager {
             failure: None,
             owner,
             assignments: 0,
+            rebalances: 0,
         }
     }
 
@@ -252,6 +255,11 @@ impl TaskManager {
     /// How many assignments the thread has taken.
     pub(crate) fn assignments(&self) -> u64 {
         self.assignments
+    }
+
+    /// How many assignments and revocations the thread has seen.
+    pub(crate) fn rebalances(&self) -> u64 {
+        self.rebalances
     }
 
     fn is_exactly_once(&self) -> bool {
@@ -427,6 +435,7 @@ impl TaskManager {
 
     fn revoke(&mut self, group: &dyn Group, revoked: &[(Arc<str>, i32)], lost: bool) -> Result<(), WeirError> {
         let ids = self.task_ids(revoked)?;
+        self.rebalances += 1;
         tracing::info!(tasks = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(), lost, "partitions revoked");
         let committed = if lost {
             tracing::warn!("the assignment was lost: closing its tasks without committing");
@@ -531,6 +540,7 @@ impl TaskManager {
         }
         tracing::info!(tasks = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(), "partitions assigned");
         self.assignments += 1;
+        self.rebalances += 1;
         let new: BTreeSet<TaskId> = ids.iter().copied().filter(|id| !self.active.contains_key(id)).collect();
         let committed = self.read_committed(group, &new)?;
         let mut starts = Vec::new();
