@@ -15,11 +15,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 use weir::runtime::StreamsConfig;
-use weir::serde::{Json, Utf8};
+use weir::serde::Utf8;
 use weir::testing::kafka::{eventually, read_compacted};
 use weir_e2e::cluster::Cluster;
 use weir_e2e::instance::{await_stable_group, Instance};
-use weir_e2e::workload::{send, topology, Generator, Reference, Topics, PARTITIONS};
+use weir_e2e::workload::{await_outputs, send, topology, Generator, Reference, Topics, PARTITIONS};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_weir-e2e-instance");
 const USERS: usize = 500;
@@ -65,11 +65,11 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
     let logs = tempfile::tempdir().unwrap();
     let states = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let instance = |name: &str, state: &Path| {
-        let config = instance_config(cluster, &application, guarantee, state);
+        let config = cluster.instance_settings(&application, guarantee, state);
         Instance::spawn(Path::new(BINARY), name, &prefix, &config, logs.path())
     };
 
-    let settings = instance_config(cluster, &application, guarantee, states[0].path());
+    let settings = cluster.instance_settings(&application, guarantee, states[0].path());
     let config = settings.iter().fold(StreamsConfig::default(), |c, (k, v)| c.set(k, v));
     cluster.prepare_topics(&topology(&topics), &config);
 
@@ -119,63 +119,9 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
         phase("first instance restarted");
     }
 
-    let expected_profiles = reference.profiles();
-    let expected_members = reference.domain_members();
-    let converged = eventually(Duration::from_secs(180), || {
-        let profiles = read_compacted(cluster.bootstrap_servers(), &topics.profiles, &Utf8, &Utf8)?;
-        let members = read_compacted(
-            cluster.bootstrap_servers(),
-            &topics.domain_members,
-            &Utf8,
-            &Json::<std::collections::BTreeSet<String>>::new(),
-        )?;
-        Ok(profiles == expected_profiles && members == expected_members)
-    })
-    .unwrap();
-    if !converged {
-        let profiles = read_compacted(cluster.bootstrap_servers(), &topics.profiles, &Utf8, &Utf8).unwrap();
-        let wrong: Vec<_> = expected_profiles
-            .iter()
-            .filter(|(k, v)| profiles.get(*k) != Some(*v))
-            .take(10)
-            .collect();
-        let extra: Vec<_> = profiles
-            .keys()
-            .filter(|k| !expected_profiles.contains_key(*k))
-            .take(10)
-            .collect();
-        let members = read_compacted(
-            cluster.bootstrap_servers(),
-            &topics.domain_members,
-            &Utf8,
-            &Json::<std::collections::BTreeSet<String>>::new(),
-        )
-        .unwrap();
-        let wrong_members: Vec<_> = expected_members
-            .iter()
-            .filter(|(k, v)| members.get(*k) != Some(*v))
-            .map(|(k, v)| {
-                (
-                    k,
-                    v.len(),
-                    members
-                        .get(k)
-                        .map(|m| m.symmetric_difference(v).take(5).collect::<Vec<_>>()),
-                )
-            })
-            .take(10)
-            .collect();
-        let suspects: Vec<&String> = wrong
-            .iter()
-            .map(|(k, _)| *k)
-            .chain(extra.iter().copied())
-            .take(3)
-            .collect();
-        let histories = key_histories(cluster, &topics, &application, &suspects);
+    if let Err(problem) = await_outputs(cluster, &topics, &application, &reference, Duration::from_secs(180)) {
         panic!(
-            "the outputs did not converge; first wrong profiles {wrong:?}, unexpected keys {extra:?}; wrong \
-             domain members (domain, expected count, first differences) {wrong_members:?}; the instances' logs are \
-             kept in {}\n{histories}\n{}\n{}",
+            "{problem}\nthe instances' logs are kept in {}\n{}\n{}",
             logs.keep().display(),
             first.log_tail(),
             second.log_tail()
@@ -195,64 +141,4 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
     if std::env::var_os("WEIR_E2E_KEEP_LOGS").is_some() {
         eprintln!("the instances' logs are kept in {}", logs.keep().display());
     }
-}
-
-/// Every record of each of `keys` in the inputs, the join's store
-/// changelogs and the profiles, with partitions and offsets, and the
-/// application's committed offsets, to diagnose a failed run.
-fn key_histories(cluster: &Cluster, topics: &Topics, application: &str, keys: &[&String]) -> String {
-    let changelogs = ["users", "preferences"].map(|store| weir::topology::changelog_topic(application, store));
-    let topics = [
-        topics.users.as_str(),
-        topics.preferences.as_str(),
-        &changelogs[0],
-        &changelogs[1],
-        topics.profiles.as_str(),
-    ];
-    let records: Vec<_> = topics
-        .iter()
-        .map(|topic| weir::testing::kafka::read_topic(cluster.bootstrap_servers(), topic).unwrap_or_default())
-        .collect();
-    let mut history = String::new();
-    for key in keys {
-        history.push_str(&format!("history of {key}:\n"));
-        for (topic, records) in topics.iter().zip(&records) {
-            for read in records
-                .iter()
-                .filter(|r| r.record.key.as_deref() == Some(key.as_bytes()))
-            {
-                let value = read.record.value.as_deref().map(String::from_utf8_lossy);
-                history.push_str(&format!("  {topic}[{}]@{}: {value:?}\n", read.partition, read.offset));
-            }
-        }
-    }
-    history.push_str("committed offsets (and the number of records read) of\n");
-    match weir::testing::kafka::committed_offsets(cluster.bootstrap_servers(), application, &topics[..4]) {
-        Ok(committed) => {
-            for (topic, partition, offset) in committed {
-                let index = topics.iter().position(|t| *t == topic).unwrap();
-                let read = records[index].iter().filter(|r| r.partition == partition).count();
-                history.push_str(&format!("  {topic}[{partition}]: {offset:?} ({read})\n"));
-            }
-        }
-        Err(error) => history.push_str(&format!("  (cannot read them: {error})\n")),
-    }
-    history
-}
-
-/// The configuration of one instance.
-fn instance_config(cluster: &Cluster, application: &str, guarantee: &str, state: &Path) -> Vec<(String, String)> {
-    [
-        ("application.id", application.to_string()),
-        ("bootstrap.servers", cluster.bootstrap_servers().to_string()),
-        ("state.dir", state.to_string_lossy().to_string()),
-        ("processing.guarantee", guarantee.to_string()),
-        ("commit.interval.ms", "200".to_string()),
-        ("consumer.session.timeout.ms", "6000".to_string()),
-        ("consumer.heartbeat.interval.ms", "500".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .chain(cluster.client_settings())
-    .collect()
 }

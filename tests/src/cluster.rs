@@ -160,6 +160,30 @@ impl Cluster {
             .collect()
     }
 
+    /// The configuration of an instance in its own process: `application`,
+    /// `guarantee` (`at_least_once` or `exactly_once_v2`), its state
+    /// directory, fast commits and group joins, and what this cluster needs.
+    pub fn instance_settings(
+        &self,
+        application: &str,
+        guarantee: &str,
+        state: &std::path::Path,
+    ) -> Vec<(String, String)> {
+        [
+            ("application.id", application.to_string()),
+            ("bootstrap.servers", self.bootstrap_servers.clone()),
+            ("state.dir", state.to_string_lossy().to_string()),
+            ("processing.guarantee", guarantee.to_string()),
+            ("commit.interval.ms", "200".to_string()),
+            ("consumer.session.timeout.ms", "6000".to_string()),
+            ("consumer.heartbeat.interval.ms", "500".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .chain(self.client_settings())
+        .collect()
+    }
+
     /// A producer of test input for this cluster.
     pub fn producer(&self) -> TestProducer {
         TestProducer::with_settings(&self.bootstrap_servers, self.producer_settings).expect("a test producer")

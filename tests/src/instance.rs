@@ -46,6 +46,10 @@ impl Instance {
         }
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -56,13 +60,28 @@ impl Instance {
         self.child.wait().expect("the killed instance is reaped");
     }
 
-    /// SIGTERM, then waits for a graceful exit.
-    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+    /// SIGSTOP: the whole process stands still, heartbeats included, until
+    /// [`Instance::wake`].
+    pub fn stall(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT.
+    pub fn wake(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
         let sent = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([&format!("-{signal}"), &self.pid().to_string()])
             .status()
             .expect("kill runs");
-        assert!(sent.success(), "cannot signal {}", self.name);
+        assert!(sent.success(), "cannot send SIG{signal} to {}", self.name);
+    }
+
+    /// SIGTERM, then waits for a graceful exit.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        self.signal("TERM");
         self.wait(timeout)
     }
 
@@ -114,6 +133,15 @@ impl Instance {
             lines[lines.len().saturating_sub(40)..].join("\n")
         )
     }
+}
+
+/// weir configuration entries as the `WEIR_*` environment variables an
+/// application reads with `StreamsConfig::from_env`.
+pub fn as_environment(settings: Vec<(String, String)>) -> Vec<(String, String)> {
+    settings
+        .into_iter()
+        .map(|(key, value)| (format!("WEIR_{}", key.to_ascii_uppercase().replace('.', "_")), value))
+        .collect()
 }
 
 /// Waits until every instance holds its assignment (its last rebalance

@@ -3,6 +3,7 @@
 //! that can be stopped or killed, the workload whose outputs the tests
 //! check against a reference model, and an HTTP client for their endpoints.
 
+pub mod chaos;
 pub mod cluster;
 pub mod http;
 pub mod instance;

@@ -7,9 +7,11 @@
 //! replays after a crash cannot make it wrong, while a lost store would
 //! (the replay starts at the last commit, not at the beginning).
 
+use crate::cluster::Cluster;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use weir::serde::{Json, Utf8};
 use weir::testing::kafka::TestProducer;
+use weir::testing::kafka::{eventually, read_compacted};
 use weir::{Consumed, Grouped, Materialized, Produced, StreamsBuilder, Topology};
 
 pub const PARTITIONS: i32 = 6;
@@ -197,6 +199,103 @@ impl Reference {
     }
 }
 
+/// The records of one user in one domain's aggregation: the repartition
+/// records that add the user to the domain, and whether each changelog
+/// record and output of the domain holds the user.
+fn member_history(cluster: &Cluster, topics: &Topics, application: &str, domain: &str, user: &str) -> String {
+    let by_domain = weir::topology::repartition_topic(application, "users-by-domain");
+    let changelog = weir::topology::changelog_topic(application, "domain-members");
+    let mut history = format!("history of {user} in {domain}:\n");
+    for topic in [by_domain.as_str(), changelog.as_str(), topics.domain_members.as_str()] {
+        let records = weir::testing::kafka::read_topic(cluster.bootstrap_servers(), topic).unwrap_or_default();
+        for read in records
+            .iter()
+            .filter(|r| r.record.key.as_deref() == Some(domain.as_bytes()))
+        {
+            let value = read
+                .record
+                .value
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            let line = if topic == by_domain {
+                value.starts_with(&format!("{user}.")).then(|| value.to_string())
+            } else {
+                Some(format!("holds {user}: {}", value.contains(&format!("\"{user}\""))))
+            };
+            if let Some(line) = line {
+                history.push_str(&format!("  {topic}[{}]@{}: {line}\n", read.partition, read.offset));
+            }
+        }
+    }
+    history
+}
+
+/// Waits until the compacted outputs equal the reference: every key's last
+/// record (the whole topic is read) holds the reference's value. On a
+/// timeout, the wrong keys with their histories and the group's committed
+/// offsets.
+pub fn await_outputs(
+    cluster: &Cluster,
+    topics: &Topics,
+    application: &str,
+    reference: &Reference,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let servers = cluster.bootstrap_servers();
+    let members_serde = Json::<BTreeSet<String>>::new();
+    let expected_profiles = reference.profiles();
+    let expected_members = reference.domain_members();
+    let read = || -> Result<_, weir::WeirError> {
+        let profiles = read_compacted(servers, &topics.profiles, &Utf8, &Utf8)?;
+        let members = read_compacted(servers, &topics.domain_members, &Utf8, &members_serde)?;
+        Ok((profiles, members))
+    };
+    let converged = eventually(timeout, || {
+        let (profiles, members) = read()?;
+        Ok(profiles == expected_profiles && members == expected_members)
+    })
+    .map_err(|e| e.to_string())?;
+    if converged {
+        return Ok(());
+    }
+    let (profiles, members) = read().map_err(|e| e.to_string())?;
+    let wrong: Vec<(&String, Option<&String>, Option<&String>)> = expected_profiles
+        .keys()
+        .chain(profiles.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| expected_profiles.get(*k) != profiles.get(*k))
+        .map(|k| (k, expected_profiles.get(k), profiles.get(k)))
+        .collect();
+    let wrong_members: Vec<(&String, Vec<&String>)> = expected_members
+        .iter()
+        .filter(|(k, v)| members.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            (
+                k,
+                members
+                    .get(k)
+                    .map(|m| m.symmetric_difference(v).take(5).collect())
+                    .unwrap_or_default(),
+            )
+        })
+        .take(10)
+        .collect();
+    let suspects: Vec<&String> = wrong.iter().map(|(k, _, _)| *k).take(3).collect();
+    let members_history = wrong_members
+        .first()
+        .and_then(|(domain, users)| Some(member_history(cluster, topics, application, domain, users.first()?)))
+        .unwrap_or_default();
+    Err(format!(
+        "the outputs did not converge: {} wrong profiles, first (key, expected, found) {:?}; wrong domain members \
+         (domain, first differences) {wrong_members:?}\n{}{members_history}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)],
+        histories(cluster, topics, application, &suspects)
+    ))
+}
+
 /// Writes a change to its topic.
 pub fn send(producer: &TestProducer, topics: &Topics, change: &Change) {
     let sent = match change {
@@ -206,6 +305,54 @@ pub fn send(producer: &TestProducer, topics: &Topics, change: &Change) {
         }
     };
     sent.expect("the change is sent");
+}
+
+/// Every record of each of `keys` in the inputs, the join's store
+/// changelogs and the profiles, with partitions and offsets, and the
+/// application's committed offsets, to diagnose a failed run.
+pub fn histories(cluster: &Cluster, topics: &Topics, application: &str, keys: &[&String]) -> String {
+    let changelogs =
+        ["users", "preferences", "domain-members"].map(|store| weir::topology::changelog_topic(application, store));
+    let by_domain = weir::topology::repartition_topic(application, "users-by-domain");
+    let topics = [
+        topics.users.as_str(),
+        topics.preferences.as_str(),
+        &changelogs[0],
+        &changelogs[1],
+        &by_domain,
+        &changelogs[2],
+        topics.profiles.as_str(),
+        topics.domain_members.as_str(),
+    ];
+    let records: Vec<_> = topics
+        .iter()
+        .map(|topic| weir::testing::kafka::read_topic(cluster.bootstrap_servers(), topic).unwrap_or_default())
+        .collect();
+    let mut history = String::new();
+    for key in keys {
+        history.push_str(&format!("history of {key}:\n"));
+        for (topic, records) in topics.iter().zip(&records) {
+            for read in records
+                .iter()
+                .filter(|r| r.record.key.as_deref() == Some(key.as_bytes()))
+            {
+                let value = read.record.value.as_deref().map(String::from_utf8_lossy);
+                history.push_str(&format!("  {topic}[{}]@{}: {value:?}\n", read.partition, read.offset));
+            }
+        }
+    }
+    history.push_str("committed offsets (and the number of records read) of\n");
+    match weir::testing::kafka::committed_offsets(cluster.bootstrap_servers(), application, &topics[..6]) {
+        Ok(committed) => {
+            for (topic, partition, offset) in committed {
+                let index = topics.iter().position(|t| *t == topic).unwrap();
+                let read = records[index].iter().filter(|r| r.partition == partition).count();
+                history.push_str(&format!("  {topic}[{partition}]: {offset:?} ({read})\n"));
+            }
+        }
+        Err(error) => history.push_str(&format!("  (cannot read them: {error})\n")),
+    }
+    history
 }
 
 #[cfg(test)]

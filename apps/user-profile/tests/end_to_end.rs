@@ -19,7 +19,7 @@ use weir::serde::Json;
 use weir::testing::kafka::{eventually, read_compacted};
 use weir_e2e::cluster::Cluster;
 use weir_e2e::http::http_get;
-use weir_e2e::instance::{await_stable_group, Instance};
+use weir_e2e::instance::{as_environment, await_stable_group, Instance};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_user-profile");
 const PARTITIONS: i32 = 6;
@@ -275,18 +275,5 @@ fn strip_ansi(text: &str) -> String {
 
 /// The `WEIR_*` variables of an instance.
 fn environment(cluster: &Cluster, application: &str, state: &Path) -> Vec<(String, String)> {
-    let settings = [
-        ("application.id", application.to_string()),
-        ("bootstrap.servers", cluster.bootstrap_servers().to_string()),
-        ("state.dir", state.to_string_lossy().to_string()),
-        ("commit.interval.ms", "200".to_string()),
-        ("consumer.session.timeout.ms", "6000".to_string()),
-        ("consumer.heartbeat.interval.ms", "500".to_string()),
-    ];
-    settings
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .chain(cluster.client_settings())
-        .map(|(key, value)| (format!("WEIR_{}", key.to_ascii_uppercase().replace('.', "_")), value))
-        .collect()
+    as_environment(cluster.instance_settings(application, "at_least_once", state))
 }

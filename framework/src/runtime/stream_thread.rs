@@ -257,9 +257,11 @@ fn poll_loop(
         let (answers_seen, holds_records, to_pause) = {
             let manager = manager.borrow();
             if manager.assignments() != assignments {
-                // A new assignment starts unpaused.
+                // librdkafka keeps a partition paused across a revocation
+                // and a new assignment: take every assigned partition as
+                // possibly paused, so that those not meant to be resume.
                 assignments = manager.assignments();
-                paused.clear();
+                paused = assigned(consumer)?;
             }
             (
                 manager.answer_mark(),
@@ -284,7 +286,7 @@ fn poll_loop(
                     group.seek(message.topic(), message.partition(), message.offset())?;
                     drop(message);
                     await_group_verdict(consumer, &manager.borrow(), &stalls)?;
-                    paused.clear();
+                    paused = assigned(consumer)?;
                     break;
                 }
                 Ok(message) => {
@@ -316,7 +318,7 @@ fn poll_loop(
         metrics.processed(processed);
         if stalls.stalled(manager.borrow().rebalances()) {
             await_group_verdict(consumer, &manager.borrow(), &stalls)?;
-            paused.clear();
+            paused = assigned(consumer)?;
             continue;
         }
         let mut manager = manager.borrow_mut();
@@ -395,8 +397,8 @@ impl StallWatch {
 
 /// After a stall: pauses every partition and polls, without processing,
 /// until the group revokes the assignment (it was lost) or the verdict wait
-/// passes (the thread is still a member), then resumes. Records polled
-/// meanwhile are read again later.
+/// passes (the thread is still a member). Records polled meanwhile are read
+/// again later; the caller resumes what it does not want paused.
 fn await_group_verdict(
     consumer: &BaseConsumer<StreamContext>,
     manager: &TaskManager,
@@ -421,11 +423,16 @@ fn await_group_verdict(
     }
     if manager.rebalances() == rebalances {
         tracing::info!("the group kept this member; going on");
-        consumer
-            .resume(&assignment)
-            .map_err(|e| WeirError::Kafka(format!("cannot resume the input: {e}")))?;
     }
     Ok(())
+}
+
+/// The consumer's assigned partitions.
+fn assigned(consumer: &BaseConsumer<StreamContext>) -> Result<BTreeSet<(Arc<str>, i32)>, WeirError> {
+    let assignment = consumer
+        .assignment()
+        .map_err(|e| WeirError::Kafka(format!("cannot read the assignment: {e}")))?;
+    Ok(partitions_of(&assignment).into_iter().collect())
 }
 
 /// Pauses the partitions of `wanted` that are not paused yet and resumes

@@ -79,6 +79,9 @@ pub(crate) struct TaskManager {
     assignments: u64,
     /// Assignments and revocations so far.
     rebalances: u64,
+    /// Tasks opened since the last commit point: commit without waiting
+    /// for the commit interval.
+    commit_soon: bool,
 }
 
 impl TaskManager {
@@ -124,6 +127,7 @@ impl TaskManager {
             owner,
             assignments: 0,
             rebalances: 0,
+            commit_soon: false,
         }
     }
 
@@ -237,9 +241,11 @@ impl TaskManager {
         self.active.values().any(|active| active.uncommitted)
     }
 
-    /// Whether tasks wait at a commit point for their asynchronous work.
+    /// Whether a commit is due regardless of the commit interval: tasks
+    /// wait at a commit point for their asynchronous work, or tasks were
+    /// opened.
     pub(crate) fn commit_pending(&self) -> bool {
-        self.active.values().any(|active| active.draining)
+        self.commit_soon || self.active.values().any(|active| active.draining)
     }
 
     /// The error a rebalance callback ran into, if any.
@@ -276,6 +282,7 @@ impl TaskManager {
     /// a task with another writer's records in its changelog is reopened.
     pub(crate) fn commit(&mut self, group: &dyn Group) -> Result<(), CommitFailure> {
         let started = Instant::now();
+        self.commit_soon = false;
         let committed = if self.is_exactly_once() {
             self.commit_transaction(group)?
         } else {
@@ -550,11 +557,10 @@ impl TaskManager {
                 None => starts.extend(self.open_task(id, &committed)?),
             }
         }
-        if !self.is_exactly_once() && !new.is_empty() {
-            // Names this instance as the tasks' owner and moves the
-            // committed changelog offsets past the fences at once.
-            self.commit_at_least_once(group)?;
-        }
+        // The first commit names this instance as the tasks' owner and
+        // moves the committed changelog offsets past the fences; it comes
+        // once the consumer holds the partitions.
+        self.commit_soon |= !new.is_empty();
         self.metrics.rebalanced(self.thread, self.active.len());
         Ok(starts)
     }
