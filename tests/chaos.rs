@@ -69,7 +69,7 @@ fn round(cluster: &Cluster, seed: u64) -> Faults {
         Instance::spawn(
             Path::new(BINARY),
             &name,
-            &prefix,
+            &["profiles", &prefix],
             &settings(states[slot].path()),
             logs.path(),
         )

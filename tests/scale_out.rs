@@ -66,7 +66,7 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
     let states = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let instance = |name: &str, state: &Path| {
         let config = cluster.instance_settings(&application, guarantee, state);
-        Instance::spawn(Path::new(BINARY), name, &prefix, &config, logs.path())
+        Instance::spawn(Path::new(BINARY), name, &["profiles", &prefix], &config, logs.path())
     };
 
     let settings = cluster.instance_settings(&application, guarantee, states[0].path());

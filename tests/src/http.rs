@@ -39,3 +39,12 @@ pub fn http_get(address: &str, path: &str) -> HttpAnswer {
         body: body.to_string(),
     }
 }
+
+/// The values of the Prometheus samples whose line starts with `prefix`.
+pub fn metric_values(metrics: &str, prefix: &str) -> Vec<f64> {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .collect()
+}

@@ -14,13 +14,13 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Starts `binary` (the test's `CARGO_BIN_EXE_weir-e2e-instance`) with the
-    /// workload's topic prefix and `key=value` configuration entries; its
-    /// logs go to `<log_dir>/<name>.log`.
-    pub fn spawn(binary: &Path, name: &str, topic_prefix: &str, config: &[(String, String)], log_dir: &Path) -> Self {
+    /// Starts `binary` (the test's `CARGO_BIN_EXE_weir-e2e-instance`) with
+    /// the workload's arguments (see the binary) and `key=value`
+    /// configuration entries; its logs go to `<log_dir>/<name>.log`.
+    pub fn spawn(binary: &Path, name: &str, workload: &[&str], config: &[(String, String)], log_dir: &Path) -> Self {
         let mut command = Command::new(binary);
         command
-            .arg(topic_prefix)
+            .args(workload)
             .args(config.iter().map(|(k, v)| format!("{k}={v}")));
         Self::start(name, command, log_dir)
     }
@@ -123,6 +123,18 @@ impl Instance {
         }
     }
 
+    /// The address of the instance's operations endpoint, as its log
+    /// names it (`operations endpoint ... address=<host:port>`).
+    pub fn ops_address(&self) -> String {
+        let log = strip_ansi(&self.log());
+        log.lines()
+            .find(|l| l.contains("operations endpoint"))
+            .and_then(|l| l.split("address=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no operations endpoint in the log:\n{}", self.log_tail()))
+            .to_string()
+    }
+
     /// The last lines of the instance's log, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = self.log();
@@ -133,6 +145,20 @@ impl Instance {
             lines[lines.len().saturating_sub(40)..].join("\n")
         )
     }
+}
+
+/// Log text without its terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// weir configuration entries as the `WEIR_*` environment variables an

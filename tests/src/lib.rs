@@ -5,6 +5,7 @@
 
 pub mod chaos;
 pub mod cluster;
+pub mod enrichment;
 pub mod http;
 pub mod instance;
 pub mod workload;

@@ -18,7 +18,7 @@ use weir::runtime::StreamsConfig;
 use weir::serde::Json;
 use weir::testing::kafka::{eventually, read_compacted};
 use weir_e2e::cluster::Cluster;
-use weir_e2e::http::http_get;
+use weir_e2e::http::{http_get, metric_values};
 use weir_e2e::instance::{as_environment, await_stable_group, Instance};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_user-profile");
@@ -151,9 +151,9 @@ fn two_instances_a_kill_and_a_reprocess(cluster: &Cluster) {
         }
     };
     assert_converges(expected("u2-"), &[&first, &second]);
-    let mut running = vec![ops_address(&second)];
+    let mut running = vec![second.ops_address()];
     if !cluster.reassigns_after_a_member_dies() {
-        running.push(ops_address(&first));
+        running.push(first.ops_address());
     }
     assert_queries_answer(&running, &expected("u2-"), cluster.returns_offset_metadata());
     let ready = http_get(&running[0], "/ready");
@@ -237,40 +237,6 @@ fn assert_queries_answer(running: &[String], expected: &HashMap<i64, GodObject>,
     );
     let bad_key = http_get(&running[0], "/users/ada");
     assert_eq!(bad_key.status, 400, "{bad_key:?}");
-}
-
-/// The values of the Prometheus samples whose line starts with `prefix`.
-fn metric_values(metrics: &str, prefix: &str) -> Vec<f64> {
-    metrics
-        .lines()
-        .filter(|line| line.starts_with(prefix))
-        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
-        .collect()
-}
-
-/// The address of an instance's operations endpoint, from its log.
-fn ops_address(instance: &Instance) -> String {
-    let log = strip_ansi(&instance.log());
-    log.lines()
-        .find(|l| l.contains("operations endpoint"))
-        .and_then(|l| l.split("address=").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no operations endpoint in the log:\n{}", instance.log_tail()))
-        .to_string()
-}
-
-/// Log text without its terminal colour codes.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            chars.by_ref().find(|c| *c == 'm');
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The `WEIR_*` variables of an instance.
