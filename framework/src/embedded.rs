@@ -18,6 +18,8 @@ use crate::error::WeirError;
 use crate::runtime::{NewTopicSpec, TopicAdmin};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, DefaultProducerContext};
+use rdkafka::types::RDKafkaApiKey;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientConfig;
 use std::collections::BTreeMap;
 
@@ -62,6 +64,58 @@ impl EmbeddedKafka {
         self.cluster
             .create_topic(topic, partitions, 1)
             .map_err(|e| WeirError::Kafka(format!("cannot create topic '{topic}' on the mock cluster: {e}")))
+    }
+}
+
+/// A kind of request the cluster can be made to fail, for tests of what an
+/// instance does when the brokers misbehave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Fetch,
+    Produce,
+    OffsetCommit,
+    OffsetFetch,
+    Heartbeat,
+}
+
+impl Request {
+    fn api_key(self) -> RDKafkaApiKey {
+        match self {
+            Request::Fetch => RDKafkaApiKey::Fetch,
+            Request::Produce => RDKafkaApiKey::Produce,
+            Request::OffsetCommit => RDKafkaApiKey::OffsetCommit,
+            Request::OffsetFetch => RDKafkaApiKey::OffsetFetch,
+            Request::Heartbeat => RDKafkaApiKey::Heartbeat,
+        }
+    }
+
+    /// The retriable error a broker of a sick cluster answers with.
+    fn error(self) -> RDKafkaRespErr {
+        match self {
+            Request::Fetch | Request::Produce => RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            Request::OffsetCommit | Request::OffsetFetch | Request::Heartbeat => {
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS
+            }
+        }
+    }
+}
+
+impl EmbeddedKafka {
+    /// Fails the next `times` requests of a kind with the retriable error a
+    /// sick broker would answer (a leader or coordinator moving).
+    pub fn fail_requests(&self, request: Request, times: usize) {
+        self.cluster
+            .request_errors(request.api_key(), &vec![request.error(); times]);
+    }
+
+    /// Takes the broker down (connections are refused) or back up.
+    pub fn set_broker_up(&self, up: bool) -> Result<(), WeirError> {
+        let changed = if up {
+            self.cluster.broker_up(1)
+        } else {
+            self.cluster.broker_down(1)
+        };
+        changed.map_err(|e| WeirError::Kafka(format!("cannot change the mock broker: {e}")))
     }
 }
 

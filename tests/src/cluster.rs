@@ -35,7 +35,8 @@ impl Drop for BrokerProcess {
 pub struct Cluster {
     bootstrap_servers: String,
     admin: Arc<dyn TopicAdmin>,
-    embedded: bool,
+    /// The in-process cluster, when it is one (it can inject faults).
+    embedded: Option<Arc<EmbeddedKafka>>,
     transactions: bool,
     /// Whether the group coordinator starts a new generation (and so new
     /// assignments) when a member dies without leaving.
@@ -67,8 +68,8 @@ impl Cluster {
         let kafka = Arc::new(EmbeddedKafka::start().expect("the mock cluster starts"));
         Cluster {
             bootstrap_servers: kafka.bootstrap_servers().to_string(),
-            admin: kafka,
-            embedded: true,
+            admin: kafka.clone(),
+            embedded: Some(kafka),
             transactions: true,
             reassigns_after_death: true,
             returns_offset_metadata: true,
@@ -112,7 +113,7 @@ impl Cluster {
             },
             bootstrap_servers,
             admin,
-            embedded: false,
+            embedded: None,
             prefix: unique_prefix(),
             _broker: broker,
         };
@@ -126,7 +127,12 @@ impl Cluster {
 
     /// Whether this is the in-process mock cluster.
     pub fn is_embedded(&self) -> bool {
-        self.embedded
+        self.embedded.is_some()
+    }
+
+    /// The in-process cluster, to inject faults into.
+    pub fn embedded_kafka(&self) -> Option<&EmbeddedKafka> {
+        self.embedded.as_deref()
     }
 
     /// Whether the brokers support Kafka transactions (exactly-once).

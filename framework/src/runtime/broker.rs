@@ -26,9 +26,11 @@ pub(crate) struct PartitionOffset {
 /// Why the group did not take a commit.
 #[derive(Debug)]
 pub(crate) enum CommitRefused {
-    /// The group is moving partitions, or no longer counts this member in:
-    /// the offsets stay where the last commit left them.
-    Rebalancing(String),
+    /// Not now: the group is moving partitions or no longer counts this
+    /// member in, or its coordinator is moving, loading or unreachable. The
+    /// offsets stay where the last commit left them; a later commit point
+    /// tries again.
+    NotNow(String),
     Failed(WeirError),
 }
 

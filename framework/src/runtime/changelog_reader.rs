@@ -126,9 +126,12 @@ impl KafkaChangelogReader {
                 Some(Err(KafkaError::MessageConsumption(
                     RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
                 ))) => return Err(RestoreFailure::OutOfRange),
-                Some(Err(error)) => {
-                    return Err(WeirError::Kafka(format!("cannot read {topic}[{partition}]: {error}")).into())
+                Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                    return Err(WeirError::Kafka(format!("cannot read {topic}[{partition}]: {code}")).into())
                 }
+                // A broker that cannot be reached or is moving: librdkafka
+                // retries, and the stall timeout bounds the wait.
+                Some(Err(error)) => tracing::warn!(%error, topic = %topic, partition, "changelog read error; retrying"),
                 None if last_record.elapsed() > STALL_TIMEOUT => {
                     return Err(WeirError::Kafka(format!(
                         "reading {topic}[{partition}] stalled at offset {next}{}: no record and no end for {}s",

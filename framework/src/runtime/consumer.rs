@@ -56,8 +56,16 @@ impl<C: ConsumerContext> Group for KafkaGroup<'_, C> {
                 code @ (RDKafkaErrorCode::RebalanceInProgress
                 | RDKafkaErrorCode::IllegalGeneration
                 | RDKafkaErrorCode::UnknownMemberId
-                | RDKafkaErrorCode::FencedInstanceId),
-            )) => Err(CommitRefused::Rebalancing(format!("{code:?}"))),
+                | RDKafkaErrorCode::FencedInstanceId
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown),
+            )) => Err(CommitRefused::NotNow(format!("{code:?}"))),
             Err(error) => Err(CommitRefused::Failed(WeirError::Kafka(format!(
                 "cannot commit offsets: {error}"
             )))),

@@ -344,8 +344,8 @@ impl TaskManager {
             // The offsets stay where the last commit left them: consistent,
             // and the records since are processed again by whoever owns the
             // tasks next, as at-least-once allows.
-            Err(CommitRefused::Rebalancing(reason)) => {
-                tracing::info!(%reason, "commit refused: the group is rebalancing");
+            Err(CommitRefused::NotNow(reason)) => {
+                tracing::info!(%reason, "commit not taken now; the offsets stay at the last commit");
                 Ok(BTreeMap::new())
             }
             Err(CommitRefused::Failed(error)) => Err(error),

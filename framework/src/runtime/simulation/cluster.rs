@@ -69,6 +69,9 @@ pub(super) struct Faults {
     pub read_error: f64,
 }
 
+/// Each member's partitions in one generation.
+type Assignment = BTreeMap<u64, Vec<(Arc<str>, i32)>>;
+
 /// The consumer group's coordinator.
 #[derive(Debug, Default)]
 pub(super) struct Coordinator {
@@ -78,7 +81,7 @@ pub(super) struct Coordinator {
     /// Members that have rejoined this generation (revoked what they held).
     rejoined: BTreeSet<u64>,
     /// This generation's assignment, once every member has rejoined.
-    assignment: Option<BTreeMap<u64, Vec<(Arc<str>, i32)>>>,
+    assignment: Option<Assignment>,
 }
 
 /// The whole cluster, shared by every member of a simulation run.
@@ -170,7 +173,7 @@ impl Cluster {
             return;
         }
         let members: Vec<u64> = coordinator.members.iter().copied().collect();
-        let mut assignment: BTreeMap<u64, Vec<(Arc<str>, i32)>> = members.iter().map(|m| (*m, Vec::new())).collect();
+        let mut assignment: Assignment = members.iter().map(|m| (*m, Vec::new())).collect();
         for topic in &self.sources {
             let partitions = self.topics[topic].len();
             let (per, extra) = (partitions / members.len(), partitions % members.len());
@@ -241,10 +244,10 @@ impl Group for ModelGroup {
             && (!cluster.coordinator.members.contains(&view.member)
                 || view.generation != cluster.coordinator.generation)
         {
-            return Err(CommitRefused::Rebalancing("stale generation".into()));
+            return Err(CommitRefused::NotNow("stale generation".into()));
         }
         if faults.refuses_commits_while_rebalancing && cluster.rebalancing() {
-            return Err(CommitRefused::Rebalancing("rebalance in progress".into()));
+            return Err(CommitRefused::NotNow("rebalance in progress".into()));
         }
         if cluster.rng.chance(faults.commit_error) {
             return Err(CommitRefused::Failed(injected("commit failed")));
