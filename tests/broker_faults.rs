@@ -9,7 +9,7 @@ use std::time::Duration;
 use weir::embedded::Request;
 use weir::runtime::StreamsState;
 use weir_e2e::cluster::Cluster;
-use weir_e2e::workload::{await_outputs, send, topology, Generator, Reference, Topics, PARTITIONS};
+use weir_e2e::workload::{await_outputs, topology, Generator, Input, Reference, Topics, PARTITIONS};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -25,17 +25,9 @@ fn an_instance_rides_out_failing_requests_and_a_broker_outage() {
     let state = tempfile::tempdir().unwrap();
     let config = cluster.config("faults", state.path());
     let application = config.get("application.id").unwrap().to_string();
-    let producer = cluster.producer();
     let mut generator = Generator::new(7, 200);
-    let mut reference = Reference::default();
-    let feed = |reference: &mut Reference, changes: Vec<weir_e2e::workload::Change>| {
-        for change in &changes {
-            send(&producer, &topics, change);
-            reference.apply(change);
-        }
-        producer.flush().unwrap();
-    };
-    feed(&mut reference, generator.snapshot());
+    let mut input = Input::new(&cluster, &topics);
+    input.write(generator.snapshot());
     let mut streams = cluster.streams(topology(&topics), &config);
     streams.start().unwrap();
     let converges = |reference: &Reference, what: &str| {
@@ -43,7 +35,7 @@ fn an_instance_rides_out_failing_requests_and_a_broker_outage() {
             panic!("after {what}: {problem}");
         }
     };
-    converges(&reference, "the start");
+    converges(&input.reference, "the start");
 
     for request in [
         Request::Fetch,
@@ -53,8 +45,8 @@ fn an_instance_rides_out_failing_requests_and_a_broker_outage() {
         Request::Heartbeat,
     ] {
         kafka.fail_requests(request, 30);
-        feed(&mut reference, generator.changes(300));
-        converges(&reference, &format!("failing {request:?} requests"));
+        input.write(generator.changes(300));
+        converges(&input.reference, &format!("failing {request:?} requests"));
         assert_eq!(
             streams.state(),
             StreamsState::Running,
@@ -62,12 +54,12 @@ fn an_instance_rides_out_failing_requests_and_a_broker_outage() {
         );
     }
 
-    feed(&mut reference, generator.changes(300));
+    input.write(generator.changes(300));
     kafka.set_broker_up(false).unwrap();
     std::thread::sleep(Duration::from_secs(3));
     kafka.set_broker_up(true).unwrap();
-    feed(&mut reference, generator.changes(300));
-    converges(&reference, "the broker's outage");
+    input.write(generator.changes(300));
+    converges(&input.reference, "the broker's outage");
     assert_eq!(streams.state(), StreamsState::Running, "after the broker's outage");
     streams.close().unwrap();
 }

@@ -45,6 +45,15 @@ fn consumer(cluster: &Cluster, group: &str) -> BaseConsumer {
         .unwrap()
 }
 
+/// A consumer of `topic`'s only partition from `offset`.
+fn assigned_at(cluster: &Cluster, topic: &str, offset: i64) -> BaseConsumer {
+    let consumer = consumer(cluster, &cluster.name(topic));
+    let mut start = TopicPartitionList::new();
+    start.add_partition_offset(topic, 0, Offset::Offset(offset)).unwrap();
+    consumer.assign(&start).unwrap();
+    consumer
+}
+
 /// The offsets `consumer` reads within `timeout`, up to `limit`.
 fn read_offsets(consumer: &BaseConsumer, limit: usize, timeout: Duration) -> Vec<i64> {
     let deadline = Instant::now() + timeout;
@@ -69,10 +78,7 @@ weir_e2e::on_every_cluster!(
 fn a_fetch_from_inside_a_batch(cluster: &Cluster) {
     let topic = cluster.create_topic("probe-inside", 1);
     two_batches(cluster, &topic);
-    let consumer = consumer(cluster, &cluster.name("probe-inside"));
-    let mut start = TopicPartitionList::new();
-    start.add_partition_offset(&topic, 0, Offset::Offset(5)).unwrap();
-    consumer.assign(&start).unwrap();
+    let consumer = assigned_at(cluster, &topic, 5);
     let offsets = read_offsets(&consumer, 15, Duration::from_secs(10));
     let expected: Vec<i64> = if is_tansu(cluster) {
         (10..20).collect()
@@ -93,10 +99,7 @@ fn a_fetch_from_inside_a_batch(cluster: &Cluster) {
 fn a_resume_inside_a_batch(cluster: &Cluster) {
     let topic = cluster.create_topic("probe-resume", 1);
     two_batches(cluster, &topic);
-    let consumer = consumer(cluster, &cluster.name("probe-resume"));
-    let mut start = TopicPartitionList::new();
-    start.add_partition_offset(&topic, 0, Offset::Offset(0)).unwrap();
-    consumer.assign(&start).unwrap();
+    let consumer = assigned_at(cluster, &topic, 0);
     let mut offsets = read_offsets(&consumer, 5, Duration::from_secs(10));
     assert_eq!(offsets, (0..5).collect::<Vec<i64>>());
     let assignment = consumer.assignment().unwrap();

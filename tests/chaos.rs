@@ -13,7 +13,7 @@ use weir::runtime::StreamsConfig;
 use weir_e2e::chaos::{seeds, Chaos, Faults};
 use weir_e2e::cluster::Cluster;
 use weir_e2e::instance::Instance;
-use weir_e2e::workload::{await_outputs, send, topology, Generator, Reference, Topics, PARTITIONS};
+use weir_e2e::workload::{await_outputs, topology, Generator, Input, Reference, Topics, PARTITIONS};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_weir-e2e-instance");
 const INSTANCES: usize = 3;
@@ -53,17 +53,9 @@ fn round(cluster: &Cluster, seed: u64) -> Faults {
         .fold(StreamsConfig::default(), |c, (k, v)| c.set(k, v));
     cluster.prepare_topics(&topology(&topics), &config);
 
-    let producer = cluster.producer();
     let mut generator = Generator::new(seed, USERS);
-    let mut reference = Reference::default();
-    let mut feed = |changes: Vec<weir_e2e::workload::Change>| {
-        for change in &changes {
-            send(&producer, &topics, change);
-            reference.apply(change);
-        }
-        producer.flush().unwrap();
-    };
-    feed(generator.snapshot());
+    let mut input = Input::new(cluster, &topics);
+    input.write(generator.snapshot());
     let start = |slot: usize, incarnation: usize| {
         let name = format!("instance-{slot}.{incarnation}");
         Instance::spawn(
@@ -75,13 +67,19 @@ fn round(cluster: &Cluster, seed: u64) -> Faults {
         )
     };
     let mut chaos = Chaos::new(seed, INSTANCES, start);
-    chaos.run(FAULTS, &mut |_| feed(generator.changes(CHANGES_PER_FAULT)));
+    chaos.run(FAULTS, &mut |_| input.write(generator.changes(CHANGES_PER_FAULT)));
     chaos.heal();
     if !cluster.reassigns_after_a_member_dies() {
         chaos.rejoin_after_sessions_expire();
     }
-    feed(generator.changes(CHANGES_PER_FAULT));
-    if let Err(problem) = await_outputs(cluster, &topics, &application, &reference, Duration::from_secs(240)) {
+    input.write(generator.changes(CHANGES_PER_FAULT));
+    if let Err(problem) = await_outputs(
+        cluster,
+        &topics,
+        &application,
+        &input.reference,
+        Duration::from_secs(240),
+    ) {
         let report = chaos.report();
         drop(chaos);
         panic!("{problem}\n{report}\nlogs kept in {}", logs.keep().display());

@@ -19,7 +19,7 @@ use weir::serde::Utf8;
 use weir::testing::kafka::{eventually, read_compacted};
 use weir_e2e::cluster::Cluster;
 use weir_e2e::instance::{await_stable_group, Instance};
-use weir_e2e::workload::{await_outputs, send, topology, Generator, Reference, Topics, PARTITIONS};
+use weir_e2e::workload::{await_outputs, topology, Generator, Input, Reference, Topics, PARTITIONS};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_weir-e2e-instance");
 const USERS: usize = 500;
@@ -52,16 +52,8 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
     for topic in topics.all() {
         cluster.create_topic(topic.strip_prefix(&prefix).unwrap(), PARTITIONS);
     }
-    let producer = cluster.producer();
     let mut generator = Generator::new(0x5eed, USERS);
-    let mut reference = Reference::default();
-    let mut feed = |changes: Vec<weir_e2e::workload::Change>| {
-        for change in &changes {
-            send(&producer, &topics, change);
-            reference.apply(change);
-        }
-        producer.flush().unwrap();
-    };
+    let mut input = Input::new(cluster, &topics);
     let logs = tempfile::tempdir().unwrap();
     let states = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let instance = |name: &str, state: &Path| {
@@ -75,7 +67,7 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
 
     let clock = Instant::now();
     let phase = |name: &str| eprintln!("[{:>6.1}s] {name}", clock.elapsed().as_secs_f64());
-    feed(generator.snapshot());
+    input.write(generator.snapshot());
     phase("snapshot written");
     if guarantee == "exactly_once_v2" && !cluster.supports_transactions() {
         // The first commit finds out; the instance exits non-zero, saying why.
@@ -96,20 +88,20 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
     assert!(started, "the first instance produced nothing:\n{}", first.log_tail());
 
     phase("first instance processing");
-    feed(generator.changes(CHANGES_PER_PHASE));
+    input.write(generator.changes(CHANGES_PER_PHASE));
     let mut second = instance("second", states[1].path());
-    feed(generator.changes(CHANGES_PER_PHASE));
+    input.write(generator.changes(CHANGES_PER_PHASE));
     second.await_log("partitions assigned", Duration::from_secs(90));
     phase("second instance assigned");
 
     // The first instance leads the group: the harder loss, since the
     // coordinator must hand the leadership over before anything is
     // reassigned.
-    feed(generator.changes(CHANGES_PER_PHASE / 2));
+    input.write(generator.changes(CHANGES_PER_PHASE / 2));
     await_stable_group(&[&first, &second], Duration::from_secs(90));
     first.kill();
     phase("first instance killed");
-    feed(generator.changes(CHANGES_PER_PHASE / 2));
+    input.write(generator.changes(CHANGES_PER_PHASE / 2));
     if !cluster.reassigns_after_a_member_dies() {
         // Tansu 0.6.0 drops the dead member without starting a new
         // generation, so the survivor keeps only its own partitions until a
@@ -119,7 +111,13 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
         phase("first instance restarted");
     }
 
-    if let Err(problem) = await_outputs(cluster, &topics, &application, &reference, Duration::from_secs(180)) {
+    if let Err(problem) = await_outputs(
+        cluster,
+        &topics,
+        &application,
+        &input.reference,
+        Duration::from_secs(180),
+    ) {
         panic!(
             "{problem}\nthe instances' logs are kept in {}\n{}\n{}",
             logs.keep().display(),

@@ -116,3 +116,11 @@ pub struct SourceMetadata {
     pub partition: i32,
     pub offset: i64,
 }
+
+/// Milliseconds since the epoch now, for records weir writes of its own
+/// accord (fences, republished rows) and for cache entries.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -296,6 +296,33 @@ pub fn await_outputs(
     ))
 }
 
+/// Writes changes to the workload's input topics and applies them to the
+/// reference the outputs are checked against.
+pub struct Input<'a> {
+    producer: TestProducer,
+    topics: &'a Topics,
+    pub reference: Reference,
+}
+
+impl<'a> Input<'a> {
+    pub fn new(cluster: &Cluster, topics: &'a Topics) -> Self {
+        Input {
+            producer: cluster.producer(),
+            topics,
+            reference: Reference::default(),
+        }
+    }
+
+    /// Sends every change and waits until the brokers have them.
+    pub fn write(&mut self, changes: Vec<Change>) {
+        for change in &changes {
+            send(&self.producer, self.topics, change);
+            self.reference.apply(change);
+        }
+        self.producer.flush().expect("the input is flushed");
+    }
+}
+
 /// Writes a change to its topic.
 pub fn send(producer: &TestProducer, topics: &Topics, change: &Change) {
     let sent = match change {

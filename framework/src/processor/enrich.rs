@@ -11,7 +11,7 @@ use super::{send_dead_letter, Forwarder, Processor, ProcessorContext, RecordColl
 use crate::enrich::{Caller, Completion, DeadLetters, LookupError};
 use crate::error::WeirError;
 use crate::metrics::{SkipReason, TaskMetrics};
-use crate::record::{RawRecord, Record, SourceMetadata};
+use crate::record::{now_ms, RawRecord, Record, SourceMetadata};
 use crate::serde::{Encoded, Serde, SerdeRef};
 use crate::state::TypedStore;
 use std::cell::RefCell;
@@ -20,7 +20,7 @@ use std::hash::Hash;
 use std::rc::Rc;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::task::AbortHandle;
 
 /// A node whose outputs may come after the input that caused them; the task
@@ -112,13 +112,6 @@ impl<Q: 'static, R: Clone + 'static> Cache<Q, R> {
             _ => Some(cached.answer),
         }))
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 enum Stage<R> {

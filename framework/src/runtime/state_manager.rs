@@ -21,7 +21,10 @@
 //!    offset `F`;
 //! 2. reads the tail `[committed, F)` and, for every key in it, writes the
 //!    key's committed value (or a deletion) after the fence, so that from
-//!    `F` on the changelog says again what the commit said;
+//!    `F` on the changelog says again what the commit said, and has the
+//!    task's tables republish those keys downstream (what the rolled-back
+//!    writes published may stand in topics; see
+//!    [`Republish`](crate::processor::Republish));
 //! 3. from then on expects every record of the partition after `F` to be
 //!    its own. A commit names the partition's offset only when the records
 //!    the producer has had acknowledged since the fence fill `[F, end)`
@@ -46,7 +49,7 @@ use super::checkpoint::Checkpoint;
 use super::task::{Task, TaskId};
 use crate::error::WeirError;
 use crate::metrics::RuntimeMetrics;
-use crate::record::{OutputRecord, RawRecord};
+use crate::record::{now_ms, OutputRecord, RawRecord};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -414,11 +417,4 @@ pub(crate) fn remove_state(dir: &Path) -> Result<(), WeirError> {
         }
         _ => Ok(()),
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -251,18 +251,12 @@ fn poll_loop(
     let mut last_commit = Instant::now();
     let mut last_gauges = Instant::now();
     let mut paused = BTreeSet::new();
-    let mut assignments = 0;
     let mut stalls = StallWatch::new(settings);
     while !shutdown.load(Ordering::Relaxed) {
+        // librdkafka keeps a partition paused across a revocation and a new
+        // assignment, so `paused` stays what this thread paused.
         let (answers_seen, holds_records, to_pause) = {
             let manager = manager.borrow();
-            if manager.assignments() != assignments {
-                // librdkafka keeps a partition paused across a revocation
-                // and a new assignment: take every assigned partition as
-                // possibly paused, so that those not meant to be resume.
-                assignments = manager.assignments();
-                paused = assigned(consumer)?;
-            }
             (
                 manager.answer_mark(),
                 manager.holds_records(),
@@ -285,8 +279,7 @@ fn poll_loop(
                     // Read again after the group's verdict, not now.
                     group.seek(message.topic(), message.partition(), message.offset())?;
                     drop(message);
-                    await_group_verdict(consumer, &manager.borrow(), &stalls)?;
-                    paused = assigned(consumer)?;
+                    paused.extend(await_group_verdict(consumer, &manager.borrow(), &stalls)?);
                     break;
                 }
                 Ok(message) => {
@@ -317,8 +310,7 @@ fn poll_loop(
         }
         metrics.processed(processed);
         if stalls.stalled(manager.borrow().rebalances()) {
-            await_group_verdict(consumer, &manager.borrow(), &stalls)?;
-            paused = assigned(consumer)?;
+            paused.extend(await_group_verdict(consumer, &manager.borrow(), &stalls)?);
             continue;
         }
         let mut manager = manager.borrow_mut();
@@ -398,12 +390,13 @@ impl StallWatch {
 /// After a stall: pauses every partition and polls, without processing,
 /// until the group revokes the assignment (it was lost) or the verdict wait
 /// passes (the thread is still a member). Records polled meanwhile are read
-/// again later; the caller resumes what it does not want paused.
+/// again later; returns the partitions it paused, which the caller resumes
+/// unless it wants them paused.
 fn await_group_verdict(
     consumer: &BaseConsumer<StreamContext>,
     manager: &TaskManager,
     stalls: &StallWatch,
-) -> Result<(), WeirError> {
+) -> Result<Vec<(Arc<str>, i32)>, WeirError> {
     tracing::warn!(
         threshold_ms = stalls.threshold.as_millis() as u64,
         "the stream thread stood still; waiting for the group to say whether it still owns its partitions"
@@ -424,15 +417,7 @@ fn await_group_verdict(
     if manager.rebalances() == rebalances {
         tracing::info!("the group kept this member; going on");
     }
-    Ok(())
-}
-
-/// The consumer's assigned partitions.
-fn assigned(consumer: &BaseConsumer<StreamContext>) -> Result<BTreeSet<(Arc<str>, i32)>, WeirError> {
-    let assignment = consumer
-        .assignment()
-        .map_err(|e| WeirError::Kafka(format!("cannot read the assignment: {e}")))?;
-    Ok(partitions_of(&assignment).into_iter().collect())
+    Ok(partitions_of(&assignment))
 }
 
 /// Pauses the partitions of `wanted` that are not paused yet and resumes

@@ -6,7 +6,7 @@ use crate::metrics::TaskMetrics;
 use crate::processor::enrich::AsyncNode;
 use crate::processor::source::RawSource;
 use crate::processor::{ProcessorContext, RecordCollector, Republish};
-use crate::record::{InputRecord, OutputRecord, SourceMetadata};
+use crate::record::{now_ms, InputRecord, OutputRecord, SourceMetadata};
 use crate::serde::SerdeRef;
 use crate::state::handle::Changelog;
 use crate::state::{StoreHandle, StoreReader, StoreSize, StoreSupplier, TypedStore};
@@ -345,10 +345,4 @@ impl Task {
             None => Ok(false),
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -75,8 +75,6 @@ pub(crate) struct TaskManager {
     failure: Option<WeirError>,
     /// Written into fence records: which instance and thread fenced.
     owner: String,
-    /// Assignments taken so far; a new one starts with nothing paused.
-    assignments: u64,
     /// Assignments and revocations so far.
     rebalances: u64,
     /// Tasks opened since the last commit point: commit without waiting
@@ -125,7 +123,6 @@ impl TaskManager {
             closed_metrics: TaskMetrics::default(),
             failure: None,
             owner,
-            assignments: 0,
             rebalances: 0,
             commit_soon: false,
         }
@@ -256,11 +253,6 @@ impl TaskManager {
     /// Records an error the thread must stop on (the first one counts).
     pub(crate) fn fail(&mut self, error: WeirError) {
         self.failure.get_or_insert(error);
-    }
-
-    /// How many assignments the thread has taken.
-    pub(crate) fn assignments(&self) -> u64 {
-        self.assignments
     }
 
     /// How many assignments and revocations the thread has seen.
@@ -546,7 +538,6 @@ impl TaskManager {
             }
         }
         tracing::info!(tasks = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(), "partitions assigned");
-        self.assignments += 1;
         self.rebalances += 1;
         let new: BTreeSet<TaskId> = ids.iter().copied().filter(|id| !self.active.contains_key(id)).collect();
         let committed = self.read_committed(group, &new)?;

@@ -55,10 +55,7 @@ impl StoreHandle {
     /// Logs `key`'s current value again (a deletion when it has none).
     pub(crate) fn relog(&self, collector: &mut RecordCollector, key: &[u8]) -> Result<(), WeirError> {
         let value = self.store.get(key)?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        self.log(collector, key, value.as_deref(), now);
+        self.log(collector, key, value.as_deref(), crate::record::now_ms());
         Ok(())
     }
 

@@ -108,6 +108,23 @@ impl Simulation {
         self.cluster.borrow_mut().leave(member);
     }
 
+    /// SIGKILL with the first `in_flight` queued records on the wire, and
+    /// the session's expiry.
+    fn kill_and_expire(&mut self, slot: usize, in_flight: usize) {
+        let id = self.member(slot).id;
+        self.kill(slot, in_flight);
+        self.expire(id);
+    }
+
+    /// A new member in `slot` takes the group over, processes everything
+    /// and commits.
+    fn take_over(&mut self, slot: usize) {
+        self.start(slot);
+        self.settle();
+        self.drain_input(slot);
+        self.commit(slot);
+    }
+
     /// Commits that `member` made after the cluster's clock read `since`.
     fn commits_by(&self, member: u64, since: u64) -> usize {
         let cluster = self.cluster.borrow();
@@ -171,9 +188,7 @@ fn a_second_failover_does_not_lose_a_tombstone_the_first_owner_left_uncommitted(
         .producer
         .position_of(|r| r.topic == changelog && r.record.key.as_deref() == Some(b"u1") && r.record.value.is_none())
         .expect("the deletion is queued");
-    let first = sim.member(0).id;
-    sim.kill(0, deletion + 1);
-    sim.expire(first);
+    sim.kill_and_expire(0, deletion + 1);
     assert!(
         sim.compacted(PROFILES).0.contains_key("u1"),
         "the tombstone must not have left"
@@ -183,14 +198,9 @@ fn a_second_failover_does_not_lose_a_tombstone_the_first_owner_left_uncommitted(
     sim.settle();
     sim.feed_one(1, USERS, partition);
     sim.commit(1);
-    let second = sim.member(1).id;
-    sim.kill(1, 0);
-    sim.expire(second);
+    sim.kill_and_expire(1, 0);
 
-    sim.start(2);
-    sim.settle();
-    sim.drain_input(2);
-    sim.commit(2);
+    sim.take_over(2);
     assert!(!sim.compacted(PROFILES).0.contains_key("u1"), "{}", sim.history("u1"));
     sim.check().expect("every output and store matches the reference");
 }
@@ -214,7 +224,6 @@ fn a_task_holding_enrichment_records_does_not_commit_their_store_writes() {
     sim.feed_one(0, USERS, partition);
     assert!(sim.member(0).manager.holds_records(), "the lookup has not answered");
     let before = sim.cluster.borrow().clock;
-    let first = sim.member(0).id;
     sim.commit(0);
     assert!(
         sim.member(0).manager.commit_pending(),
@@ -228,8 +237,7 @@ fn a_task_holding_enrichment_records_does_not_commit_their_store_writes() {
         "its input pauses meanwhile"
     );
     let queued = sim.member(0).producer.queued();
-    sim.kill(0, queued);
-    sim.expire(first);
+    sim.kill_and_expire(0, queued);
     let committed_since = sim.cluster.borrow().commits.iter().filter(|c| c.at > before).count();
     assert!(
         sim.cluster.borrow().commits.iter().filter(|c| c.at > before).all(|c| c
@@ -239,10 +247,7 @@ fn a_task_holding_enrichment_records_does_not_commit_their_store_writes() {
         "{committed_since} commits after the deletion named its task's inputs"
     );
 
-    sim.start(1);
-    sim.settle();
-    sim.drain_input(1);
-    sim.commit(1);
+    sim.take_over(1);
     assert!(!sim.compacted(TAGGED).0.contains_key("u1"), "{}", sim.history("u1"));
     sim.check().expect("every output and store matches the reference");
 }
@@ -263,9 +268,7 @@ fn what_a_failed_owner_published_is_superseded_even_when_the_replay_publishes_no
     sim.feed_one(0, USERS, partition);
     sim.feed_one(0, PREFERENCES, partition);
     let queued = sim.member(0).producer.queued();
-    let first = sim.member(0).id;
-    sim.kill(0, queued);
-    sim.expire(first);
+    sim.kill_and_expire(0, queued);
     assert!(sim.compacted(PROFILES).0.contains_key("u1"));
 
     sim.start(1);
