@@ -13,7 +13,7 @@ use weir::runtime::StreamsConfig;
 use weir_e2e::chaos::{seeds, Chaos, Faults};
 use weir_e2e::cluster::Cluster;
 use weir_e2e::instance::Instance;
-use weir_e2e::workload::{await_outputs, topology, Generator, Input, Reference, Topics, PARTITIONS};
+use weir_e2e::workload::{await_outputs, topology, Generator, Input, Topics, PARTITIONS};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_weir-e2e-instance");
 const INSTANCES: usize = 3;

@@ -19,7 +19,7 @@ use weir::serde::Utf8;
 use weir::testing::kafka::{eventually, read_compacted};
 use weir_e2e::cluster::Cluster;
 use weir_e2e::instance::{await_stable_group, Instance};
-use weir_e2e::workload::{await_outputs, topology, Generator, Input, Reference, Topics, PARTITIONS};
+use weir_e2e::workload::{await_outputs, topology, Generator, Input, Topics, PARTITIONS};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_weir-e2e-instance");
 const USERS: usize = 500;
