@@ -79,10 +79,37 @@ impl Instance {
         assert!(sent.success(), "cannot send SIG{signal} to {}", self.name);
     }
 
-    /// SIGTERM, then waits for a graceful exit.
+    /// SIGTERM, then waits for a graceful exit. The signal is sent once the
+    /// process catches it: a process that has not yet reached its handler
+    /// (just spawned) would die of it, as any process does, which says
+    /// nothing of how it stops.
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        while !self.catches_sigterm() {
+            if let Some(status) = self.child.try_wait().expect("the instance can be waited on") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never began to handle SIGTERM:\n{}",
+                self.name,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.signal("TERM");
-        self.wait(timeout)
+        self.wait(deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether the process has a handler for SIGTERM: bit 14 (signal 15) of
+    /// the caught-signals mask in `/proc/<pid>/status`.
+    fn catches_sigterm(&self) -> bool {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << 14) != 0)
     }
 
     /// Waits for the process to exit on its own.
