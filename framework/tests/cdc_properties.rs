@@ -145,7 +145,7 @@ fn replay(actions: &[Action], debezium: &Debezium, input: &RawInput, model: &mut
                 let row = Account {
                     id: key,
                     name: format!("name-{name}"),
-                    balance: Decimal::new(cents as i128, 2),
+                    balance: Decimal::new(cents, 2).unwrap(),
                 };
                 let before = model.get(&key);
                 let op = match before {

@@ -65,6 +65,8 @@ mod types;
 pub use avro::{AvroEvents, AvroKey};
 pub use event::{ChangeEvent, LogicalMessage, Op, Snapshot, Source, Transaction};
 pub use json::{JsonEvents, JsonKey};
+/// The unscaled value of a [`Decimal`].
+pub use num_bigint::BigInt;
 pub use types::{
     Date, Decimal, DecimalError, JsonText, MicroTime, MicroTimestamp, NanoTimestamp, Time, Timestamp, ZonedTimestamp,
 };

@@ -47,27 +47,34 @@
 
 use base64::Engine;
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+use num_bigint::{BigInt, Sign};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
 
-/// An exact decimal number: `unscaled × 10^-scale`, up to 38 digits.
+/// An exact decimal number: `unscaled × 10^-scale`, as wide as Debezium
+/// writes them (MySQL's `DECIMAL(65, 30)`, PostgreSQL's `numeric`).
 ///
 /// Two decimals are equal when both their unscaled value and their scale
 /// are (`1.50` and `1.5` differ), as values of one SQL column always share
-/// one scale.
+/// one scale. Decimals stay within PostgreSQL's limits, the widest of the
+/// databases Debezium reads: at most [`Decimal::MAX_SCALE`] digits after
+/// the point and an unscaled value of at most [`Decimal::MAX_BITS`] bits
+/// (text: [`Decimal::MAX_DIGITS`] digits); anything wider is an error, so
+/// that a record cannot make weir build text of any size.
 ///
 /// ```
 /// use weir::cdc::Decimal;
 /// // Debezium's precise mode: big-endian two's complement bytes, base64.
 /// let price = Decimal::from_base64("MDk=", 2).unwrap();
 /// assert_eq!(price.to_string(), "123.45");
-/// assert_eq!("-0.05".parse::<Decimal>().unwrap(), Decimal::new(-5, 2));
+/// assert_eq!("-0.05".parse::<Decimal>().unwrap(), Decimal::new(-5, 2).unwrap());
+/// assert!(Decimal::from_base64("MDk=", 100_000).is_err());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Decimal {
-    unscaled: i128,
+    unscaled: BigInt,
     scale: u32,
 }
 
@@ -77,12 +84,35 @@ pub struct Decimal {
 pub struct DecimalError(String);
 
 impl Decimal {
-    pub fn new(unscaled: i128, scale: u32) -> Self {
-        Decimal { unscaled, scale }
+    /// The most digits after the point (PostgreSQL's largest display scale).
+    pub const MAX_SCALE: u32 = 16_383;
+    /// The most digits in all (PostgreSQL's 131,072 before the point and
+    /// 16,383 after).
+    pub const MAX_DIGITS: u64 = 147_455;
+    /// The most bits of an unscaled value: those of `10^MAX_DIGITS - 1`.
+    pub const MAX_BITS: u64 = 489_835;
+
+    /// `unscaled × 10^-scale`, or an error beyond the limits above.
+    pub fn new(unscaled: impl Into<BigInt>, scale: u32) -> Result<Self, DecimalError> {
+        let unscaled = unscaled.into();
+        if scale > Self::MAX_SCALE {
+            return Err(DecimalError(format!(
+                "scale {scale} exceeds the largest supported scale, {}",
+                Self::MAX_SCALE
+            )));
+        }
+        if unscaled.bits() > Self::MAX_BITS {
+            return Err(DecimalError(format!(
+                "{} bits exceed the {} digits supported",
+                unscaled.bits(),
+                Self::MAX_DIGITS
+            )));
+        }
+        Ok(Decimal { unscaled, scale })
     }
 
-    pub fn unscaled(&self) -> i128 {
-        self.unscaled
+    pub fn unscaled(&self) -> &BigInt {
+        &self.unscaled
     }
 
     pub fn scale(&self) -> u32 {
@@ -91,56 +121,63 @@ impl Decimal {
 
     /// From big-endian two's complement bytes, as Kafka Connect encodes them.
     pub fn from_be_bytes(bytes: &[u8], scale: u32) -> Result<Self, DecimalError> {
-        let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
-        let fill = if negative { 0xff } else { 0 };
-        // Leading sign-extension bytes carry no value; what remains must fit
-        // in 16 bytes with the sign bit where i128 expects it.
-        let first = bytes.iter().position(|&b| b != fill).unwrap_or(bytes.len());
-        let rest = &bytes[first..];
-        if rest.len() > 16 || (rest.len() == 16 && (rest[0] & 0x80) != (fill & 0x80)) {
-            return Err(DecimalError(format!("{} bytes exceed the 128-bit range", bytes.len())));
+        if bytes.len() as u64 * 8 > Self::MAX_BITS + 8 {
+            return Err(DecimalError(format!(
+                "{} bytes exceed the {} digits supported",
+                bytes.len(),
+                Self::MAX_DIGITS
+            )));
         }
-        let mut buffer = [fill; 16];
-        buffer[16 - rest.len()..].copy_from_slice(rest);
-        Ok(Decimal::new(i128::from_be_bytes(buffer), scale))
+        Self::new(BigInt::from_signed_bytes_be(bytes), scale)
     }
 
     /// From base64 text of big-endian two's complement bytes.
     pub fn from_base64(text: &str, scale: u32) -> Result<Self, DecimalError> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text)
-            .map_err(|e| DecimalError(format!("'{text}' is not base64: {e}")))?;
+            .map_err(|e| DecimalError(format!("'{}' is not base64: {e}", abbreviated(text))))?;
         Self::from_be_bytes(&bytes, scale)
     }
 
     /// The shortest big-endian two's complement encoding of the unscaled value.
     pub fn to_be_bytes(&self) -> Vec<u8> {
-        let bytes = self.unscaled.to_be_bytes();
-        let fill = if self.unscaled < 0 { 0xff } else { 0 };
-        let mut start = 0;
-        while start < 15 && bytes[start] == fill && (bytes[start + 1] & 0x80) == (fill & 0x80) {
-            start += 1;
-        }
-        bytes[start..].to_vec()
+        self.unscaled.to_signed_bytes_be()
     }
 
-    /// The nearest `f64`.
+    /// The nearest `f64` (infinite beyond its range).
     pub fn to_f64(&self) -> f64 {
         self.to_string().parse().unwrap_or(f64::NAN)
     }
 }
 
+/// At most the first 40 characters of `text`, for error messages.
+fn abbreviated(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(40) {
+        Some((end, _)) => format!("{}…", &text[..end]).into(),
+        None => text.into(),
+    }
+}
+
 impl fmt::Display for Decimal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let digits = self.unscaled.unsigned_abs().to_string();
-        let sign = if self.unscaled < 0 { "-" } else { "" };
+        let digits = self.unscaled.magnitude().to_string();
+        if self.unscaled.sign() == Sign::Minus {
+            f.write_str("-")?;
+        }
         let scale = self.scale as usize;
         if scale == 0 {
-            return write!(f, "{sign}{digits}");
+            return f.write_str(&digits);
         }
-        let padded = format!("{digits:0>width$}", width = scale + 1);
-        let (int, frac) = padded.split_at(padded.len() - scale);
-        write!(f, "{sign}{int}.{frac}")
+        if digits.len() > scale {
+            let (int, frac) = digits.split_at(digits.len() - scale);
+            return write!(f, "{int}.{frac}");
+        }
+        // No formatting width here: widths over 65,535 panic.
+        f.write_str("0.")?;
+        for _ in digits.len()..scale {
+            f.write_str("0")?;
+        }
+        f.write_str(&digits)
     }
 }
 
@@ -148,7 +185,7 @@ impl FromStr for Decimal {
     type Err = DecimalError;
 
     fn from_str(text: &str) -> Result<Self, DecimalError> {
-        let bad = |why: &str| DecimalError(format!("'{text}': {why}"));
+        let bad = |why: &str| DecimalError(format!("'{}': {why}", abbreviated(text)));
         let (negative, body) = match text.as_bytes().first() {
             Some(b'-') => (true, &text[1..]),
             Some(b'+') => (false, &text[1..]),
@@ -158,20 +195,25 @@ impl FromStr for Decimal {
         if int.is_empty() && frac.is_empty() {
             return Err(bad("no digits"));
         }
-        let mut unscaled: i128 = 0;
-        for c in int.chars().chain(frac.chars()) {
-            let digit = c
-                .to_digit(10)
-                .ok_or_else(|| bad("only digits, a sign and one point are allowed"))?;
-            unscaled = unscaled
-                .checked_mul(10)
-                .and_then(|u| u.checked_add(digit as i128))
-                .ok_or_else(|| bad("more than 38 digits"))?;
+        if !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+            return Err(bad("only digits, a sign and one point are allowed"));
         }
-        Ok(Decimal::new(
-            if negative { -unscaled } else { unscaled },
-            frac.len() as u32,
-        ))
+        if frac.len() > Self::MAX_SCALE as usize {
+            return Err(bad(&format!(
+                "{} digits after the point exceed the largest supported scale, {}",
+                frac.len(),
+                Self::MAX_SCALE
+            )));
+        }
+        if (int.len() + frac.len()) as u64 > Self::MAX_DIGITS {
+            return Err(bad(&format!("more than {} digits", Self::MAX_DIGITS)));
+        }
+        let mut digits = String::with_capacity(int.len() + frac.len() + 1);
+        digits.push(if negative { '-' } else { '+' });
+        digits.push_str(int);
+        digits.push_str(frac);
+        let unscaled = BigInt::from_str(&digits).map_err(|e| bad(&e.to_string()))?;
+        Decimal::new(unscaled, frac.len() as u32)
     }
 }
 
@@ -198,10 +240,10 @@ impl<'de> Deserialize<'de> for Decimal {
                 })
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Decimal, E> {
-                Ok(Decimal::new(v as i128, 0))
+                Decimal::new(v, 0).map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Decimal, E> {
-                Ok(Decimal::new(v as i128, 0))
+                Decimal::new(v, 0).map_err(E::custom)
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Decimal, E> {
                 if !v.is_finite() {
@@ -363,28 +405,62 @@ mod tests {
         assert_eq!(Decimal::from_be_bytes(&[0x80], 0).unwrap().to_string(), "-128");
         assert_eq!(Decimal::from_be_bytes(&[], 3).unwrap().to_string(), "0.000");
         assert_eq!(Decimal::from_be_bytes(&[0x05], 4).unwrap().to_string(), "0.0005");
-        assert!(Decimal::from_be_bytes(&[0x7f; 17], 0).is_err());
+        assert_eq!(Decimal::from_be_bytes(&[0xfb], 4).unwrap().to_string(), "-0.0005");
         assert!(Decimal::from_base64("not base64!", 2).is_err());
     }
 
     #[test]
+    fn decimal_reads_mysql_decimal_65_30() {
+        let text = format!("-{}.{}", "9".repeat(35), "1".repeat(30));
+        let decimal: Decimal = text.parse().unwrap();
+        assert_eq!(decimal.scale(), 30);
+        assert_eq!(decimal.to_string(), text);
+        let bytes = decimal.to_be_bytes();
+        assert_eq!(bytes.len(), 28, "65 digits and a sign bit take 28 bytes");
+        assert_eq!(Decimal::from_be_bytes(&bytes, 30).unwrap(), decimal);
+    }
+
+    #[test]
+    fn decimal_scales_and_widths_from_the_data_are_bounded() {
+        // A scale read from a record's schema wrapper, past what a
+        // formatting width allows.
+        let err = Decimal::from_be_bytes(&[0x01], 100_000).unwrap_err().to_string();
+        assert!(err.contains("scale 100000"), "{err}");
+        let err = format!("0.{}", "1".repeat(70_000))
+            .parse::<Decimal>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("70000 digits after the point"), "{err}");
+        assert!(err.len() < 200, "the message quotes the text abbreviated: {err}");
+        assert!("9".repeat(Decimal::MAX_DIGITS as usize + 1).parse::<Decimal>().is_err());
+        assert!(Decimal::from_be_bytes(&vec![0x7f; 70_000], 0).is_err());
+        // The widest allowed still reads and prints.
+        let widest = Decimal::from_be_bytes(&[0x01], Decimal::MAX_SCALE).unwrap();
+        let text = widest.to_string();
+        assert_eq!(text.len(), Decimal::MAX_SCALE as usize + 2);
+        assert_eq!(text.parse::<Decimal>().unwrap(), widest);
+        let longest: Decimal = "9".repeat(Decimal::MAX_DIGITS as usize).parse().unwrap();
+        assert_eq!(Decimal::from_be_bytes(&longest.to_be_bytes(), 0).unwrap(), longest);
+    }
+
+    #[test]
     fn decimal_text_rejects_garbage() {
-        for bad in ["", "-", "1.2.3", "12a", "1e5", "."] {
+        for bad in ["", "-", "1.2.3", "12a", "1e5", ".", "+-1", "1.-2", " 1"] {
             assert!(bad.parse::<Decimal>().is_err(), "{bad}");
         }
-        assert!("1".repeat(40).parse::<Decimal>().is_err());
     }
 
     #[test]
     fn decimal_reads_every_debezium_mode() {
         let d: Decimal = serde_json::from_str("\"-7.25\"").unwrap();
-        assert_eq!(d, Decimal::new(-725, 2));
+        assert_eq!(d, Decimal::new(-725, 2).unwrap());
         let d: Decimal = serde_json::from_str("7.25").unwrap();
-        assert_eq!(d, Decimal::new(725, 2));
+        assert_eq!(d, Decimal::new(725, 2).unwrap());
         let d: Decimal = serde_json::from_str("42").unwrap();
-        assert_eq!(d, Decimal::new(42, 0));
+        assert_eq!(d, Decimal::new(42, 0).unwrap());
         let d: Decimal = serde_json::from_str(r#"{"scale":3,"value":"MDk="}"#).unwrap();
         assert_eq!(d.to_string(), "12.345");
+        assert!(serde_json::from_str::<Decimal>(r#"{"scale":99999,"value":"MDk="}"#).is_err());
         let err = serde_json::from_str::<Decimal>("\"MDk=\"").unwrap_err().to_string();
         assert!(err.contains("decimal_scale"), "{err}");
     }
@@ -412,12 +488,13 @@ mod tests {
 
     proptest! {
         #[test]
-        fn decimal_bytes_and_text_round_trip(unscaled in any::<i128>(), scale in 0u32..40) {
-            let d = Decimal::new(unscaled, scale);
-            prop_assert_eq!(Decimal::from_be_bytes(&d.to_be_bytes(), scale).unwrap(), d);
-            prop_assert_eq!(d.to_string().parse::<Decimal>().unwrap(), d);
+        fn decimal_bytes_and_text_round_trip(unscaled in any::<i128>(), wide in any::<u64>(), scale in 0u32..80) {
+            let d = Decimal::new(BigInt::from(unscaled) * BigInt::from(wide), scale).unwrap();
+            prop_assert_eq!(&Decimal::from_be_bytes(&d.to_be_bytes(), scale).unwrap(), &d);
+            prop_assert_eq!(&d.to_string().parse::<Decimal>().unwrap(), &d);
             let json = serde_json::to_string(&d).unwrap();
-            prop_assert_eq!(serde_json::from_str::<Decimal>(&json).unwrap(), d);
+            prop_assert_eq!(serde_json::from_str::<Decimal>(&json).unwrap(), d.clone());
+            prop_assert_eq!(d.to_f64(), d.to_string().parse::<f64>().unwrap());
         }
 
         #[test]

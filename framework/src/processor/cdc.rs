@@ -76,12 +76,18 @@ impl<K: Clone + 'static, Row: Clone + 'static> Decode for CdcTableDecoder<K, Row
                 .map_err(|e| e.prefixed("value"))?,
             None => None,
         };
-        self.counters.count(ctx, change.as_ref().map(|c| c.op));
+        // An event is counted once it is read whole; a record that goes to
+        // the error handler is counted there instead.
+        let op = change.as_ref().map(|c| c.op);
         let row = match change {
             None => None,
             Some(change) => match change.op {
-                Op::Truncate => return self.truncated(ctx),
+                Op::Truncate => {
+                    self.counters.count(ctx, op);
+                    return self.truncated(ctx);
+                }
                 Op::Message => {
+                    self.counters.count(ctx, op);
                     ctx.metrics.record_skip(SkipReason::CdcMessage, &ctx.source.topic);
                     return Ok(None);
                 }
@@ -96,6 +102,7 @@ impl<K: Clone + 'static, Row: Clone + 'static> Decode for CdcTableDecoder<K, Row
             )
             .into());
         };
+        self.counters.count(ctx, op);
         Ok(Some(Record::new(key, row, raw.timestamp)))
     }
 }
@@ -140,11 +147,12 @@ impl<K: Clone + 'static, Row: Clone + 'static> Decode for CdcStreamDecoder<K, Ro
                 .map_err(|e| e.prefixed("value"))?,
             None => None,
         };
-        self.counters.count(ctx, event.as_ref().map(|e| e.op));
         let Some(event) = event else {
+            self.counters.count(ctx, None);
             return Ok(None);
         };
         let key = decode_key(&*self.keys, ctx, raw)?;
+        self.counters.count(ctx, Some(event.op));
         Ok(Some(Record::new(key, event, raw.timestamp)))
     }
 }

@@ -108,10 +108,19 @@ pub(crate) struct Cache<Q, R> {
 impl<Q: 'static, R: Clone + 'static> Cache<Q, R> {
     fn fresh(&self, query: &Q) -> Result<Option<R>, WeirError> {
         Ok(self.store.get(query)?.and_then(|cached| match self.ttl {
-            Some(ttl) if now_ms() - cached.fetched_at_ms > ttl.as_millis() as i64 => None,
+            Some(ttl) if !fresh_at(cached.fetched_at_ms, now_ms(), ttl) => None,
             _ => Some(cached.answer),
         }))
     }
+}
+
+/// Whether an answer fetched at `fetched_at_ms` is still fresh at
+/// `now_ms`. The fetch time comes from changelog bytes, so it may be
+/// anything: the age saturates instead of overflowing, and an entry from
+/// the future (another instance's clock) counts as fresh.
+fn fresh_at(fetched_at_ms: i64, now_ms: i64, ttl: Duration) -> bool {
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    now_ms.saturating_sub(fetched_at_ms) <= ttl_ms
 }
 
 enum Stage<R> {
@@ -448,5 +457,24 @@ where
     fn backpressured(&self) -> bool {
         let spec = &self.borrow().spec;
         spec.caller.stats().buffered() >= spec.caller.options().max_buffered as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fresh_at;
+    use std::time::Duration;
+
+    #[test]
+    fn a_cache_entry_of_any_age_is_judged_without_overflow() {
+        let day = Duration::from_secs(86_400);
+        let now = 1_700_000_000_000;
+        assert!(fresh_at(now - 1_000, now, day));
+        assert!(!fresh_at(now - 86_400_001, now, day));
+        // Fetch times read from changelog bytes may be anything.
+        assert!(!fresh_at(i64::MIN, now, day));
+        assert!(fresh_at(i64::MAX, now, day));
+        assert!(!fresh_at(i64::MIN, i64::MAX, day));
+        assert!(fresh_at(i64::MIN, i64::MAX, Duration::MAX));
     }
 }

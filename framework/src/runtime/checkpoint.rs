@@ -65,9 +65,11 @@ impl Checkpoint {
     }
 }
 
+/// The file's text; bytes that are not UTF-8 read as text no parser takes
+/// (a damaged file counts as none, it does not stop the task).
 fn read_text(path: &Path) -> Result<Option<String>, WeirError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(String::from_utf8(bytes).unwrap_or_default())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(WeirError::StateDir(format!("cannot read {}: {e}", path.display()))),
     }
@@ -108,6 +110,7 @@ fn write_atomically(task_dir: &Path, file: &str, text: &str) -> Result<(), WeirE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     #[test]
     fn checkpoints_round_trip_and_a_damaged_file_counts_as_none() {
@@ -123,5 +126,24 @@ mod tests {
         Checkpoint::delete(dir.path()).unwrap();
         Checkpoint::delete(dir.path()).unwrap();
         assert!(!dir.path().join(CHECKPOINT_FILE).exists());
+    }
+
+    proptest::proptest! {
+        /// A checkpoint file is local state a crash, a disk or a person can
+        /// damage: any content reads as a checkpoint or as none.
+        #[test]
+        fn any_checkpoint_file_reads_as_a_checkpoint_or_none(
+            text in proptest::prop_oneof![
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+                "weir-checkpoint 1\n([a-z .-]{0,12} -?[0-9]{0,20} -?[0-9]{0,25}\n){0,4}".prop_map(String::into_bytes),
+            ]
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(CHECKPOINT_FILE), &text).unwrap();
+            if let Some(checkpoint) = Checkpoint::read(dir.path()).unwrap() {
+                checkpoint.write(dir.path()).unwrap();
+                proptest::prop_assert_eq!(Checkpoint::read(dir.path()).unwrap(), Some(checkpoint));
+            }
+        }
     }
 }

@@ -664,4 +664,74 @@ mod tests {
         let error = StreamsConfig::from_toml_str("topics = [1, 2]").unwrap_err().to_string();
         assert!(error.contains("'topics'"), "{error}");
     }
+
+    /// Configuration comes from files and the environment: any text, and
+    /// any value for any key, is a configuration or an error.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn key() -> impl Strategy<Value = String> {
+            let known: Vec<&'static str> = WEIR_KEYS
+                .iter()
+                .map(|(k, _)| *k)
+                .chain([
+                    "session.timeout.ms",
+                    "heartbeat.interval.ms",
+                    "message.timeout.ms",
+                    "consumer.session.timeout.ms",
+                    "producer.linger.ms",
+                    "group.id",
+                    "sasl.password",
+                ])
+                .collect();
+            prop_oneof![3 => proptest::sample::select(known).prop_map(str::to_string), 1 => "[a-z.]{0,20}"]
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                proptest::sample::select(vec![
+                    "",
+                    "0",
+                    "-1",
+                    "1",
+                    "18446744073709551615",
+                    "18446744073709551616",
+                    "-9223372036854775808",
+                    "1e9",
+                    "true",
+                    "exactly_once_v2",
+                    "dead_letter",
+                    "dead_letter:",
+                    "in_memory",
+                    "host:99999",
+                    "::",
+                ])
+                .prop_map(str::to_string),
+                "\\PC{0,12}",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_text_is_a_configuration_or_an_error(text in "\\PC{0,80}") {
+                if let Ok(config) = StreamsConfig::from_toml_str(&text) {
+                    let _ = config.settings();
+                }
+            }
+
+            #[test]
+            fn any_value_of_any_key_is_a_setting_or_an_error(entries in proptest::collection::vec((key(), value()), 0..8)) {
+                let config = entries.into_iter().fold(base(), |config, (k, v)| config.set(k, v));
+                let _ = config.settings();
+                let table: toml::Table = config
+                    .properties
+                    .iter()
+                    .map(|(k, v)| (k.clone(), toml::Value::String(v.clone())))
+                    .collect();
+                let parsed = StreamsConfig::from_toml_str(&toml::to_string(&table).unwrap());
+                prop_assert_eq!(parsed.map(|c| c.properties).ok(), Some(config.properties));
+            }
+        }
+    }
 }

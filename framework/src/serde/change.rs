@@ -91,4 +91,16 @@ mod tests {
         }
         assert!(serde.deserialize("t", Some(&[])).is_err());
     }
+
+    proptest::proptest! {
+        /// Repartition topics are written by weir, but read from a broker:
+        /// any bytes read as a change or an error naming the topic.
+        #[test]
+        fn any_bytes_read_as_a_change_or_an_error(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let serde = ChangeSerde::new(Arc::new(Utf8));
+            if let Err(error) = serde.deserialize("t-repartition", Some(&bytes)) {
+                proptest::prop_assert!(error.to_string().contains("t-repartition"), "{}", error);
+            }
+        }
+    }
 }

@@ -31,3 +31,4 @@ pub fn driver(topology: Topology, stores: TestStores, partitions: i32) -> Topolo
 pub fn s(text: &str) -> String {
     text.to_string()
 }
+pub mod mutate;
