@@ -342,3 +342,82 @@ fn the_avro_serde_reads_any_bytes_into_a_value_or_an_error() {
         }
     });
 }
+
+#[derive(Deserialize, Debug)]
+#[allow(dead_code)]
+struct Mapping {
+    user_id: i64,
+    new_user_id: String,
+}
+
+/// A service that answers every request with the bytes last given to it,
+/// then closes the connection.
+struct RawHttpService {
+    address: std::net::SocketAddr,
+    answer: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl RawHttpService {
+    fn start() -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let answer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let shared = answer.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let answer = shared.lock().unwrap().clone();
+                let _ = stream.write_all(&answer);
+            }
+        });
+        RawHttpService { address, answer }
+    }
+}
+
+/// An HTTP lookup reads any answer a service or a proxy may send — bad
+/// status lines, headers, lengths, encodings, bodies — into a result or an
+/// error naming the request.
+#[test]
+fn an_http_lookup_reads_any_answer_into_a_result_or_an_error() {
+    use weir::enrich::{HttpJsonLookup, Lookup};
+    let service = RawHttpService::start();
+    let lookup = HttpJsonLookup::<i64, Mapping>::new(format!("http://{}/users/{{}}", service.address))
+        .unwrap()
+        .timeout(std::time::Duration::from_millis(500))
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let body = br#"{"user_id":7,"new_user_id":"u-7"}"#;
+    let seeds = vec![
+        [
+            format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len()).as_bytes(),
+            body,
+        ]
+        .concat(),
+        [
+            format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n", body.len()).as_bytes(),
+            body,
+            b"\r\n0\r\n\r\n",
+        ]
+        .concat(),
+        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_vec(),
+        b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 4\r\n\r\nbusy".to_vec(),
+        b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:1/users/7\r\ncontent-length: 0\r\n\r\n".to_vec(),
+        b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: 3\r\n\r\nabc".to_vec(),
+    ];
+    let config = ProptestConfig::with_cases(cases(300));
+    proptest!(config, |(answer in hostile(seeds.clone(), false))| {
+        *service.answer.lock().unwrap() = answer;
+        match runtime.block_on(lookup.lookup(7)) {
+            Ok(_) => {}
+            Err(error) => prop_assert!(error.to_string().contains("/users/7"), "{}", error),
+        }
+    });
+}
