@@ -119,7 +119,13 @@ impl OpsListener {
 
 async fn health(State(endpoint): State<Endpoint>) -> (StatusCode, String) {
     match endpoint.status.state() {
-        StreamsState::Error => (StatusCode::SERVICE_UNAVAILABLE, "failed\n".into()),
+        StreamsState::Error => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "failed: {}\n",
+                endpoint.status.failure().as_deref().unwrap_or("unknown error")
+            ),
+        ),
         state => (StatusCode::OK, format!("{state:?}\n")),
     }
 }

@@ -393,23 +393,35 @@ fn an_http_lookup_reads_any_answer_into_a_result_or_an_error() {
         .unwrap()
         .timeout(std::time::Duration::from_millis(500))
         .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let body = br#"{"user_id":7,"new_user_id":"u-7"}"#;
     let seeds = vec![
         [
-            format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len()).as_bytes(),
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
             body,
         ]
         .concat(),
         [
-            format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n", body.len()).as_bytes(),
+            format!(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n",
+                body.len()
+            )
+            .as_bytes(),
             body,
             b"\r\n0\r\n\r\n",
         ]
         .concat(),
         b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_vec(),
         b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 4\r\n\r\nbusy".to_vec(),
-        b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:1/users/7\r\ncontent-length: 0\r\n\r\n".to_vec(),
+        b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:1/users/7\r\ncontent-length: 0\r\n\r\n"
+            .to_vec(),
         b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: 3\r\n\r\nabc".to_vec(),
     ];
     let config = ProptestConfig::with_cases(cases(300));

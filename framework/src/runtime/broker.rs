@@ -157,12 +157,40 @@ impl From<WeirError> for RestoreFailure {
 /// estimate of how many records remain.
 pub(crate) type ChangelogVisitor<'a> = dyn FnMut(&[ChangelogRecord], u64) -> Result<(), WeirError> + 'a;
 
+/// How far a read of part of a changelog range got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadProgress {
+    /// Records remain: the next read starts at this offset.
+    More(i64),
+    /// The range is read: what was handed over reflects the changelog up
+    /// to this offset (`range.to` when given).
+    Done(i64),
+}
+
 /// Reads changelog partitions, for restores.
 pub(crate) trait ChangelogSource {
-    /// Hands the records of `range` to `visit` in offset order, in batches;
-    /// returns the offset
-    /// after the last one read (`range.to` when given).
+    /// Hands the next records of `range` (from `range.from`) to `visit` in
+    /// offset order, in batches, at most about `max_records` of them, and
+    /// returns soon when none arrive, so that a restore can go on in slices
+    /// between the stream thread's other work.
     /// [`RestoreFailure::OutOfRange`] when `range.from` is before the
     /// partition's first offset.
-    fn read(&self, range: &ChangelogRange, visit: &mut ChangelogVisitor<'_>) -> Result<i64, RestoreFailure>;
+    fn read_some(
+        &self,
+        range: &ChangelogRange,
+        max_records: usize,
+        visit: &mut ChangelogVisitor<'_>,
+    ) -> Result<ReadProgress, RestoreFailure>;
+
+    /// Hands all of `range` to `visit`; returns the offset after it (see
+    /// [`ReadProgress::Done`]).
+    fn read(&self, range: &ChangelogRange, visit: &mut ChangelogVisitor<'_>) -> Result<i64, RestoreFailure> {
+        let mut range = range.clone();
+        loop {
+            match self.read_some(&range, usize::MAX, visit)? {
+                ReadProgress::More(next) => range.from = Some(next),
+                ReadProgress::Done(end) => return Ok(end),
+            }
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The changelog reader: an rdkafka consumer outside the consumer group that
-//! reads one changelog partition at a time, for restores (see
-//! [`super::state_manager`] for what is read and why).
+//! reads one changelog partition at a time, in slices, for restores (see
+//! [`super::state_manager`] for what is read and why). It stays assigned to
+//! the partition between the slices of a read.
 //!
 //! The end of a partition is where the consumer reports it (EOF), not a
 //! watermark read beforehand: transaction markers may sit after the last
@@ -10,7 +11,7 @@
 //! there. A start offset the broker no longer has (the topic was recreated
 //! or truncated) fails the read instead of silently skipping.
 
-use super::broker::{ChangelogRange, ChangelogRecord, ChangelogSource, ChangelogVisitor, RestoreFailure};
+use super::broker::{ChangelogRange, ChangelogRecord, ChangelogSource, ChangelogVisitor, ReadProgress, RestoreFailure};
 use super::config::{ClientKind, ProcessingGuarantee, Settings};
 use crate::error::WeirError;
 use rdkafka::client::ClientContext;
@@ -18,10 +19,17 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Records handed over in one batch.
 const BATCH_RECORDS: usize = 10_000;
+/// The longest one slice of a read takes, so that the stream thread polls
+/// its group and serves its other tasks between slices.
+const SLICE_TIME: Duration = Duration::from_millis(200);
+/// The longest one poll of the reader waits.
+const POLL_WAIT: Duration = Duration::from_millis(50);
 /// How long the reader waits for the next record before giving up.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a long read logs its progress.
@@ -30,6 +38,21 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) struct KafkaChangelogReader {
     consumer: BaseConsumer<ReaderContext>,
+    /// The partition being read, kept assigned from one slice of a read
+    /// to the next.
+    session: RefCell<Option<Session>>,
+}
+
+/// A partition the reader is assigned, and where it is in it.
+struct Session {
+    topic: Arc<str>,
+    partition: i32,
+    /// The offset after the last record handed over.
+    next: i64,
+    /// Where the read is expected to end, for progress reports.
+    end_estimate: i64,
+    last_record: Instant,
+    last_progress: Instant,
 }
 
 /// Logs librdkafka's messages, except the end-of-partition events that the
@@ -76,32 +99,92 @@ impl KafkaChangelogReader {
         let consumer = config
             .create_with_context(ReaderContext)
             .map_err(|e| WeirError::Kafka(format!("cannot create the changelog reader: {e}")))?;
-        Ok(KafkaChangelogReader { consumer })
+        Ok(KafkaChangelogReader {
+            consumer,
+            session: RefCell::new(None),
+        })
     }
 
-    fn read_assigned(
+    /// The session reading `range` from `range.from`: the current one if
+    /// it is there, else a new assignment. `Err(Ok(end))` when the range
+    /// holds nothing to read.
+    fn session_for(&self, range: &ChangelogRange) -> Result<Result<(), i64>, RestoreFailure> {
+        let (topic, partition) = (&*range.topic, range.partition);
+        let mut session = self.session.borrow_mut();
+        if let Some(current) = session.as_ref() {
+            if &*current.topic == topic && current.partition == partition && Some(current.next) == range.from {
+                return Ok(Ok(()));
+            }
+        }
+        self.stop(&mut session)?;
+        let (first, high) = self
+            .consumer
+            .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+            .map_err(|e| WeirError::Kafka(format!("cannot read the offsets of {topic}[{partition}]: {e}")))?;
+        // A start outside the partition is stale. Otherwise the watermark
+        // only feeds progress reports and skips reads of empty ranges; the
+        // read itself finds the end.
+        if range.from.is_some_and(|from| from < first || from > high) {
+            return Err(RestoreFailure::OutOfRange);
+        }
+        let start_offset = range.from.unwrap_or(first);
+        let end_estimate = range.to.unwrap_or(high);
+        if start_offset >= end_estimate {
+            return Ok(Err(range.to.unwrap_or(start_offset)));
+        }
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, partition, Offset::Offset(start_offset))
+            .map_err(|e| WeirError::Kafka(e.to_string()))?;
+        self.consumer
+            .assign(&assignment)
+            .map_err(|e| WeirError::Kafka(format!("cannot read {topic}[{partition}]: {e}")))?;
+        let now = Instant::now();
+        *session = Some(Session {
+            topic: range.topic.clone(),
+            partition,
+            next: start_offset,
+            end_estimate,
+            last_record: now,
+            last_progress: now,
+        });
+        Ok(Ok(()))
+    }
+
+    /// Ends the current session, if any.
+    fn stop(&self, session: &mut Option<Session>) -> Result<(), WeirError> {
+        if let Some(ended) = session.take() {
+            self.consumer.unassign().map_err(|e| {
+                WeirError::Kafka(format!("cannot stop reading {}[{}]: {e}", ended.topic, ended.partition))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Polls the session's partition for one slice of a read.
+    fn read_slice(
         &self,
+        session: &mut Session,
         range: &ChangelogRange,
-        end_estimate: i64,
+        max_records: usize,
         visit: &mut ChangelogVisitor<'_>,
-    ) -> Result<i64, RestoreFailure> {
-        let (topic, partition) = (&range.topic, range.partition);
+    ) -> Result<ReadProgress, RestoreFailure> {
+        let (topic, partition) = (&*range.topic, range.partition);
         let started = Instant::now();
-        let mut last_progress = started;
-        let mut last_record = started;
-        let mut batch: Vec<ChangelogRecord> = Vec::with_capacity(BATCH_RECORDS.min(4096));
-        let mut next = range.from.unwrap_or(0);
-        let mut hand_over = |batch: &mut Vec<ChangelogRecord>, next: i64| {
-            visit(batch, (end_estimate - next).max(0) as u64)?;
+        // Records handed over in earlier batches of this slice.
+        let mut handed = 0usize;
+        let mut batch: Vec<ChangelogRecord> = Vec::with_capacity(BATCH_RECORDS.min(max_records).min(4096));
+        let mut hand_over = |batch: &mut Vec<ChangelogRecord>, session: &Session| {
+            visit(batch, (session.end_estimate - session.next).max(0) as u64)?;
             batch.clear();
             Ok::<(), WeirError>(())
         };
-        loop {
-            match self.consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(message)) if range.to.is_some_and(|to| message.offset() >= to) => break,
+        let done = loop {
+            match self.consumer.poll(POLL_WAIT) {
+                Some(Ok(message)) if range.to.is_some_and(|to| message.offset() >= to) => break true,
                 Some(Ok(message)) => {
-                    last_record = Instant::now();
-                    next = message.offset() + 1;
+                    session.last_record = Instant::now();
+                    session.next = message.offset() + 1;
                     // A changelog record always has a key; skip anything else.
                     if let Some(key) = message.key() {
                         batch.push(ChangelogRecord {
@@ -110,17 +193,22 @@ impl KafkaChangelogReader {
                             value: message.payload().map(<[u8]>::to_vec),
                         });
                     }
-                    if batch.len() >= BATCH_RECORDS {
-                        hand_over(&mut batch, next)?;
+                    if range.to == Some(session.next) {
+                        break true;
                     }
-                    if range.to == Some(next) {
-                        break;
+                    let slice_full = handed + batch.len() >= max_records;
+                    if batch.len() >= BATCH_RECORDS || slice_full {
+                        handed += batch.len();
+                        hand_over(&mut batch, session)?;
+                        if slice_full {
+                            break false;
+                        }
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => match range.to {
-                    None => break,
+                    None => break true,
                     // Compaction may have removed the records just before the target.
-                    Some(to) if self.position(topic, partition)? >= to => break,
+                    Some(to) if self.position(topic, partition)? >= to => break true,
                     Some(_) => {}
                 },
                 Some(Err(KafkaError::MessageConsumption(
@@ -132,9 +220,10 @@ impl KafkaChangelogReader {
                 // A broker that cannot be reached or is moving: librdkafka
                 // retries, and the stall timeout bounds the wait.
                 Some(Err(error)) => tracing::warn!(%error, topic = %topic, partition, "changelog read error; retrying"),
-                None if last_record.elapsed() > STALL_TIMEOUT => {
+                None if session.last_record.elapsed() > STALL_TIMEOUT => {
                     return Err(WeirError::Kafka(format!(
-                        "reading {topic}[{partition}] stalled at offset {next}{}: no record and no end for {}s",
+                        "reading {topic}[{partition}] stalled at offset {}{}: no record and no end for {}s",
+                        session.next,
                         range.to.map(|to| format!(" before offset {to}")).unwrap_or_default(),
                         STALL_TIMEOUT.as_secs()
                     ))
@@ -142,19 +231,26 @@ impl KafkaChangelogReader {
                 }
                 None => {}
             }
-            if last_progress.elapsed() > PROGRESS_EVERY {
-                last_progress = Instant::now();
+            if session.last_progress.elapsed() > PROGRESS_EVERY {
+                session.last_progress = Instant::now();
                 tracing::info!(
                     topic = %topic,
                     partition,
-                    at = next,
-                    end = end_estimate,
+                    at = session.next,
+                    end = session.end_estimate,
                     "changelog read in progress"
                 );
             }
-        }
-        hand_over(&mut batch, next)?;
-        Ok(range.to.unwrap_or(next))
+            if started.elapsed() >= SLICE_TIME {
+                break false;
+            }
+        };
+        hand_over(&mut batch, session)?;
+        Ok(if done {
+            ReadProgress::Done(range.to.unwrap_or(session.next))
+        } else {
+            ReadProgress::More(session.next)
+        })
     }
 
     /// The reader's position in a partition (the next offset it will read).
@@ -171,38 +267,21 @@ impl KafkaChangelogReader {
 }
 
 impl ChangelogSource for KafkaChangelogReader {
-    fn read(&self, range: &ChangelogRange, visit: &mut ChangelogVisitor<'_>) -> Result<i64, RestoreFailure> {
-        let (topic, partition) = (&*range.topic, range.partition);
-        let (first, high) = self
-            .consumer
-            .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
-            .map_err(|e| WeirError::Kafka(format!("cannot read the offsets of {topic}[{partition}]: {e}")))?;
-        // A start outside the partition is stale. Otherwise the watermark
-        // only feeds progress reports and skips reads of empty ranges; the
-        // read itself finds the end.
-        if range.from.is_some_and(|from| from < first || from > high) {
-            return Err(RestoreFailure::OutOfRange);
+    fn read_some(
+        &self,
+        range: &ChangelogRange,
+        max_records: usize,
+        visit: &mut ChangelogVisitor<'_>,
+    ) -> Result<ReadProgress, RestoreFailure> {
+        if let Err(end) = self.session_for(range)? {
+            return Ok(ReadProgress::Done(end));
         }
-        let start_offset = range.from.unwrap_or(first);
-        let end_estimate = range.to.unwrap_or(high);
-        if start_offset >= end_estimate {
-            return Ok(range.to.unwrap_or(start_offset));
+        let mut session = self.session.borrow_mut();
+        let current = session.as_mut().expect("a session was just opened");
+        let read = self.read_slice(current, range, max_records, visit);
+        if !matches!(read, Ok(ReadProgress::More(_))) {
+            self.stop(&mut session)?;
         }
-        let start = range.from.map_or(Offset::Beginning, Offset::Offset);
-        let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(topic, partition, start)
-            .map_err(|e| WeirError::Kafka(e.to_string()))?;
-        self.consumer
-            .assign(&assignment)
-            .map_err(|e| WeirError::Kafka(format!("cannot read {topic}[{partition}]: {e}")))?;
-        let read = self.read_assigned(range, end_estimate, visit);
-        let unassigned = self
-            .consumer
-            .unassign()
-            .map_err(|e| WeirError::Kafka(format!("cannot stop reading {topic}[{partition}]: {e}")));
-        let next = read?;
-        unassigned?;
-        Ok(next)
+        read
     }
 }

@@ -106,6 +106,8 @@ pub(crate) enum Verdict {
     /// Another writer's records follow its fence: it must not commit, and
     /// is reopened.
     Foreign(ForeignWrites),
+    /// Its stores are restoring: it has not fenced or processed anything.
+    Restoring,
 }
 
 /// What the task manager knows of one task at a commit point.
@@ -115,8 +117,9 @@ pub(crate) struct Candidate<'a> {
     pub owned: bool,
     pub held_records: usize,
     /// The changelog offsets the task's state reflects (after a flush),
-    /// or the foreign writes that make them unusable.
-    pub changelogs: Result<Vec<PartitionOffset>, ForeignWrites>,
+    /// or the foreign writes that make them unusable; `None` while its
+    /// stores restore.
+    pub changelogs: Option<Result<Vec<PartitionOffset>, ForeignWrites>>,
 }
 
 /// The verdict on one task (invariants 1 and 2).
@@ -128,8 +131,9 @@ pub(crate) fn verdict(candidate: Candidate<'_>) -> Verdict {
         return Verdict::Drain;
     }
     match candidate.changelogs {
-        Err(foreign) => Verdict::Foreign(foreign),
-        Ok(changelogs) => Verdict::Commit(candidate.inputs.offsets().chain(changelogs).collect()),
+        None => Verdict::Restoring,
+        Some(Err(foreign)) => Verdict::Foreign(foreign),
+        Some(Ok(changelogs)) => Verdict::Commit(candidate.inputs.offsets().chain(changelogs).collect()),
     }
 }
 
@@ -165,7 +169,7 @@ mod tests {
     }
 
     #[test]
-    fn a_task_commits_its_whole_pair_only_when_owned_drained_and_alone_in_its_changelogs() {
+    fn a_task_commits_its_whole_pair_only_when_owned_restored_drained_and_alone_in_its_changelogs() {
         let inputs = positions();
         let candidate = |owned, held_records, changelogs| Candidate {
             inputs: &inputs,
@@ -173,7 +177,7 @@ mod tests {
             held_records,
             changelogs,
         };
-        let changelog = || Ok(vec![offset("app-users-changelog", 12)]);
+        let changelog = || Some(Ok(vec![offset("app-users-changelog", 12)]));
         match verdict(candidate(true, 0, changelog())) {
             Verdict::Commit(offsets) => assert_eq!(
                 offsets,
@@ -195,6 +199,11 @@ mod tests {
             end: 14,
             own: 2,
         };
-        assert!(matches!(verdict(candidate(true, 0, Err(foreign))), Verdict::Foreign(_)));
+        assert!(matches!(
+            verdict(candidate(true, 0, Some(Err(foreign)))),
+            Verdict::Foreign(_)
+        ));
+        assert!(matches!(verdict(candidate(true, 0, None)), Verdict::Restoring));
+        assert!(matches!(verdict(candidate(false, 0, None)), Verdict::NotOwned));
     }
 }

@@ -86,6 +86,7 @@ impl StateCell {
 pub struct StatusHandle {
     threads: Arc<[Arc<StateCell>]>,
     metrics: Arc<RuntimeMetrics>,
+    failure: Arc<Failure>,
 }
 
 impl StatusHandle {
@@ -93,9 +94,37 @@ impl StatusHandle {
         StateCell::of_instance(&self.threads)
     }
 
+    /// The error that stopped the instance, once one did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.get()
+    }
+
     pub fn metrics(&self) -> RuntimeSnapshot {
         self.metrics.snapshot()
     }
+}
+
+/// The first error that stopped a stream thread.
+#[derive(Default)]
+struct Failure(std::sync::OnceLock<String>);
+
+impl Failure {
+    fn record(&self, error: &WeirError) {
+        let _ = self.0.set(error.to_string());
+    }
+
+    fn get(&self) -> Option<String> {
+        self.0.get().cloned()
+    }
+}
+
+/// The message a panic was raised with.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// Sets the shutdown flag of a running [`KafkaStreams`] from anywhere.
@@ -138,6 +167,8 @@ pub struct KafkaStreams {
     states: Arc<[Arc<StateCell>]>,
     /// The tasks' stores, for interactive queries.
     local_stores: Arc<LocalStores>,
+    /// Why the instance stopped, once a thread failed.
+    failure: Arc<Failure>,
     threads: Vec<JoinHandle<Result<(), WeirError>>>,
     /// Held while running, so that two instances never share a state directory.
     _lock: Option<File>,
@@ -156,6 +187,7 @@ impl KafkaStreams {
             states: (0..settings.stream_threads)
                 .map(|_| Arc::new(StateCell::new()))
                 .collect(),
+            failure: Arc::default(),
             threads: Vec::new(),
             settings,
             _lock: None,
@@ -233,6 +265,7 @@ impl KafkaStreams {
         let (topology, settings) = (self.topology.clone(), self.settings.clone());
         let (shutdown, metrics) = (self.shutdown.clone(), self.metrics.clone());
         let (state, local_stores) = (self.states[index].clone(), self.local_stores.clone());
+        let failure = self.failure.clone();
         let transactional_id = format!("{}-{process_id}-{index}", settings.application_id);
         std::thread::Builder::new()
             .name(format!("{}-stream-{index}", settings.application_id))
@@ -261,15 +294,28 @@ impl KafkaStreams {
                     }
                     Err(error) => {
                         let message = error.to_string();
+                        failure.record(&error);
                         let _ = started.send(Err(error));
                         state.set(StreamsState::Error);
                         return Err(WeirError::Other(message));
                     }
                 };
-                let result = stream_thread::run(manager, &settings, &shutdown, &metrics, state.clone());
-                if result.is_err() {
+                // A panic (a bug, or a user function's) is the thread's
+                // error like any other: its tasks are dropped uncommitted
+                // as it unwinds, and the instance stops.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    stream_thread::run(manager, &settings, &shutdown, &metrics, state.clone())
+                }))
+                .unwrap_or_else(|panic| {
+                    Err(WeirError::Other(format!(
+                        "stream thread {index} panicked: {}",
+                        panic_message(panic.as_ref())
+                    )))
+                });
+                if let Err(error) = &result {
                     // One failed thread stops the instance: its partitions
                     // would otherwise wait for a thread that is gone.
+                    failure.record(error);
                     shutdown.store(true, Ordering::SeqCst);
                 }
                 state.set(if result.is_ok() {
@@ -322,6 +368,7 @@ impl KafkaStreams {
         StatusHandle {
             threads: self.states.clone(),
             metrics: self.metrics.clone(),
+            failure: self.failure.clone(),
         }
     }
 

@@ -43,7 +43,8 @@
 //! the brokers. There is no fence record and no tail.
 
 use super::broker::{
-    Acknowledged, ChangelogRange, ChangelogRecord, ChangelogSource, Output, PartitionOffset, RestoreFailure,
+    Acknowledged, ChangelogRange, ChangelogRecord, ChangelogSource, Output, PartitionOffset, ReadProgress,
+    RestoreFailure,
 };
 use super::checkpoint::Checkpoint;
 use super::task::{Task, TaskId};
@@ -72,8 +73,6 @@ pub(crate) struct OpenRequest<'a> {
     pub exactly_once: bool,
     /// Whether stores keep their contents across restarts (checkpoints).
     pub persistent: bool,
-    /// Written into fence records, to tell in the changelog who fenced.
-    pub owner: &'a str,
 }
 
 /// A task's changelog partition and this incarnation's place in it.
@@ -127,20 +126,45 @@ pub(crate) struct TaskState {
     exactly_once: bool,
 }
 
-impl TaskState {
+/// A task whose stores are restoring, slice by slice, between the stream
+/// thread's other work (Kafka Streams' state updater): its input is paused
+/// until [`Restoration::finish`].
+pub(crate) struct Restoration {
+    id: TaskId,
+    dir: PathBuf,
+    exactly_once: bool,
+    persistent: bool,
+    /// `None` only while the stores are rebuilt (the old ones closed first).
+    task: Option<Task>,
+    stores: Vec<StoreRestore>,
+    /// The store being restored.
+    current: usize,
+    /// Whether the stores were already wiped once after a start offset
+    /// turned out to be outside its changelog.
+    rebuilt: bool,
+}
+
+/// One store's range and how far its restore got.
+struct StoreRestore {
+    store: String,
+    /// `from` moves on as slices are read.
+    range: ChangelogRange,
+    restored: u64,
+    started: Option<std::time::Instant>,
+    /// The offset the store reflects once its range is read.
+    done: Option<i64>,
+}
+
+impl Restoration {
     /// Opens a task's stores (see the module documentation): decides where
     /// each restore starts (the checkpoint of a clean close, else the
     /// beginning of emptied stores) and stops (the last commit, or the end
-    /// under exactly-once), has `create` make the task, restores it, and
-    /// under at-least-once fences the changelogs and compensates their
-    /// tails. The compensating writes are sent before this returns.
-    pub(crate) fn open(
+    /// under exactly-once), and has `create` make the task. Nothing is read
+    /// yet: [`Restoration::step`] does that.
+    pub(crate) fn begin(
         request: &OpenRequest<'_>,
         create: &mut dyn FnMut() -> Result<Task, WeirError>,
-        source: &dyn ChangelogSource,
-        output: &dyn Output,
-        metrics: &RuntimeMetrics,
-    ) -> Result<(Task, TaskState), WeirError> {
+    ) -> Result<Self, WeirError> {
         let OpenRequest { id, dir, .. } = request;
         let checkpoint = if request.persistent {
             Checkpoint::read(dir)?
@@ -152,55 +176,189 @@ impl TaskState {
             // crash must leave no checkpoint behind.
             Checkpoint::delete(dir)?;
         }
-        let mut ranges: Vec<(String, ChangelogRange)> = request
+        let mut stores: Vec<StoreRestore> = request
             .changelogs
             .iter()
             .map(|(store, topic)| {
                 let key = (topic.clone(), id.partition);
-                let range = ChangelogRange {
-                    topic: topic.clone(),
-                    partition: id.partition,
-                    from: checkpoint
-                        .as_ref()
-                        .and_then(|c| c.offsets.get(&(topic.to_string(), id.partition)).copied()),
-                    // A partition no commit has covered holds no committed state.
-                    to: (!request.exactly_once).then(|| request.committed.get(&key).copied().flatten().unwrap_or(0)),
-                };
-                (store.clone(), range)
+                StoreRestore {
+                    store: store.clone(),
+                    range: ChangelogRange {
+                        topic: topic.clone(),
+                        partition: id.partition,
+                        from: checkpoint
+                            .as_ref()
+                            .and_then(|c| c.offsets.get(&(topic.to_string(), id.partition)).copied()),
+                        // A partition no commit has covered holds no committed state.
+                        to: (!request.exactly_once)
+                            .then(|| request.committed.get(&key).copied().flatten().unwrap_or(0)),
+                    },
+                    restored: 0,
+                    started: None,
+                    done: None,
+                }
             })
             .collect();
-        let ahead_of_commit = ranges
+        let ahead_of_commit = stores
             .iter()
-            .any(|(_, r)| matches!((r.from, r.to), (Some(from), Some(to)) if from > to));
-        if request.persistent && ranges.iter().any(|(_, r)| r.from.is_none()) && dir.exists() {
+            .any(|s| matches!((s.range.from, s.range.to), (Some(from), Some(to)) if from > to));
+        if request.persistent && stores.iter().any(|s| s.range.from.is_none()) && dir.exists() {
             tracing::info!(task = %id, "no checkpoint; rebuilding the task's stores from their changelogs");
-            wipe(dir, &mut ranges)?;
+            wipe(dir, &mut stores)?;
         } else if ahead_of_commit {
             tracing::info!(task = %id, "the stores are ahead of the last commit; rebuilding them");
-            wipe(dir, &mut ranges)?;
+            wipe(dir, &mut stores)?;
         }
-        let (mut task, changelogs) = match restore(*id, create, &ranges, source, metrics)? {
-            Some(restored) => restored,
-            None => {
-                tracing::warn!(task = %id, "the checkpoint points outside the changelog; rebuilding the task's stores");
-                wipe(dir, &mut ranges)?;
-                restore(*id, create, &ranges, source, metrics)?.ok_or_else(|| {
-                    WeirError::Kafka(format!("task {id}: a changelog cannot be read from its beginning"))
-                })?
-            }
-        };
-        let mut state = TaskState {
+        Ok(Restoration {
+            id: *id,
             dir: dir.clone(),
-            changelogs,
             exactly_once: request.exactly_once,
+            persistent: request.persistent,
+            task: Some(create()?),
+            stores,
+            current: 0,
+            rebuilt: false,
+        })
+    }
+
+    /// Restores about `max_records` more records (one slice); returns
+    /// whether every store is restored. A start offset outside its
+    /// changelog (a stale checkpoint) rebuilds the stores from the
+    /// beginning, with a task `create` makes anew.
+    pub(crate) fn step(
+        &mut self,
+        create: &mut dyn FnMut() -> Result<Task, WeirError>,
+        source: &dyn ChangelogSource,
+        metrics: &RuntimeMetrics,
+        max_records: usize,
+    ) -> Result<bool, WeirError> {
+        let Some(restoring) = self.stores.get_mut(self.current) else {
+            return Ok(true);
         };
-        if !request.exactly_once {
-            state.fence(request.owner, output)?;
+        let task = self.task.as_mut().expect("a restoring task has its stores");
+        let store = restoring.store.as_str();
+        restoring.started.get_or_insert_with(std::time::Instant::now);
+        let mut restored = 0u64;
+        let read = source.read_some(
+            &restoring.range,
+            max_records,
+            &mut |records: &[ChangelogRecord], remaining| {
+                let mut writes = records
+                    .iter()
+                    .filter(|r| r.key != FENCE_KEY)
+                    .map(|r| (r.key.as_slice(), r.value.as_deref()));
+                task.restore(store, &mut writes)?;
+                restored += records.len() as u64;
+                metrics.restored(store, records.len() as u64, remaining);
+                Ok(())
+            },
+        );
+        restoring.restored += restored;
+        match read {
+            Ok(ReadProgress::More(next)) => restoring.range.from = Some(next),
+            Ok(ReadProgress::Done(end)) => {
+                metrics.restored(store, 0, 0);
+                if restoring.restored > 0 {
+                    tracing::info!(
+                        task = %self.id, store, records = restoring.restored, to = ?restoring.range.to,
+                        elapsed_ms = restoring.started.map_or(0, |s| s.elapsed().as_millis() as u64),
+                        "store restored from its changelog"
+                    );
+                }
+                restoring.done = Some(end);
+                self.current += 1;
+            }
+            Err(RestoreFailure::OutOfRange) if !self.rebuilt => {
+                tracing::warn!(task = %self.id, "the checkpoint points outside the changelog; rebuilding the task's stores");
+                self.task = None;
+                wipe(&self.dir, &mut self.stores)?;
+                self.task = Some(create()?);
+                self.current = 0;
+                self.rebuilt = true;
+            }
+            Err(RestoreFailure::OutOfRange) => {
+                return Err(WeirError::Kafka(format!(
+                    "task {}: a changelog cannot be read from its beginning",
+                    self.id
+                )))
+            }
+            Err(RestoreFailure::Failed(error)) => return Err(error),
+        }
+        Ok(self.current == self.stores.len())
+    }
+
+    /// The restored task, ready to process: under at-least-once its
+    /// changelogs are fenced and their tails compensated first (the
+    /// compensating writes are sent before this returns).
+    pub(crate) fn finish(
+        mut self,
+        owner: &str,
+        source: &dyn ChangelogSource,
+        output: &dyn Output,
+    ) -> Result<(Task, TaskState), WeirError> {
+        let mut task = self.task.take().expect("a restoring task has its stores");
+        let changelogs = self
+            .stores
+            .iter()
+            .map(|s| ChangelogState {
+                store: s.store.clone(),
+                topic: s.range.topic.clone(),
+                partition: s.range.partition,
+                restored_to: s.done.expect("finish follows a complete restore"),
+                fence: None,
+            })
+            .collect();
+        let mut state = TaskState {
+            dir: self.dir.clone(),
+            changelogs,
+            exactly_once: self.exactly_once,
+        };
+        if !self.exactly_once {
+            state.fence(owner, output)?;
             state.compensate_tails(&mut task, source, output)?;
         }
         Ok((task, state))
     }
 
+    /// Stops a restore that has not finished (the partitions move, the
+    /// instance stops). What is restored is a prefix of each changelog,
+    /// which a checkpoint may name, so that the next open continues where
+    /// this one stopped; the open rebuilds the stores if the prefix turns
+    /// out to be ahead of the commit it restores to.
+    pub(crate) fn suspend(mut self) -> Result<(), WeirError> {
+        let Some(mut task) = self.task.take() else {
+            return Ok(());
+        };
+        task.flush()?;
+        if !self.persistent {
+            return Ok(());
+        }
+        let checkpoint = Checkpoint {
+            offsets: self
+                .stores
+                .iter()
+                .map(|s| {
+                    let at = s.done.or(s.range.from).unwrap_or(0);
+                    ((s.range.topic.to_string(), s.range.partition), at)
+                })
+                .collect(),
+        };
+        tracing::info!(task = %self.id, "restore stopped before its end; the next open continues it");
+        drop(task);
+        checkpoint.write(&self.dir)
+    }
+
+    /// The task whose stores are restoring.
+    pub(crate) fn task(&self) -> Option<&Task> {
+        self.task.as_ref()
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl TaskState {
     /// Writes a fence record to every changelog partition and waits for
     /// their offsets.
     fn fence(&mut self, owner: &str, output: &dyn Output) -> Result<(), WeirError> {
@@ -355,57 +513,14 @@ impl TaskState {
     }
 }
 
-/// Creates the task and replays each range into its store; `None` when a
-/// start offset is out of range.
-fn restore(
-    id: TaskId,
-    create: &mut dyn FnMut() -> Result<Task, WeirError>,
-    ranges: &[(String, ChangelogRange)],
-    source: &dyn ChangelogSource,
-    metrics: &RuntimeMetrics,
-) -> Result<Option<(Task, Vec<ChangelogState>)>, WeirError> {
-    let mut task = create()?;
-    let mut changelogs = Vec::with_capacity(ranges.len());
-    for (store, range) in ranges {
-        let started = std::time::Instant::now();
-        let mut restored = 0u64;
-        let read = source.read(range, &mut |records: &[ChangelogRecord], remaining| {
-            let mut writes = records
-                .iter()
-                .filter(|r| r.key != FENCE_KEY)
-                .map(|r| (r.key.as_slice(), r.value.as_deref()));
-            task.restore(store, &mut writes)?;
-            restored += records.len() as u64;
-            metrics.restored(store, records.len() as u64, remaining);
-            Ok(())
-        });
-        metrics.restored(store, 0, 0);
-        let restored_to = match read {
-            Ok(next) => next,
-            Err(RestoreFailure::OutOfRange) => return Ok(None),
-            Err(RestoreFailure::Failed(error)) => return Err(error),
-        };
-        if restored > 0 {
-            tracing::info!(
-                task = %id, store, records = restored, from = ?range.from, to = ?range.to,
-                elapsed_ms = started.elapsed().as_millis() as u64, "store restored from its changelog"
-            );
-        }
-        changelogs.push(ChangelogState {
-            store: store.clone(),
-            topic: range.topic.clone(),
-            partition: range.partition,
-            restored_to,
-            fence: None,
-        });
-    }
-    Ok(Some((task, changelogs)))
-}
-
 /// Deletes a task's state and makes its restore start from the beginning.
-fn wipe(dir: &Path, ranges: &mut [(String, ChangelogRange)]) -> Result<(), WeirError> {
+fn wipe(dir: &Path, stores: &mut [StoreRestore]) -> Result<(), WeirError> {
     remove_state(dir)?;
-    ranges.iter_mut().for_each(|(_, r)| r.from = None);
+    for store in stores {
+        store.range.from = None;
+        store.restored = 0;
+        store.done = None;
+    }
     Ok(())
 }
 

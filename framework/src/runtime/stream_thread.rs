@@ -8,7 +8,8 @@
 use super::broker::Group;
 use super::config::{ClientKind, Settings};
 use super::consumer::{partitions_of, KafkaGroup, KafkaHeaders};
-use super::task_manager::TaskManager;
+use super::kafka_streams::panic_message;
+use super::task_manager::{Processed, TaskManager};
 use super::StreamsState;
 use crate::error::WeirError;
 use crate::metrics::RuntimeMetrics;
@@ -28,6 +29,9 @@ use std::time::{Duration, Instant};
 
 /// The most records processed between two checks for commits and shutdown.
 const MAX_BATCH: usize = 10_000;
+/// About how many changelog records one slice of a restore reads between
+/// two polls of the consumer.
+const RESTORE_SLICE: usize = 20_000;
 /// How many records go by between two checks of the enrichment backlog.
 const BACKPRESSURE_CHECK: u64 = 64;
 /// The longest an idle thread sleeps waiting for enrichment answers.
@@ -82,6 +86,10 @@ impl<T> Drop for ThreadBound<T> {
 pub(crate) struct StreamContext {
     manager: ThreadBound<RefCell<TaskManager>>,
     state: Arc<super::StateCell>,
+    /// The partitions this thread paused. librdkafka keeps a partition
+    /// paused across a revocation and a new assignment, so this outlives
+    /// rebalances; the rebalance callback and the poll loop both pause.
+    paused: ThreadBound<RefCell<BTreeSet<(Arc<str>, i32)>>>,
 }
 
 impl StreamContext {
@@ -91,13 +99,71 @@ impl StreamContext {
             .ok_or_else(|| WeirError::Other("the stream thread's tasks were reached from another thread".into()))
     }
 
+    /// Runs `f` on the task manager inside a rebalance callback. A panic
+    /// must not unwind into librdkafka (it would abort the process): it
+    /// becomes the thread's failure.
     fn with_manager<R>(&self, f: impl FnOnce(&mut TaskManager) -> R) -> Option<R> {
-        match self.manager().map(RefCell::try_borrow_mut) {
-            Ok(Ok(mut manager)) => Some(f(&mut manager)),
-            _ => {
-                tracing::error!("a rebalance callback could not reach the tasks");
+        let Ok(Ok(mut manager)) = self.manager().map(RefCell::try_borrow_mut) else {
+            tracing::error!("a rebalance callback could not reach the tasks");
+            return None;
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut manager))) {
+            Ok(result) => Some(result),
+            Err(panic) => {
+                let error = WeirError::Other(format!("a rebalance panicked: {}", panic_message(panic.as_ref())));
+                tracing::error!(%error, "a rebalance failed");
+                manager.fail(error);
                 None
             }
+        }
+    }
+
+    /// Pauses the partitions of `wanted` that are not paused yet and
+    /// resumes those paused and no longer wanted. librdkafka drops the
+    /// records it fetched for a paused partition and fetches again from the
+    /// last record handed out, so nothing is skipped.
+    fn pause_only(
+        &self,
+        consumer: &BaseConsumer<StreamContext>,
+        wanted: BTreeSet<(Arc<str>, i32)>,
+    ) -> Result<(), WeirError> {
+        let paused = self
+            .paused
+            .get()
+            .ok_or_else(|| WeirError::Other("the stream thread's pauses were reached from another thread".into()))?;
+        let mut paused = paused.borrow_mut();
+        if *paused == wanted {
+            return Ok(());
+        }
+        let list = |partitions: &mut dyn Iterator<Item = &(Arc<str>, i32)>| {
+            let mut list = TopicPartitionList::new();
+            for (topic, partition) in partitions {
+                list.add_partition(topic, *partition);
+            }
+            list
+        };
+        let resume = list(&mut paused.difference(&wanted));
+        let pause = list(&mut wanted.difference(&paused));
+        if resume.count() > 0 {
+            tracing::debug!(partitions = resume.count(), "resuming input");
+            consumer
+                .resume(&resume)
+                .map_err(|e| WeirError::Kafka(format!("cannot resume the input: {e}")))?;
+        }
+        if pause.count() > 0 {
+            tracing::debug!(partitions = pause.count(), "pausing input");
+            consumer
+                .pause(&pause)
+                .map_err(|e| WeirError::Kafka(format!("cannot pause the input: {e}")))?;
+        }
+        *paused = wanted;
+        Ok(())
+    }
+
+    /// Records partitions paused outside [`StreamContext::pause_only`].
+    fn paused_too(&self, partitions: Vec<(Arc<str>, i32)>) {
+        if let Some(paused) = self.paused.get() {
+            paused.borrow_mut().extend(partitions);
         }
     }
 
@@ -128,8 +194,11 @@ impl ConsumerContext for StreamContext {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let assigned = partitions_of(partitions);
-                let starts = self.with_manager(|manager| manager.on_assigned(&group, &assigned));
-                for start in starts.unwrap_or_default() {
+                let Some(Some(starts)) = self.with_manager(|manager| manager.on_assigned(&group, &assigned)) else {
+                    // The poll loop stops the thread on the failure.
+                    return;
+                };
+                for start in starts {
                     let set =
                         partitions.set_partition_offset(&start.topic, start.partition, Offset::Offset(start.offset));
                     if let Err(error) = set {
@@ -142,8 +211,19 @@ impl ConsumerContext for StreamContext {
                     self.fail(WeirError::Kafka(format!(
                         "cannot take the assigned partitions: {error}"
                     )));
+                    return;
                 }
-                self.state.set(StreamsState::Running);
+                // The inputs of restoring tasks wait, from their first fetch
+                // on; the thread runs once they are restored.
+                let restoring = self.with_manager(|manager| (manager.partitions_to_pause(), manager.restoring()));
+                if let Some((wanted, restoring)) = restoring {
+                    if let Err(error) = self.pause_only(consumer, wanted) {
+                        self.fail(error);
+                    }
+                    if !restoring {
+                        self.state.set(StreamsState::Running);
+                    }
+                }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.state.set(StreamsState::Rebalancing);
@@ -213,6 +293,7 @@ pub(crate) fn run(
     let context = StreamContext {
         manager: ThreadBound::new(RefCell::new(manager)),
         state: state.clone(),
+        paused: ThreadBound::new(RefCell::new(BTreeSet::new())),
     };
     let consumer: BaseConsumer<StreamContext> = config
         .create_with_context(context)
@@ -246,31 +327,33 @@ fn poll_loop(
     shutdown: &AtomicBool,
     metrics: &RuntimeMetrics,
 ) -> Result<(), WeirError> {
-    let manager = consumer.context().manager()?;
+    let context = consumer.context();
+    let manager = context.manager()?;
     let group = KafkaGroup(consumer);
     let mut last_commit = Instant::now();
     let mut last_gauges = Instant::now();
-    let mut paused = BTreeSet::new();
     let mut stalls = StallWatch::new(settings);
     while !shutdown.load(Ordering::Relaxed) {
-        // librdkafka keeps a partition paused across a revocation and a new
-        // assignment, so `paused` stays what this thread paused.
-        let (answers_seen, holds_records, to_pause) = {
+        // A slice of the restores between polls: the consumer keeps
+        // polling (and stays in the group), and shutdown is honoured.
+        if manager.borrow().restoring() {
+            manager.borrow_mut().restore(RESTORE_SLICE)?;
+            if !manager.borrow().restoring() {
+                context.state.set(StreamsState::Running);
+            }
+        }
+        let (answers_seen, busy, to_pause) = {
             let manager = manager.borrow();
             (
                 manager.answer_mark(),
-                manager.holds_records(),
+                manager.holds_records() || manager.restoring(),
                 manager.partitions_to_pause(),
             )
         };
-        paused = pause_only(consumer, &paused, to_pause)?;
-        // Records waiting for enrichment: do not sleep in `poll`, their
-        // answers may come first.
-        let wait = if holds_records {
-            Duration::ZERO
-        } else {
-            settings.poll_interval
-        };
+        context.pause_only(consumer, to_pause)?;
+        // Records waiting for enrichment or stores restoring: do not sleep
+        // in `poll`.
+        let wait = if busy { Duration::ZERO } else { settings.poll_interval };
         let mut processed = 0u64;
         let mut next = consumer.poll(wait);
         while let Some(polled) = next {
@@ -279,7 +362,7 @@ fn poll_loop(
                     // Read again after the group's verdict, not now.
                     group.seek(message.topic(), message.partition(), message.offset())?;
                     drop(message);
-                    paused.extend(await_group_verdict(consumer, &manager.borrow(), &stalls)?);
+                    context.paused_too(await_group_verdict(consumer, &manager.borrow(), &stalls)?);
                     break;
                 }
                 Ok(message) => {
@@ -290,10 +373,16 @@ fn poll_loop(
                         timestamp: message.timestamp().to_millis().unwrap_or(-1),
                         headers: &headers,
                     };
-                    manager
-                        .borrow_mut()
-                        .process(message.topic(), message.partition(), message.offset(), &record)?;
-                    processed += 1;
+                    let outcome = manager.borrow_mut().process(
+                        message.topic(),
+                        message.partition(),
+                        message.offset(),
+                        &record,
+                    )?;
+                    match outcome {
+                        Processed::Done => processed += 1,
+                        Processed::NotYet => group.seek(message.topic(), message.partition(), message.offset())?,
+                    }
                 }
                 Err(KafkaError::MessageConsumptionFatal(code)) => {
                     return Err(WeirError::Kafka(format!("the consumer failed: {code}")))
@@ -310,7 +399,7 @@ fn poll_loop(
         }
         metrics.processed(processed);
         if stalls.stalled(manager.borrow().rebalances()) {
-            paused.extend(await_group_verdict(consumer, &manager.borrow(), &stalls)?);
+            context.paused_too(await_group_verdict(consumer, &manager.borrow(), &stalls)?);
             continue;
         }
         let mut manager = manager.borrow_mut();
@@ -418,40 +507,4 @@ fn await_group_verdict(
         tracing::info!("the group kept this member; going on");
     }
     Ok(partitions_of(&assignment))
-}
-
-/// Pauses the partitions of `wanted` that are not paused yet and resumes
-/// those of `paused` no longer wanted; returns what is paused now.
-/// librdkafka drops the records it fetched for a paused partition and
-/// fetches again from the last record handed out, so nothing is skipped.
-fn pause_only(
-    consumer: &BaseConsumer<StreamContext>,
-    paused: &BTreeSet<(Arc<str>, i32)>,
-    wanted: BTreeSet<(Arc<str>, i32)>,
-) -> Result<BTreeSet<(Arc<str>, i32)>, WeirError> {
-    if *paused == wanted {
-        return Ok(wanted);
-    }
-    let list = |partitions: &mut dyn Iterator<Item = &(Arc<str>, i32)>| {
-        let mut list = TopicPartitionList::new();
-        for (topic, partition) in partitions {
-            list.add_partition(topic, *partition);
-        }
-        list
-    };
-    let resume = list(&mut paused.difference(&wanted));
-    let pause = list(&mut wanted.difference(paused));
-    if resume.count() > 0 {
-        tracing::debug!(partitions = resume.count(), "resuming input");
-        consumer
-            .resume(&resume)
-            .map_err(|e| WeirError::Kafka(format!("cannot resume the input: {e}")))?;
-    }
-    if pause.count() > 0 {
-        tracing::debug!(partitions = pause.count(), "pausing input");
-        consumer
-            .pause(&pause)
-            .map_err(|e| WeirError::Kafka(format!("cannot pause the input: {e}")))?;
-    }
-    Ok(wanted)
 }

@@ -14,7 +14,7 @@ use super::commit::{verdict, Candidate, InputPositions, Verdict};
 use super::config::{ProcessingGuarantee, Settings};
 use super::gauges;
 use super::query::LocalStores;
-use super::state_manager::{remove_state, OpenRequest, TaskState};
+use super::state_manager::{remove_state, OpenRequest, Restoration, TaskState};
 use super::task::{Task, TaskId, TaskSettings};
 use crate::enrich::AnswerWait;
 use crate::error::WeirError;
@@ -31,16 +31,69 @@ use std::time::{Duration, Instant};
 /// holding records then closes without committing them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Where a task is in its life.
+enum Phase {
+    /// Its stores restore; its input is paused.
+    Restoring(Restoration),
+    Running {
+        task: Task,
+        state: TaskState,
+    },
+}
+
 /// A task with what the runtime tracks for it.
 struct ActiveTask {
-    task: Task,
-    state: TaskState,
+    phase: Phase,
     inputs: InputPositions,
     /// Opened or processed since its last commit.
     uncommitted: bool,
     /// Waiting at a commit point for its asynchronous work: its input is
     /// paused.
     draining: bool,
+}
+
+impl ActiveTask {
+    /// The task, if it processes.
+    fn running(&mut self) -> Option<&mut Task> {
+        match &mut self.phase {
+            Phase::Running { task, .. } => Some(task),
+            Phase::Restoring(_) => None,
+        }
+    }
+
+    /// The task in either phase (its stores, for gauges).
+    fn task(&self) -> Option<&Task> {
+        match &self.phase {
+            Phase::Running { task, .. } => Some(task),
+            Phase::Restoring(restoration) => restoration.task(),
+        }
+    }
+
+    fn held_records(&self) -> usize {
+        match &self.phase {
+            Phase::Running { task, .. } => task.held_records(),
+            Phase::Restoring(_) => 0,
+        }
+    }
+
+    fn backpressured(&self) -> bool {
+        match &self.phase {
+            Phase::Running { task, .. } => task.backpressured(),
+            Phase::Restoring(_) => false,
+        }
+    }
+
+    fn is_restoring(&self) -> bool {
+        matches!(self.phase, Phase::Restoring(_))
+    }
+}
+
+/// What became of a record handed to [`TaskManager::process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Processed {
+    Done,
+    /// Its task is restoring: the consumer must read the record again.
+    NotYet,
 }
 
 /// How a stream thread reaches the brokers and its enrichments' answers.
@@ -140,7 +193,7 @@ impl TaskManager {
         partition: i32,
         offset: i64,
         record: &InputRecord<'_>,
-    ) -> Result<(), WeirError> {
+    ) -> Result<Processed, WeirError> {
         let sub = *self
             .routes
             .get(topic)
@@ -154,21 +207,26 @@ impl TaskManager {
                 "a record of {topic}[{partition}] arrived, but task {id} is not assigned to this stream thread"
             ))
         })?;
-        active.task.process(topic, offset, record)?;
-        for output in active.task.drain_output() {
+        let Some(task) = active.running() else {
+            // Its input is paused while it restores; a record fetched
+            // before the pause is read again afterwards.
+            return Ok(Processed::NotYet);
+        };
+        task.process(topic, offset, record)?;
+        for output in task.drain_output() {
             self.output.send(&output)?;
         }
         active.inputs.processed(topic, offset);
         active.uncommitted = true;
-        Ok(())
+        Ok(Processed::Done)
     }
 
     /// Passes on the records whose enrichment finished; their outputs go to
     /// the producer.
     pub(crate) fn complete_async(&mut self) -> Result<(), WeirError> {
-        for active in self.active.values_mut() {
-            if active.task.complete_async()? > 0 {
-                for output in active.task.drain_output() {
+        for task in self.active.values_mut().filter_map(ActiveTask::running) {
+            if task.complete_async()? > 0 {
+                for output in task.drain_output() {
                     self.output.send(&output)?;
                 }
             }
@@ -178,7 +236,7 @@ impl TaskManager {
 
     /// Whether a task holds records that wait for asynchronous work.
     pub(crate) fn holds_records(&self) -> bool {
-        self.active.values().any(|active| active.task.held_records() > 0)
+        self.active.values().any(|active| active.held_records() > 0)
     }
 
     /// A mark to wait for enrichment answers from, taken before
@@ -195,17 +253,17 @@ impl TaskManager {
     /// Whether a task's asynchronous work is at its limit, so that input
     /// should pause.
     pub(crate) fn backpressured(&self) -> bool {
-        self.active.values().any(|active| active.task.backpressured())
+        self.active.values().any(ActiveTask::backpressured)
     }
 
     /// The input partitions that must not be read now: every one while
-    /// asynchronous work is at its limit, else those of tasks draining for
-    /// a commit.
+    /// asynchronous work is at its limit, else those of tasks restoring or
+    /// draining for a commit.
     pub(crate) fn partitions_to_pause(&self) -> BTreeSet<(Arc<str>, i32)> {
         let everything = self.backpressured();
         self.active
             .values()
-            .filter(|active| everything || active.draining)
+            .filter(|active| everything || active.draining || active.is_restoring())
             .flat_map(|active| {
                 let partition = active.inputs.partition();
                 active.inputs.topics().map(move |topic| (topic.clone(), partition))
@@ -227,7 +285,7 @@ impl TaskManager {
                     gauges::set_lag(&offset.topic, id.partition, end, offset.offset);
                 }
             }
-            for (store, size) in active.task.store_sizes() {
+            for (store, size) in active.task().into_iter().flat_map(Task::store_sizes) {
                 gauges::set_store_size(store, id.partition, size);
             }
         }
@@ -301,8 +359,11 @@ impl TaskManager {
             let candidate = Candidate {
                 inputs: &active.inputs,
                 owned: active.inputs.topics().all(|t| group.owns(t, id.partition)),
-                held_records: active.task.held_records(),
-                changelogs: active.state.committable_offsets(self.output.as_ref()),
+                held_records: active.held_records(),
+                changelogs: match &active.phase {
+                    Phase::Running { state, .. } => Some(state.committable_offsets(self.output.as_ref())),
+                    Phase::Restoring(_) => None,
+                },
             };
             active.draining = false;
             match verdict(candidate) {
@@ -311,6 +372,7 @@ impl TaskManager {
                     committed.insert(*id, task_offsets);
                 }
                 Verdict::Drain => active.draining = true,
+                Verdict::Restoring => {}
                 Verdict::NotOwned => {
                     tracing::warn!(task = %id, "not committing a task whose partitions this consumer no longer holds")
                 }
@@ -349,7 +411,7 @@ impl TaskManager {
     fn commit_transaction(&mut self, group: &dyn Group) -> Result<bool, CommitFailure> {
         let held = self.holds_records();
         for active in self.active.values_mut() {
-            active.draining = held && active.task.held_records() > 0;
+            active.draining = held && active.held_records() > 0;
         }
         if held {
             return Ok(false);
@@ -399,7 +461,7 @@ impl TaskManager {
     /// Drops a task's state, opens it again from the group's committed
     /// offsets and moves the consumer to them.
     fn reopen(&mut self, group: &dyn Group, id: TaskId) -> Result<(), WeirError> {
-        self.close_task(id, None)?;
+        self.close_task(id, None, false)?;
         let committed = self.read_committed(group, &BTreeSet::from([id]))?;
         let inputs = self.open_task(id, &committed)?;
         for offset in inputs {
@@ -450,7 +512,7 @@ impl TaskManager {
         };
         for id in ids {
             let offsets = committed.get(&id).map(Vec::as_slice);
-            self.close_task(id, offsets)?;
+            self.close_task(id, offsets, true)?;
         }
         self.metrics.rebalanced(self.thread, self.active.len());
         Ok(())
@@ -484,8 +546,11 @@ impl TaskManager {
             Ok(mut committed) => {
                 // Tasks with nothing new to commit close cleanly too.
                 for (id, active) in &self.active {
+                    let Phase::Running { state, .. } = &active.phase else {
+                        continue;
+                    };
                     if !active.uncommitted && !committed.contains_key(id) {
-                        if let Ok(changelogs) = active.state.committable_offsets(self.output.as_ref()) {
+                        if let Ok(changelogs) = state.committable_offsets(self.output.as_ref()) {
                             committed.insert(*id, changelogs);
                         }
                     }
@@ -501,16 +566,21 @@ impl TaskManager {
         }
     }
 
-    /// Opens (restoring their stores) the tasks of newly assigned
-    /// partitions; returns where the consumer starts reading each input
-    /// partition: the offsets read with the changelog offsets the tasks
-    /// restored to, so that the pair is one commit's.
-    pub(crate) fn on_assigned(&mut self, group: &dyn Group, assigned: &[(Arc<str>, i32)]) -> Vec<PartitionOffset> {
+    /// Opens the tasks of newly assigned partitions, their stores to be
+    /// restored from the poll loop; returns where the consumer starts
+    /// reading each input partition: the offsets read with the changelog
+    /// offsets the tasks restore to, so that the pair is one commit's.
+    /// `None` after an error, which stops the thread.
+    pub(crate) fn on_assigned(
+        &mut self,
+        group: &dyn Group,
+        assigned: &[(Arc<str>, i32)],
+    ) -> Option<Vec<PartitionOffset>> {
         match self.assign(group, assigned) {
-            Ok(starts) => starts,
+            Ok(starts) => Some(starts),
             Err(error) => {
                 self.failure.get_or_insert(error);
-                Vec::new()
+                None
             }
         }
     }
@@ -548,10 +618,6 @@ impl TaskManager {
                 None => starts.extend(self.open_task(id, &committed)?),
             }
         }
-        // The first commit names this instance as the tasks' owner and
-        // moves the committed changelog offsets past the fences; it comes
-        // once the consumer holds the partitions.
-        self.commit_soon |= !new.is_empty();
         self.metrics.rebalanced(self.thread, self.active.len());
         Ok(starts)
     }
@@ -598,8 +664,8 @@ impl TaskManager {
             .collect()
     }
 
-    /// Creates a task and restores its stores (see [`super::state_manager`]);
-    /// returns its input positions.
+    /// Creates a task whose stores restore from the poll loop (see
+    /// [`TaskManager::restore`]); returns its input positions.
     fn open_task(&mut self, id: TaskId, committed: &CommittedOffsets) -> Result<Vec<PartitionOffset>, WeirError> {
         let app = &self.settings.application_id;
         let sub = &self.topology.subtopologies()[id.subtopology];
@@ -618,23 +684,13 @@ impl TaskManager {
             committed,
             exactly_once: self.is_exactly_once(),
             persistent: self.stores.persistent(),
-            owner: &self.owner,
         };
         let task_settings = TaskSettings {
             application_id: app,
             stores: self.stores.as_ref(),
             default_error_handler: &self.settings.default_error_handler,
         };
-        let (task, state) = TaskState::open(
-            &request,
-            &mut || Task::new(&self.topology, id, &task_settings),
-            self.changelogs.as_ref(),
-            self.output.as_ref(),
-            &self.metrics,
-        )?;
-        for (store, reader) in task.store_readers() {
-            self.local_stores.ready(store, id.partition, reader);
-        }
+        let restoration = Restoration::begin(&request, &mut || Task::new(&self.topology, id, &task_settings))?;
         let inputs = InputPositions::from_committed(
             sub.source_topics.iter().map(|t| Arc::from(t.resolve(app))),
             id.partition,
@@ -644,8 +700,7 @@ impl TaskManager {
         self.active.insert(
             id,
             ActiveTask {
-                task,
-                state,
+                phase: Phase::Restoring(restoration),
                 inputs,
                 // The first commit names this instance as the owner and
                 // moves the committed changelog offsets past the fence.
@@ -656,33 +711,104 @@ impl TaskManager {
         Ok(starts)
     }
 
-    /// Closes a task: cleanly when `committed` gives the offsets its last
-    /// commit named (stores flushed, checkpoint written), else by dropping
-    /// its state, which its next owner rebuilds from the changelogs.
-    fn close_task(&mut self, id: TaskId, committed: Option<&[PartitionOffset]>) -> Result<(), WeirError> {
-        let Some(mut active) = self.active.remove(&id) else {
+    /// Whether a task's stores are restoring.
+    pub(crate) fn restoring(&self) -> bool {
+        self.active.values().any(ActiveTask::is_restoring)
+    }
+
+    /// Restores about `max_records` records of the first restoring task;
+    /// a task whose stores are restored is fenced (at-least-once) and
+    /// starts processing, its input resumed.
+    pub(crate) fn restore(&mut self, max_records: usize) -> Result<(), WeirError> {
+        let Some((&id, active)) = self.active.iter_mut().find(|(_, active)| active.is_restoring()) else {
             return Ok(());
         };
-        if let Some(offsets) = committed {
-            active.state.checkpoint(
-                &mut active.task,
-                offsets,
-                self.output.as_ref(),
-                self.stores.persistent(),
-            )?;
+        let Phase::Restoring(restoration) = &mut active.phase else {
+            return Ok(());
+        };
+        let task_settings = TaskSettings {
+            application_id: &self.settings.application_id,
+            stores: self.stores.as_ref(),
+            default_error_handler: &self.settings.default_error_handler,
+        };
+        let done = restoration.step(
+            &mut || Task::new(&self.topology, id, &task_settings),
+            self.changelogs.as_ref(),
+            &self.metrics,
+            max_records,
+        )?;
+        if !done {
+            return Ok(());
         }
-        for (store, _) in active.task.stores() {
-            self.local_stores.remove(store, id.partition);
+        let Some(ActiveTask {
+            phase: Phase::Restoring(restoration),
+            inputs,
+            uncommitted,
+            draining,
+        }) = self.active.remove(&id)
+        else {
+            return Ok(());
+        };
+        let (task, state) = restoration.finish(&self.owner, self.changelogs.as_ref(), self.output.as_ref())?;
+        for (store, reader) in task.store_readers() {
+            self.local_stores.ready(store, id.partition, reader);
         }
-        gauges::clear(
-            id.partition,
-            active.inputs.topics().map(|t| &**t),
-            active.task.stores().map(|(store, _)| store),
+        self.active.insert(
+            id,
+            ActiveTask {
+                phase: Phase::Running { task, state },
+                inputs,
+                uncommitted,
+                draining,
+            },
         );
-        self.closed_metrics.merge(active.task.metrics());
-        let dir = active.state.dir().to_path_buf();
-        drop(active);
-        if committed.is_none() && self.stores.persistent() {
+        // The first commit names this instance as the task's owner and
+        // moves the committed changelog offsets past the fences.
+        self.commit_soon = true;
+        Ok(())
+    }
+
+    /// Closes a task: cleanly when `committed` gives the offsets its last
+    /// commit named (stores flushed, checkpoint written), else by dropping
+    /// its state, which its next owner rebuilds from the changelogs. A task
+    /// still restoring keeps what it restored (see
+    /// [`Restoration::suspend`]) unless `keep_restored` is false.
+    fn close_task(
+        &mut self,
+        id: TaskId,
+        committed: Option<&[PartitionOffset]>,
+        keep_restored: bool,
+    ) -> Result<(), WeirError> {
+        let Some(active) = self.active.remove(&id) else {
+            return Ok(());
+        };
+        if let Some(task) = active.task() {
+            for (store, _) in task.stores() {
+                self.local_stores.remove(store, id.partition);
+            }
+            gauges::clear(
+                id.partition,
+                active.inputs.topics().map(|t| &**t),
+                task.stores().map(|(store, _)| store),
+            );
+            self.closed_metrics.merge(task.metrics());
+        }
+        let (dir, keep) = match active.phase {
+            Phase::Running { mut task, state } => {
+                if let Some(offsets) = committed {
+                    state.checkpoint(&mut task, offsets, self.output.as_ref(), self.stores.persistent())?;
+                }
+                (state.dir().to_path_buf(), committed.is_some())
+            }
+            Phase::Restoring(restoration) => {
+                let dir = restoration.dir().to_path_buf();
+                if keep_restored {
+                    restoration.suspend()?;
+                }
+                (dir, keep_restored)
+            }
+        };
+        if !keep && self.stores.persistent() {
             remove_state(&dir)?;
         }
         Ok(())
@@ -695,7 +821,7 @@ impl TaskManager {
         let closing = committed.as_ref().ok();
         for id in ids {
             let offsets = closing.and_then(|c| c.get(&id)).map(Vec::as_slice);
-            self.close_task(id, offsets)?;
+            self.close_task(id, offsets, true)?;
         }
         self.publish_task_metrics();
         committed.map(|_| ())
@@ -711,7 +837,7 @@ impl TaskManager {
         }
         let ids: Vec<TaskId> = self.active.keys().copied().collect();
         for id in ids {
-            self.close_task(id, None)?;
+            self.close_task(id, None, false)?;
         }
         self.publish_task_metrics();
         Ok(())
@@ -727,8 +853,8 @@ impl TaskManager {
 
     fn publish_task_metrics(&self) {
         let mut total = self.closed_metrics.clone();
-        for active in self.active.values() {
-            total.merge(active.task.metrics());
+        for task in self.active.values().filter_map(ActiveTask::task) {
+            total.merge(task.metrics());
         }
         self.metrics.set_tasks(self.thread, total);
     }

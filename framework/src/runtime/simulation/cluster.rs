@@ -19,7 +19,7 @@ use crate::partition::partition_for_key;
 use crate::record::OutputRecord;
 use crate::runtime::broker::{
     Acknowledged, ChangelogRange, ChangelogRecord, ChangelogSource, ChangelogVisitor, CommitFailure, CommitRefused,
-    Group, GroupIdentity, Output, PartitionOffset, RestoreFailure,
+    Group, GroupIdentity, Output, PartitionOffset, ReadProgress, RestoreFailure,
 };
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -411,8 +411,13 @@ impl Output for ProducerPort {
 pub(super) struct ModelReader(pub SharedCluster);
 
 impl ChangelogSource for ModelReader {
-    fn read(&self, range: &ChangelogRange, visit: &mut ChangelogVisitor<'_>) -> Result<i64, RestoreFailure> {
-        let records: Vec<ChangelogRecord> = {
+    fn read_some(
+        &self,
+        range: &ChangelogRange,
+        max_records: usize,
+        visit: &mut ChangelogVisitor<'_>,
+    ) -> Result<ReadProgress, RestoreFailure> {
+        let (records, progress) = {
             let mut cluster = self.0.borrow_mut();
             let chance = cluster.faults.read_error;
             if cluster.rng.chance(chance) {
@@ -432,7 +437,8 @@ impl ChangelogSource for ModelReader {
                     log.len()
                 ))));
             }
-            (from..to)
+            let until = to.min(from.saturating_add(max_records.min(i64::MAX as usize) as i64));
+            let records: Vec<ChangelogRecord> = (from..until)
                 .filter_map(|offset| {
                     let stored = &log[offset as usize];
                     Some(ChangelogRecord {
@@ -441,13 +447,17 @@ impl ChangelogSource for ModelReader {
                         value: stored.value.clone(),
                     })
                 })
-                .collect()
+                .collect();
+            let progress = if until < to {
+                ReadProgress::More(until)
+            } else {
+                ReadProgress::Done(to)
+            };
+            (records, progress)
         };
         for batch in records.chunks(50) {
             visit(batch, 0)?;
         }
-        Ok(range
-            .to
-            .unwrap_or_else(|| self.0.borrow().end(&range.topic, range.partition)))
+        Ok(progress)
     }
 }

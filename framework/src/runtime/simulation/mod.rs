@@ -28,7 +28,7 @@ use self::stores::{Disk, SimStores};
 use self::workload::{Generator, Reference, DOMAIN_MEMBERS, PARTITIONS, PREFERENCES, PROFILES, TAGGED, USERS};
 use super::query::LocalStores;
 use super::state_manager::FENCE_KEY;
-use super::task_manager::{TaskManager, ThreadIo};
+use super::task_manager::{Processed, TaskManager, ThreadIo};
 use super::StreamsConfig;
 use crate::enrich::AnswerWait;
 use crate::error::WeirError;
@@ -267,6 +267,13 @@ impl Simulation {
 
     fn step_thread(&mut self, slot: usize) -> Result<(), WeirError> {
         self.rebalance(slot)?;
+        {
+            let records = 1 + self.rng.below(40);
+            let member = self.slots[slot].member.as_mut().expect("a member");
+            if member.manager.restoring() {
+                member.manager.restore(records)?;
+            }
+        }
         for _ in 0..self.rng.below(6) {
             let readable = self.readable(slot);
             let Some(next) = self.rng.pick(&readable).cloned() else {
@@ -315,12 +322,13 @@ impl Simulation {
             timestamp: stored.timestamp,
             headers: &headers,
         };
-        member.manager.process(&topic, partition, offset, &record)?;
-        member
-            .view
-            .borrow_mut()
-            .positions
-            .insert((topic, partition), offset + 1);
+        if member.manager.process(&topic, partition, offset, &record)? == Processed::Done {
+            member
+                .view
+                .borrow_mut()
+                .positions
+                .insert((topic, partition), offset + 1);
+        }
         Ok(())
     }
 
@@ -367,6 +375,7 @@ impl Simulation {
             if let Some(assigned) = assigned {
                 let starts = member.manager.on_assigned(&group, &assigned);
                 member.manager.take_failure()?;
+                let starts = starts.unwrap_or_default();
                 let mut view = member.view.borrow_mut();
                 view.generation = generation;
                 view.positions = starts.into_iter().map(|s| ((s.topic, s.partition), s.offset)).collect();

@@ -48,13 +48,15 @@ fn partition_of(key: &str) -> i32 {
 
 impl Simulation {
     /// Plays the group protocol for every member that is not stalled until
-    /// the group is stable and each holds its assignment.
+    /// the group is stable and each holds its assignment with its stores
+    /// restored.
     fn settle(&mut self) {
         let awake = |sim: &Simulation, slot: usize| sim.slots[slot].member.as_ref().is_some_and(|m| !m.stalled);
         for _ in 0..20 {
             for slot in 0..self.slots.len() {
                 if awake(self, slot) {
                     self.rebalance(slot).expect("a rebalance without faults");
+                    self.finish_restores(slot);
                 }
             }
             let generation = self.cluster.borrow().coordinator.generation;
@@ -79,8 +81,18 @@ impl Simulation {
         self.feed(slot, next).expect("a record is processed");
     }
 
-    /// The member processes everything it can read, answers included.
+    /// The member restores its restoring tasks to the end.
+    fn finish_restores(&mut self, slot: usize) {
+        let manager = &mut self.slots[slot].member.as_mut().expect("a member").manager;
+        while manager.restoring() {
+            manager.restore(100).expect("a restore without faults");
+        }
+    }
+
+    /// The member processes everything it can read, answers included
+    /// (tasks reopened since are restored first).
     fn drain_input(&mut self, slot: usize) {
+        self.finish_restores(slot);
         loop {
             let readable = self.readable(slot);
             let Some(next) = readable.first().cloned() else { break };
