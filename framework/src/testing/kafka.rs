@@ -250,6 +250,31 @@ pub fn committed_offsets(
         .collect())
 }
 
+/// Commits `offsets` (topic, partition, next offset to read) for consumer
+/// group `group` without joining it, as an operator's reset tool does; the
+/// group must have no active members on brokers that check.
+///
+/// ```no_run
+/// weir::testing::kafka::commit_offsets("localhost:9092", "my-app", &[("orders", 0, 42)])?;
+/// # Ok::<(), weir::WeirError>(())
+/// ```
+pub fn commit_offsets(bootstrap_servers: &str, group: &str, offsets: &[(&str, i32, i64)]) -> Result<(), WeirError> {
+    let consumer: TestConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap_servers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create_with_context(ReaderContext)
+        .map_err(|e| WeirError::Kafka(format!("cannot create a test consumer: {e}")))?;
+    let mut list = TopicPartitionList::new();
+    for (topic, partition, offset) in offsets {
+        list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            .map_err(|e| WeirError::Kafka(e.to_string()))?;
+    }
+    consumer
+        .commit(&list, rdkafka::consumer::CommitMode::Sync)
+        .map_err(|e| WeirError::Kafka(format!("cannot commit offsets for group {group}: {e}")))
+}
+
 /// A consumer of [`consumer_from_beginning`].
 pub type TestConsumer = BaseConsumer<ReaderContext>;
 
