@@ -300,9 +300,8 @@ impl KafkaStreams {
                         return Err(WeirError::Other(message));
                     }
                 };
-                // A panic (a bug, or a user function's) is the thread's
-                // error like any other: its tasks are dropped uncommitted
-                // as it unwinds, and the instance stops.
+                // The stream thread turns panics of its processing into
+                // errors; one here (closing, say) stops the instance too.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     stream_thread::run(manager, &settings, &shutdown, &metrics, state.clone())
                 }))

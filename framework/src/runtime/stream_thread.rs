@@ -304,7 +304,18 @@ pub(crate) fn run(
         .map_err(|e| WeirError::Kafka(format!("cannot subscribe to {}: {e}", topics.join(", "))))?;
     state.set(StreamsState::Rebalancing);
 
-    let result = poll_loop(&consumer, settings, shutdown, metrics);
+    // A panic (a bug, or a user function's) is the thread's error like any
+    // other: the tasks are abandoned before the consumer leaves the group,
+    // so that leaving does not commit what the panic interrupted.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        poll_loop(&consumer, settings, shutdown, metrics)
+    }))
+    .unwrap_or_else(|panic| {
+        Err(WeirError::Other(format!(
+            "a stream thread panicked: {}",
+            panic_message(panic.as_ref())
+        )))
+    });
     if let Err(error) = &result {
         tracing::error!(%error, "the stream thread stops on an error");
     }

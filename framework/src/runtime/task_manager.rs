@@ -133,6 +133,9 @@ pub(crate) struct TaskManager {
     /// Tasks opened since the last commit point: commit without waiting
     /// for the commit interval.
     commit_soon: bool,
+    /// Set when an error or a panic stopped the thread: its tasks are
+    /// dropped uncommitted, whatever happens after.
+    abandoned: bool,
 }
 
 impl TaskManager {
@@ -178,6 +181,7 @@ impl TaskManager {
             owner,
             rebalances: 0,
             commit_soon: false,
+            abandoned: false,
         }
     }
 
@@ -495,6 +499,9 @@ impl TaskManager {
     }
 
     fn revoke(&mut self, group: &dyn Group, revoked: &[(Arc<str>, i32)], lost: bool) -> Result<(), WeirError> {
+        // Once the thread has given up its tasks (an error or a panic
+        // stopped it), nothing it still holds may be committed.
+        let lost = lost || self.abandoned;
         let ids = self.task_ids(revoked)?;
         self.rebalances += 1;
         tracing::info!(tasks = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(), lost, "partitions revoked");
@@ -832,6 +839,7 @@ impl TaskManager {
     /// their local state goes too, and the next start restores it from the
     /// changelogs.
     pub(crate) fn abandon_all(&mut self) -> Result<(), WeirError> {
+        self.abandoned = true;
         if self.is_exactly_once() {
             self.abort();
         }

@@ -1,0 +1,107 @@
+//! How an instance fails, on the in-process cluster: a panic in one
+//! stream thread stops the instance with the panic's message (the other
+//! threads close cleanly, `/health` says why); records the brokers refuse
+//! go to the production error handler.
+
+use std::time::Duration;
+use weir::ops::OpsServer;
+use weir::runtime::{KafkaStreams, StreamsState};
+use weir::serde::Utf8;
+use weir::testing::kafka::eventually;
+use weir::{Consumed, Produced, StreamsBuilder};
+use weir_e2e::cluster::Cluster;
+use weir_e2e::http::http_get;
+
+const PARTITIONS: i32 = 4;
+const WAIT: Duration = Duration::from_secs(90);
+
+#[test]
+fn a_panic_in_a_stream_thread_stops_the_instance_with_its_message() {
+    let cluster = Cluster::embedded();
+    let input = cluster.create_topic("words", PARTITIONS);
+    let output = cluster.create_topic("shouted", PARTITIONS);
+    let state = tempfile::tempdir().unwrap();
+    let config = cluster
+        .config("panics", state.path())
+        .set("num.stream.threads", "2")
+        .set("commit.interval.ms", "100");
+    let builder = StreamsBuilder::new();
+    builder
+        .stream(&input, Consumed::with(Utf8, Utf8))
+        .map_values(|word: String| {
+            assert!(word != "boom", "the word was {word}");
+            word.to_uppercase()
+        })
+        .to(&output, Produced::with(Utf8, Utf8));
+    let mut streams = cluster.streams(builder.build().unwrap(), &config);
+    let ops = OpsServer::start("127.0.0.1:0".parse().unwrap(), streams.status_handle()).unwrap();
+    streams.start().unwrap();
+    assert!(streams.wait_for_state(StreamsState::Running, WAIT));
+    let address = ops.address().to_string();
+    assert_eq!(http_get(&address, "/health").status, 200);
+
+    let producer = cluster.producer();
+    for i in 0..20 {
+        producer
+            .send(&input, &Utf8, &Utf8, &format!("k{i}"), Some(&"hello".to_string()))
+            .unwrap();
+    }
+    producer
+        .send(&input, &Utf8, &Utf8, &"k0".to_string(), Some(&"boom".to_string()))
+        .unwrap();
+    producer.flush().unwrap();
+
+    let failed = eventually(WAIT, || Ok(streams.state() == StreamsState::Error)).unwrap();
+    assert!(failed, "the instance did not fail: {:?}", streams.state());
+    let health = http_get(&address, "/health");
+    assert_eq!(health.status, 503);
+    assert!(health.body.contains("panicked: the word was boom"), "{}", health.body);
+
+    let error = streams.close().unwrap_err().to_string();
+    assert!(error.contains("panicked: the word was boom"), "{error}");
+    // The thread that did not panic closed its tasks cleanly (checkpoints);
+    // the one that did left its tasks' state to be rebuilt.
+    let app = config.get("application.id").unwrap();
+    let checkpoints: Vec<String> = (0..PARTITIONS)
+        .filter(|p| {
+            state
+                .path()
+                .join(app)
+                .join(format!("0_{p}"))
+                .join(".checkpoint")
+                .exists()
+        })
+        .map(|p| format!("0_{p}"))
+        .collect();
+    let boom_task = format!("0_{}", weir::partition::partition_for_key(b"k0", PARTITIONS));
+    assert!(!checkpoints.is_empty(), "the other thread closed cleanly");
+    assert!(!checkpoints.contains(&boom_task), "{checkpoints:?}");
+}
+
+/// `run` returns the error, so that a process exits non-zero.
+#[test]
+fn run_returns_the_error_of_a_panicked_thread() {
+    let cluster = Cluster::embedded();
+    let input = cluster.create_topic("numbers", 1);
+    let output = cluster.create_topic("small-numbers", 1);
+    let state = tempfile::tempdir().unwrap();
+    let config = cluster.config("run-panics", state.path());
+    let builder = StreamsBuilder::new();
+    builder
+        .stream(&input, Consumed::with(Utf8, Utf8))
+        .peek(|_, value: &String| {
+            value.parse::<u8>().expect("small numbers only");
+        })
+        .to(&output, Produced::with(Utf8, Utf8));
+    let streams = cluster.streams(builder.build().unwrap(), &config);
+    let producer = cluster.producer();
+    producer
+        .send(&input, &Utf8, &Utf8, &"n".to_string(), Some(&"1000".to_string()))
+        .unwrap();
+    producer.flush().unwrap();
+    let outcome = std::thread::spawn(move || KafkaStreams::run(streams))
+        .join()
+        .expect("run returns instead of panicking");
+    let error = outcome.unwrap_err().to_string();
+    assert!(error.contains("small numbers only"), "{error}");
+}
