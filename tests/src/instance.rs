@@ -28,6 +28,15 @@ impl Instance {
     /// Starts `command`, with its standard error (the logs) going to
     /// `<log_dir>/<name>.log` at the level `WEIR_E2E_LOG` gives.
     pub fn start(name: &str, mut command: Command, log_dir: &Path) -> Self {
+        // The harness's own `WEIR_*` variables (`WEIR_CHAOS_ROUNDS`, …) are
+        // not the instance's configuration, which an application reads
+        // from every `WEIR_*` variable; only those the test set go through.
+        let set: Vec<std::ffi::OsString> = command.get_envs().map(|(k, _)| k.to_os_string()).collect();
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("WEIR_") && !set.contains(&key) {
+                command.env_remove(&key);
+            }
+        }
         let log = log_dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("an instance log file");
         let child = command

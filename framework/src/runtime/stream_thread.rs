@@ -90,6 +90,8 @@ pub(crate) struct StreamContext {
     /// paused across a revocation and a new assignment, so this outlives
     /// rebalances; the rebalance callback and the poll loop both pause.
     paused: ThreadBound<RefCell<BTreeSet<(Arc<str>, i32)>>>,
+    /// An error a rebalance callback ran into; the poll loop stops on it.
+    failure: std::sync::Mutex<Option<WeirError>>,
 }
 
 impl StreamContext {
@@ -104,15 +106,18 @@ impl StreamContext {
     /// becomes the thread's failure.
     fn with_manager<R>(&self, f: impl FnOnce(&mut TaskManager) -> R) -> Option<R> {
         let Ok(Ok(mut manager)) = self.manager().map(RefCell::try_borrow_mut) else {
-            tracing::error!("a rebalance callback could not reach the tasks");
+            self.fail(WeirError::Other(
+                "a rebalance callback could not reach the tasks (a bug in weir)".into(),
+            ));
             return None;
         };
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut manager))) {
             Ok(result) => Some(result),
             Err(panic) => {
-                let error = WeirError::Other(format!("a rebalance panicked: {}", panic_message(panic.as_ref())));
-                tracing::error!(%error, "a rebalance failed");
-                manager.fail(error);
+                self.fail(WeirError::Other(format!(
+                    "a rebalance panicked: {}",
+                    panic_message(panic.as_ref())
+                )));
                 None
             }
         }
@@ -170,7 +175,14 @@ impl StreamContext {
     /// Records an error of a rebalance callback, which stops the thread.
     fn fail(&self, error: WeirError) {
         tracing::error!(%error, "a rebalance failed");
-        self.with_manager(|manager| manager.fail(error));
+        let failure = self.failure.lock();
+        failure.unwrap_or_else(|p| p.into_inner()).get_or_insert(error);
+    }
+
+    /// The error a rebalance callback ran into, if any.
+    fn take_failure(&self) -> Result<(), WeirError> {
+        let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+        failure.map_or(Ok(()), Err)
     }
 }
 
@@ -294,6 +306,7 @@ pub(crate) fn run(
         manager: ThreadBound::new(RefCell::new(manager)),
         state: state.clone(),
         paused: ThreadBound::new(RefCell::new(BTreeSet::new())),
+        failure: std::sync::Mutex::new(None),
     };
     let consumer: BaseConsumer<StreamContext> = config
         .create_with_context(context)
@@ -373,7 +386,7 @@ fn poll_loop(
                     // Read again after the group's verdict, not now.
                     group.seek(message.topic(), message.partition(), message.offset())?;
                     drop(message);
-                    context.paused_too(await_group_verdict(consumer, &manager.borrow(), &stalls)?);
+                    context.paused_too(await_group_verdict(consumer, manager, &stalls)?);
                     break;
                 }
                 Ok(message) => {
@@ -410,10 +423,11 @@ fn poll_loop(
         }
         metrics.processed(processed);
         if stalls.stalled(manager.borrow().rebalances()) {
-            context.paused_too(await_group_verdict(consumer, &manager.borrow(), &stalls)?);
+            context.paused_too(await_group_verdict(consumer, manager, &stalls)?);
             continue;
         }
         let mut manager = manager.borrow_mut();
+        context.take_failure()?;
         manager.take_failure()?;
         manager.complete_async()?;
         manager.poll_deliveries()?;
@@ -492,9 +506,12 @@ impl StallWatch {
 /// passes (the thread is still a member). Records polled meanwhile are read
 /// again later; returns the partitions it paused, which the caller resumes
 /// unless it wants them paused.
+///
+/// No borrow of the tasks is held while polling: the verdict may come as a
+/// rebalance, whose callback needs them.
 fn await_group_verdict(
     consumer: &BaseConsumer<StreamContext>,
-    manager: &TaskManager,
+    manager: &RefCell<TaskManager>,
     stalls: &StallWatch,
 ) -> Result<Vec<(Arc<str>, i32)>, WeirError> {
     tracing::warn!(
@@ -507,14 +524,15 @@ fn await_group_verdict(
     consumer
         .pause(&assignment)
         .map_err(|e| WeirError::Kafka(format!("cannot pause the input: {e}")))?;
-    let rebalances = manager.rebalances();
+    let rebalances = || manager.borrow().rebalances();
+    let before = rebalances();
     let deadline = Instant::now() + stalls.verdict_wait;
-    while Instant::now() < deadline && manager.rebalances() == rebalances {
+    while Instant::now() < deadline && rebalances() == before {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
             KafkaGroup(consumer).seek(message.topic(), message.partition(), message.offset())?;
         }
     }
-    if manager.rebalances() == rebalances {
+    if rebalances() == before {
         tracing::info!("the group kept this member; going on");
     }
     Ok(partitions_of(&assignment))

@@ -312,11 +312,6 @@ impl TaskManager {
         self.failure.take().map_or(Ok(()), Err)
     }
 
-    /// Records an error the thread must stop on (the first one counts).
-    pub(crate) fn fail(&mut self, error: WeirError) {
-        self.failure.get_or_insert(error);
-    }
-
     /// How many assignments and revocations the thread has seen.
     pub(crate) fn rebalances(&self) -> u64 {
         self.rebalances
