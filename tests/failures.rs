@@ -105,3 +105,87 @@ fn run_returns_the_error_of_a_panicked_thread() {
     let error = outcome.unwrap_err().to_string();
     assert!(error.contains("small numbers only"), "{error}");
 }
+
+/// An instance whose outputs include a record over `message.max.bytes`:
+/// with `production.error.handler=dead_letter:<topic>` the record's dead
+/// letter (cut to fit) names the topic it was for and the instance goes
+/// on; by default the instance stops and says what to set.
+#[test]
+fn a_record_the_brokers_refuse_goes_to_the_production_error_handler() {
+    let cluster = Cluster::embedded();
+    let input = cluster.create_topic("documents", 1);
+    let output = cluster.create_topic("documents-out", 1);
+    let dead_letters = cluster.create_topic("documents-refused", 1);
+    let builder = StreamsBuilder::new();
+    builder
+        .stream(&input, Consumed::with(Utf8, Utf8))
+        .map_values(|size: String| "x".repeat(size.parse().unwrap_or(0)))
+        .to(&output, Produced::with(Utf8, Utf8));
+    let topology = builder.build().unwrap();
+    let producer = cluster.producer();
+    for (key, size) in [("a", "10"), ("big", "700000"), ("b", "20")] {
+        producer
+            .send(&input, &Utf8, &Utf8, &key.to_string(), Some(&size.to_string()))
+            .unwrap();
+    }
+    producer.flush().unwrap();
+
+    let state = tempfile::tempdir().unwrap();
+    let config = cluster
+        .config("refused", state.path())
+        .set("producer.message.max.bytes", "600000");
+    let lenient = config
+        .clone()
+        .set("production.error.handler", format!("dead_letter:{dead_letters}"));
+    let mut streams = cluster.streams(topology.clone(), &lenient);
+    streams.start().unwrap();
+    let servers = cluster.bootstrap_servers();
+    let outputs = || weir::testing::kafka::read_topic(servers, &output).unwrap();
+    assert!(
+        eventually(WAIT, || Ok(outputs().len() == 2)).unwrap(),
+        "{:?}",
+        outputs().len()
+    );
+    let keys: Vec<_> = outputs().iter().map(|r| r.record.key.clone().unwrap()).collect();
+    assert_eq!(keys, [b"a".to_vec(), b"b".to_vec()]);
+    let dead = weir::testing::kafka::read_topic(servers, &dead_letters).unwrap();
+    assert_eq!(dead.len(), 1);
+    let header = |key: &str| {
+        dead[0]
+            .record
+            .headers
+            .iter()
+            .find(|h| h.key == key)
+            .map(|h| String::from_utf8_lossy(&h.value).to_string())
+    };
+    assert_eq!(header("weir.error.class").as_deref(), Some("production"));
+    assert_eq!(header("weir.target.topic"), Some(output.clone()));
+    assert_eq!(header("weir.dlq.truncated").as_deref(), Some("key=3 value=700000"));
+    assert_eq!(dead[0].record.key.as_deref(), Some(&b"big"[..]));
+    let value = dead[0].record.value.as_deref().unwrap();
+    assert!(
+        value.len() < 600_000 && value.iter().all(|b| *b == b'x'),
+        "{}",
+        value.len()
+    );
+    streams.close().unwrap();
+    let skipped = streams
+        .metrics()
+        .tasks
+        .skipped_for(weir::metrics::SkipReason::ProductionDeadLettered);
+    assert_eq!(skipped, 1);
+
+    // The default stops, naming the remedy.
+    let strict_state = tempfile::tempdir().unwrap();
+    let strict = cluster
+        .config("refused-strict", strict_state.path())
+        .set("producer.message.max.bytes", "600000");
+    let mut streams = cluster.streams(topology, &strict);
+    streams.start().unwrap();
+    assert!(eventually(WAIT, || Ok(streams.state() == StreamsState::Error)).unwrap());
+    let error = streams.close().unwrap_err().to_string();
+    assert!(
+        error.contains(&output) && error.contains("production.error.handler"),
+        "{error}"
+    );
+}

@@ -88,6 +88,12 @@ pub enum SkipReason {
     CdcMessage,
     /// Its enrichment failed for good; it went to the dead-letter topic.
     EnrichmentDeadLettered,
+    /// An output record that could not be serialized or that the brokers
+    /// refused; the production error handler let it pass (the topic label
+    /// names the output topic).
+    ProductionError,
+    /// The same, sent to the dead-letter topic.
+    ProductionDeadLettered,
 }
 
 impl SkipReason {
@@ -98,6 +104,8 @@ impl SkipReason {
             SkipReason::CdcTruncate => "cdc_truncate",
             SkipReason::CdcMessage => "cdc_message",
             SkipReason::EnrichmentDeadLettered => "enrichment_dead_lettered",
+            SkipReason::ProductionError => "production_error",
+            SkipReason::ProductionDeadLettered => "production_dead_lettered",
         }
     }
 }
@@ -125,10 +133,7 @@ pub struct TaskMetrics {
 impl TaskMetrics {
     pub(crate) fn record_skip(&mut self, reason: SkipReason, topic: &Arc<str>) {
         *self.skipped.entry((reason, topic.clone())).or_default() += 1;
-        metrics::counter!(RECORDS_SKIPPED, "reason" => reason.as_str(), "topic" => topic.to_string()).increment(1);
-        if matches!(reason, SkipReason::DeadLettered | SkipReason::EnrichmentDeadLettered) {
-            metrics::counter!(RECORDS_DEAD_LETTERED, "topic" => topic.to_string()).increment(1);
-        }
+        export_skip(reason, topic);
     }
 
     pub(crate) fn record_cdc_event(&mut self, topic: &Arc<str>, op_index: usize) {
@@ -173,6 +178,17 @@ impl TaskMetrics {
     }
 }
 
+/// Counts a skip in the exported counters.
+fn export_skip(reason: SkipReason, topic: &str) {
+    metrics::counter!(RECORDS_SKIPPED, "reason" => reason.as_str(), "topic" => topic.to_string()).increment(1);
+    if matches!(
+        reason,
+        SkipReason::DeadLettered | SkipReason::EnrichmentDeadLettered | SkipReason::ProductionDeadLettered
+    ) {
+        metrics::counter!(RECORDS_DEAD_LETTERED, "topic" => topic.to_string()).increment(1);
+    }
+}
+
 /// Counters of a running instance, shared by its stream threads and the
 /// [`KafkaStreams`](crate::runtime::KafkaStreams) handle, and exported
 /// through the [`metrics`] facade as they change.
@@ -184,6 +200,8 @@ pub struct RuntimeMetrics {
     restored: Mutex<BTreeMap<String, u64>>,
     /// Per stream thread (by index): its active tasks and their counters.
     threads: Mutex<BTreeMap<usize, (u64, TaskMetrics)>>,
+    /// Skips outside tasks: output records the brokers refused.
+    skipped: Mutex<BTreeMap<(SkipReason, Arc<str>), u64>>,
 }
 
 /// A copy of an instance's counters at one moment.
@@ -212,6 +230,9 @@ impl RuntimeMetrics {
         let threads = self.threads();
         let mut tasks = TaskMetrics::default();
         threads.values().for_each(|(_, thread_tasks)| tasks.merge(thread_tasks));
+        for (key, n) in self.skipped.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            *tasks.skipped.entry(key.clone()).or_default() += n;
+        }
         RuntimeSnapshot {
             processed: self.processed.load(Ordering::Relaxed),
             commits: self.commits.load(Ordering::Relaxed),
@@ -256,6 +277,17 @@ impl RuntimeMetrics {
             .or_default() += records;
         metrics::counter!(RESTORED_RECORDS, "store" => store.to_string()).increment(records);
         metrics::gauge!(RESTORE_REMAINING, "store" => store.to_string()).set(remaining as f64);
+    }
+
+    /// Counts a record skipped outside a task (a refused output record).
+    pub(crate) fn skipped(&self, reason: SkipReason, topic: &str) {
+        *self
+            .skipped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((reason, Arc::from(topic)))
+            .or_default() += 1;
+        export_skip(reason, topic);
     }
 
     /// Replaces the task counters of stream thread `thread` in the snapshot.

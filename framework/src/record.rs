@@ -106,7 +106,22 @@ pub struct OutputRecord {
     pub topic: Arc<str>,
     /// `None` lets the partitioner choose from the key bytes.
     pub partition: Option<i32>,
+    pub kind: OutputKind,
     pub record: RawRecord,
+}
+
+/// What an output record is for, which decides what happens when the
+/// brokers refuse it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    /// A record of a topic the user named: the production error handler
+    /// decides.
+    Output,
+    /// A changelog or repartition record (or a fence): weir's own state,
+    /// which must not go missing, so a refusal stops the instance.
+    Internal,
+    /// A dead letter: bounded in size; a refusal stops the instance.
+    DeadLetter,
 }
 
 /// Where an input record came from; carried to error handlers and dead letters.

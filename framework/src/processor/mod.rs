@@ -17,15 +17,12 @@ pub(crate) mod stream;
 pub(crate) mod table;
 
 use crate::error::WeirError;
-use crate::error_handler::{
-    DLQ_ERROR_CLASS, DLQ_ERROR_MESSAGE, DLQ_SOURCE_OFFSET, DLQ_SOURCE_PARTITION, DLQ_SOURCE_TOPIC,
-};
+use crate::error_handler::{dead_letter, Failure};
 use crate::metrics::TaskMetrics;
-use crate::record::{Change, Header, OutputRecord, RawRecord, Record, SourceMetadata};
+use crate::record::{Change, OutputRecord, RawRecord, Record, SourceMetadata};
 use std::any::Any;
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::Arc;
 
 /// Collects a task's output records until the runtime sends them.
 #[derive(Debug, Default)]
@@ -69,32 +66,21 @@ impl ProcessorContext<'_> {
 }
 
 /// Sends `record` (the original key, value and headers) to the dead-letter
-/// `topic`, adding headers that name the failure (`class`, `message`) and
+/// `topic`, with headers that name the failure (`class`, `message`) and
 /// where the record being processed came from.
 pub(crate) fn send_dead_letter(
     ctx: &mut ProcessorContext<'_>,
     topic: &str,
     (class, message): (&str, String),
-    mut record: RawRecord,
+    record: RawRecord,
 ) {
-    let source = ctx.source;
-    for (key, value) in [
-        (DLQ_ERROR_CLASS, class.to_string()),
-        (DLQ_ERROR_MESSAGE, message),
-        (DLQ_SOURCE_TOPIC, source.topic.to_string()),
-        (DLQ_SOURCE_PARTITION, source.partition.to_string()),
-        (DLQ_SOURCE_OFFSET, source.offset.to_string()),
-    ] {
-        record.headers.push(Header {
-            key: key.to_string(),
-            value: value.into_bytes(),
-        });
-    }
-    ctx.collector.send(OutputRecord {
-        topic: Arc::from(topic),
-        partition: None,
-        record,
-    });
+    let failure = Failure {
+        class,
+        message,
+        source: Some(ctx.source),
+        target: None,
+    };
+    ctx.collector.send(dead_letter(topic, failure, record));
 }
 
 /// Says a table's current row for a key again, downstream of the node that

@@ -65,6 +65,11 @@ pub const WEIR_KEYS: &[(&str, &str)] = &[
         "for records that cannot be deserialized: fail (default), log_and_continue, or dead_letter:<topic>",
     ),
     (
+        "production.error.handler",
+        "for output records that cannot be serialized or that the brokers refuse (too large, invalid): fail \
+         (default), log_and_continue, or dead_letter:<topic>",
+    ),
+    (
         "application.server",
         "host:port where this instance answers interactive queries; other instances name it as a key's owner",
     ),
@@ -329,19 +334,17 @@ impl StreamsConfig {
                 StoreBackend::RocksDb
             }
         };
-        let default_error_handler = match self.get("default.error.handler").unwrap_or("fail") {
-            "fail" => ErrorHandler::Fail,
-            "log_and_continue" => ErrorHandler::LogAndContinue,
-            other => match other.strip_prefix("dead_letter:") {
-                Some(topic) if !topic.is_empty() => ErrorHandler::dead_letter(topic),
-                _ => {
-                    problems.push(format!(
-                        "invalid 'default.error.handler' {other:?}: expected fail, log_and_continue or dead_letter:<topic>"
-                    ));
-                    ErrorHandler::Fail
-                }
-            },
+        let mut handler = |key: &str| {
+            let text = self.get(key).unwrap_or("fail");
+            ErrorHandler::parse(text).unwrap_or_else(|| {
+                problems.push(format!(
+                    "invalid '{key}' {text:?}: expected fail, log_and_continue or dead_letter:<topic>"
+                ));
+                ErrorHandler::Fail
+            })
         };
+        let default_error_handler = handler("default.error.handler");
+        let production_error_handler = handler("production.error.handler");
         let application_server = self.get("application.server").map(|text| text.trim().to_string());
         if let Some(server) = &application_server {
             let valid = server
@@ -370,6 +373,7 @@ impl StreamsConfig {
             store_backend,
             rocksdb,
             default_error_handler,
+            production_error_handler,
             application_server,
             clients,
         })
@@ -502,6 +506,9 @@ pub struct Settings {
     pub store_backend: StoreBackend,
     pub rocksdb: RocksDbConfig,
     pub default_error_handler: ErrorHandler,
+    /// What happens to an output record that cannot be serialized or that
+    /// the brokers refuse (too large, invalid).
+    pub production_error_handler: ErrorHandler,
     /// Where this instance answers interactive queries (`host:port`).
     pub application_server: Option<String>,
     pub clients: ClientProperties,

@@ -271,7 +271,7 @@ impl KafkaStreams {
             .name(format!("{}-stream-{index}", settings.application_id))
             .spawn(move || {
                 // The thread creates what it owns: tasks are not `Send`.
-                let prepared = RecordSender::new(&settings, &transactional_id).and_then(|sender| {
+                let prepared = RecordSender::new(&settings, &transactional_id, metrics.clone()).and_then(|sender| {
                     let reader = KafkaChangelogReader::new(&settings)?;
                     Ok(TaskManager::new(
                         index,

@@ -6,15 +6,18 @@
 use super::broker::{Acknowledged, CommitFailure, GroupIdentity, Output, PartitionOffset};
 use super::config::{ClientKind, ProcessingGuarantee, Settings};
 use super::consumer::partition_list;
+use super::consumer::KafkaHeaders;
 use crate::error::WeirError;
-use crate::record::OutputRecord;
+use crate::error_handler::{dead_letter, ErrorHandler, Failure};
+use crate::metrics::{RuntimeMetrics, SkipReason};
+use crate::record::{InputHeaders, OutputKind, OutputRecord, RawRecord};
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 use rdkafka::{ClientContext, Message};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long a flush or a transaction step may take before the instance
@@ -29,6 +32,29 @@ struct Deliveries {
     /// Per topic and partition, what was acknowledged of the records sent
     /// to an explicit partition (changelogs among them).
     acknowledged: HashMap<String, Vec<Acknowledged>>,
+    /// Output records the brokers refused, for the production error handler.
+    refused: Vec<Refused>,
+}
+
+/// An output record the brokers refused (too large, invalid), with why.
+struct Refused {
+    topic: String,
+    record: RawRecord,
+    error: String,
+}
+
+/// Errors that refuse one record for good, whatever the retries: what the
+/// production error handler is for.
+fn refuses_the_record(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::InvalidTimestamp
+    )
 }
 
 /// Receives delivery reports (on the thread that polls the producer).
@@ -39,16 +65,42 @@ pub(crate) struct DeliveryTracker {
 
 impl ClientContext for DeliveryTracker {}
 
-/// The delivery opaque of a record whose acknowledged offset is tracked.
-const TRACKED: usize = 1;
+/// The delivery opaque of a record: whether its acknowledged offset is
+/// tracked (only offsets of records sent to an explicit partition are
+/// needed, so the others skip the bookkeeping), and whether it is a user's
+/// output (whose refusal the production error handler takes).
+#[derive(Clone, Copy)]
+struct Opaque(usize);
+
+impl Opaque {
+    const TRACKED: usize = 1;
+    const OUTPUT: usize = 2;
+
+    fn of(record: &OutputRecord) -> Self {
+        let tracked = if record.partition.is_some() { Self::TRACKED } else { 0 };
+        let output = if record.kind == OutputKind::Output {
+            Self::OUTPUT
+        } else {
+            0
+        };
+        Opaque(tracked | output)
+    }
+
+    fn tracked(self) -> bool {
+        self.0 & Self::TRACKED != 0
+    }
+
+    fn output(self) -> bool {
+        self.0 & Self::OUTPUT != 0
+    }
+}
 
 impl ProducerContext for DeliveryTracker {
-    /// [`TRACKED`] or 0: only offsets of records sent to an explicit
-    /// partition are needed, so the others skip the bookkeeping.
     type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, tracked: usize) {
-        if tracked != TRACKED && result.is_ok() {
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let opaque = Opaque(opaque);
+        if !opaque.tracked() && result.is_ok() {
             return;
         }
         let mut deliveries = self.deliveries.lock().unwrap_or_else(|p| p.into_inner());
@@ -69,6 +121,18 @@ impl ProducerContext for DeliveryTracker {
             // A record purged from the queue of a lost assignment was
             // never meant to arrive.
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue), _)) => {}
+            Err((KafkaError::MessageProduction(code), message)) if opaque.output() && refuses_the_record(*code) => {
+                deliveries.refused.push(Refused {
+                    topic: message.topic().to_string(),
+                    record: RawRecord {
+                        key: message.key().map(<[u8]>::to_vec),
+                        value: message.payload().map(<[u8]>::to_vec),
+                        timestamp: message.timestamp().to_millis().unwrap_or(-1),
+                        headers: KafkaHeaders(message).to_headers(),
+                    },
+                    error: code.to_string(),
+                })
+            }
             Err((error, message)) => {
                 if deliveries.failure.is_none() {
                     deliveries.failure = Some(format!(
@@ -85,12 +149,19 @@ impl ProducerContext for DeliveryTracker {
 /// Sends task outputs to Kafka.
 pub(crate) struct RecordSender {
     producer: BaseProducer<DeliveryTracker>,
+    /// What happens to a user's output record the brokers refuse.
+    on_error: ErrorHandler,
+    metrics: Arc<RuntimeMetrics>,
 }
 
 impl RecordSender {
     /// A producer for the instance; under exactly-once it is transactional
     /// with `transactional_id`, initialised and inside a first transaction.
-    pub(crate) fn new(settings: &Settings, transactional_id: &str) -> Result<Self, WeirError> {
+    pub(crate) fn new(
+        settings: &Settings,
+        transactional_id: &str,
+        metrics: Arc<RuntimeMetrics>,
+    ) -> Result<Self, WeirError> {
         let mut config = settings.client_config(ClientKind::Producer);
         // Partition by murmur2 of the key bytes, as the Java client, Kafka
         // Streams and the test driver do.
@@ -115,7 +186,11 @@ impl RecordSender {
         let producer: BaseProducer<DeliveryTracker> = config
             .create_with_context(DeliveryTracker::default())
             .map_err(|e| WeirError::Kafka(format!("cannot create the producer: {e}")))?;
-        let sender = RecordSender { producer };
+        let sender = RecordSender {
+            producer,
+            on_error: settings.production_error_handler.clone(),
+            metrics,
+        };
         if transactional {
             sender.producer.init_transactions(BROKER_TIMEOUT).map_err(|e| {
                 WeirError::Kafka(format!("cannot initialise transactions as '{transactional_id}': {e}"))
@@ -133,10 +208,47 @@ impl RecordSender {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn check_deliveries(&self) -> Result<(), WeirError> {
-        match &self.deliveries().failure {
-            Some(failure) => Err(WeirError::Kafka(failure.clone())),
-            None => Ok(()),
+    /// Fails on a failed delivery, and has the production error handler
+    /// take the refused records; returns how many dead letters it sent.
+    fn check_deliveries(&self) -> Result<usize, WeirError> {
+        let refused = {
+            let mut deliveries = self.deliveries();
+            if let Some(failure) = &deliveries.failure {
+                return Err(WeirError::Kafka(failure.clone()));
+            }
+            std::mem::take(&mut deliveries.refused)
+        };
+        let mut dead_letters = 0;
+        for refused in refused {
+            dead_letters += self.handle_refused(refused)?;
+        }
+        Ok(dead_letters)
+    }
+
+    /// Applies the production error handler to a refused output record;
+    /// returns 1 when it sent a dead letter.
+    fn handle_refused(&self, refused: Refused) -> Result<usize, WeirError> {
+        let Refused { topic, record, error } = refused;
+        match &self.on_error {
+            ErrorHandler::Fail => Err(WeirError::Kafka(format!(
+                "a record for {topic} was refused: {error} (production.error.handler can skip or dead-letter it)"
+            ))),
+            ErrorHandler::LogAndContinue => {
+                tracing::warn!(topic, %error, "skipping an output record the brokers refused");
+                self.metrics.skipped(SkipReason::ProductionError, &topic);
+                Ok(0)
+            }
+            ErrorHandler::DeadLetter(dlq) => {
+                let failure = Failure {
+                    class: "production",
+                    message: error,
+                    source: None,
+                    target: Some(&topic),
+                };
+                self.send(&dead_letter(dlq, failure, record))?;
+                self.metrics.skipped(SkipReason::ProductionDeadLettered, &topic);
+                Ok(1)
+            }
         }
     }
 
@@ -150,9 +262,8 @@ impl RecordSender {
 impl Output for RecordSender {
     fn send(&self, output: &OutputRecord) -> Result<(), WeirError> {
         let raw = &output.record;
-        let tracked = if output.partition.is_some() { TRACKED } else { 0 };
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
-            BaseRecord::with_opaque_to(&output.topic, tracked).timestamp(raw.timestamp);
+            BaseRecord::with_opaque_to(&output.topic, Opaque::of(output).0).timestamp(raw.timestamp);
         if let Some(key) = raw.key.as_deref() {
             record = record.key(key);
         }
@@ -178,6 +289,17 @@ impl Output for RecordSender {
                     record = returned;
                     self.producer.poll(Duration::from_millis(10));
                 }
+                // Refused before it left (librdkafka checks message.max.bytes).
+                Err((KafkaError::MessageProduction(code), _))
+                    if output.kind == OutputKind::Output && refuses_the_record(code) =>
+                {
+                    self.deliveries().refused.push(Refused {
+                        topic: output.topic.to_string(),
+                        record: raw.clone(),
+                        error: code.to_string(),
+                    });
+                    return Ok(());
+                }
                 Err((error, _)) => {
                     return Err(WeirError::Kafka(format!(
                         "cannot send a record to {}: {error}",
@@ -190,14 +312,20 @@ impl Output for RecordSender {
 
     fn poll(&self) -> Result<(), WeirError> {
         self.producer.poll(Duration::ZERO);
-        self.check_deliveries()
+        self.check_deliveries().map(|_| ())
     }
 
+    /// Flushes until no record is pending, dead letters of refused records
+    /// included.
     fn flush(&self) -> Result<(), WeirError> {
-        self.producer
-            .flush(BROKER_TIMEOUT)
-            .map_err(|e| WeirError::Kafka(format!("cannot flush the producer: {e}")))?;
-        self.check_deliveries()
+        loop {
+            self.producer
+                .flush(BROKER_TIMEOUT)
+                .map_err(|e| WeirError::Kafka(format!("cannot flush the producer: {e}")))?;
+            if self.check_deliveries()? == 0 {
+                return Ok(());
+            }
+        }
     }
 
     fn purge(&self) {
@@ -225,6 +353,8 @@ impl Output for RecordSender {
             .0
             .downcast_ref::<ConsumerGroupMetadata>()
             .ok_or_else(|| WeirError::Other("a transaction's group identity is not a Kafka consumer's".into()))?;
+        // Dead letters of refused records belong to this transaction.
+        self.flush()?;
         if !offsets.is_empty() {
             let offsets = partition_list(offsets, metadata)?;
             retrying("add the consumed offsets to the transaction", || {

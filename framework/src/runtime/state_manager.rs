@@ -50,7 +50,7 @@ use super::checkpoint::Checkpoint;
 use super::task::{Task, TaskId};
 use crate::error::WeirError;
 use crate::metrics::RuntimeMetrics;
-use crate::record::{now_ms, OutputRecord, RawRecord};
+use crate::record::{now_ms, OutputKind, OutputRecord, RawRecord};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -367,6 +367,7 @@ impl TaskState {
             output.send(&OutputRecord {
                 topic: changelog.topic.clone(),
                 partition: Some(changelog.partition),
+                kind: OutputKind::Internal,
                 record: RawRecord {
                     key: Some(FENCE_KEY.to_vec()),
                     value: Some(owner.as_bytes().to_vec()),

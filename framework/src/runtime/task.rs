@@ -37,6 +37,8 @@ pub struct TaskSettings<'a> {
     pub stores: &'a dyn StoreSupplier,
     /// The error handler of sources that do not set their own.
     pub default_error_handler: &'a ErrorHandler,
+    /// What sinks do with records that cannot be serialized.
+    pub production_error_handler: &'a ErrorHandler,
 }
 
 /// Handed to node factories while a task is instantiated.
@@ -79,6 +81,10 @@ impl TaskBuilder<'_> {
 
     pub(crate) fn default_error_handler(&self) -> &ErrorHandler {
         self.settings.default_error_handler
+    }
+
+    pub(crate) fn production_error_handler(&self) -> &ErrorHandler {
+        self.settings.production_error_handler
     }
 
     /// Lets the task drive a node whose outputs come later than its inputs.

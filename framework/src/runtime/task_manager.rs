@@ -687,11 +687,7 @@ impl TaskManager {
             exactly_once: self.is_exactly_once(),
             persistent: self.stores.persistent(),
         };
-        let task_settings = TaskSettings {
-            application_id: app,
-            stores: self.stores.as_ref(),
-            default_error_handler: &self.settings.default_error_handler,
-        };
+        let task_settings = task_settings(&self.settings, self.stores.as_ref());
         let restoration = Restoration::begin(&request, &mut || Task::new(&self.topology, id, &task_settings))?;
         let inputs = InputPositions::from_committed(
             sub.source_topics.iter().map(|t| Arc::from(t.resolve(app))),
@@ -728,11 +724,7 @@ impl TaskManager {
         let Phase::Restoring(restoration) = &mut active.phase else {
             return Ok(());
         };
-        let task_settings = TaskSettings {
-            application_id: &self.settings.application_id,
-            stores: self.stores.as_ref(),
-            default_error_handler: &self.settings.default_error_handler,
-        };
+        let task_settings = task_settings(&self.settings, self.stores.as_ref());
         let done = restoration.step(
             &mut || Task::new(&self.topology, id, &task_settings),
             self.changelogs.as_ref(),
@@ -860,5 +852,15 @@ impl TaskManager {
             total.merge(task.metrics());
         }
         self.metrics.set_tasks(self.thread, total);
+    }
+}
+
+/// What a thread's tasks are made with.
+fn task_settings<'a>(settings: &'a Settings, stores: &'a dyn StoreSupplier) -> TaskSettings<'a> {
+    TaskSettings {
+        application_id: &settings.application_id,
+        stores,
+        default_error_handler: &settings.default_error_handler,
+        production_error_handler: &settings.production_error_handler,
     }
 }

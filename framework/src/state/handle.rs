@@ -3,7 +3,7 @@
 use super::{KeyValueStore, StoreWrite};
 use crate::error::{SerdeError, WeirError};
 use crate::processor::{ProcessorContext, RecordCollector, ValueGetter};
-use crate::record::{OutputRecord, RawRecord};
+use crate::record::{OutputKind, OutputRecord, RawRecord};
 use crate::serde::{Encoded, SerdeRef};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -64,6 +64,7 @@ impl StoreHandle {
             collector.send(OutputRecord {
                 topic: changelog.topic.clone(),
                 partition: Some(changelog.partition),
+                kind: OutputKind::Internal,
                 record: RawRecord {
                     key: Some(key.to_vec()),
                     value: value.map(<[u8]>::to_vec),

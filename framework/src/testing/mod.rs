@@ -63,6 +63,8 @@ pub struct TestDriverConfig {
     pub default_partitions: i32,
     pub stores: TestStores,
     pub default_error_handler: ErrorHandler,
+    /// What sinks do with records that cannot be serialized.
+    pub production_error_handler: ErrorHandler,
     /// How long a pipe waits for enrichments to answer before it fails
     /// (default 30 s).
     pub async_timeout: Duration,
@@ -76,6 +78,7 @@ impl Default for TestDriverConfig {
             default_partitions: 1,
             stores: TestStores::InMemory,
             default_error_handler: ErrorHandler::Fail,
+            production_error_handler: ErrorHandler::Fail,
             async_timeout: Duration::from_secs(30),
         }
     }
@@ -104,6 +107,11 @@ impl TestDriverConfig {
 
     pub fn default_error_handler(mut self, handler: ErrorHandler) -> Self {
         self.default_error_handler = handler;
+        self
+    }
+
+    pub fn production_error_handler(mut self, handler: ErrorHandler) -> Self {
+        self.production_error_handler = handler;
         self
     }
 
@@ -222,6 +230,7 @@ impl TopologyTestDriver {
             application_id: &app,
             stores: supplier.as_ref(),
             default_error_handler: &config.default_error_handler,
+            production_error_handler: &config.production_error_handler,
         };
         let mut tasks = BTreeMap::new();
         for sub in topology.subtopologies() {
@@ -439,6 +448,7 @@ impl DriverState {
             topic,
             partition,
             record,
+            ..
         } in outputs
         {
             let (partition, offset, index) = self.append(&topic, partition, record)?;

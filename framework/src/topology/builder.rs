@@ -9,6 +9,7 @@ use crate::processor::sink::SinkNode;
 use crate::processor::source::{Decode, RawSource, SerdeDecoder, SourceNode};
 use crate::processor::stream::{identity, StatelessNode};
 use crate::processor::{Forwarder, Processor, ProcessorRef};
+use crate::record::OutputKind;
 use crate::runtime::TaskBuilder;
 use crate::serde::SerdeRef;
 use std::any::Any;
@@ -216,12 +217,18 @@ impl TopologyBuilder {
         let id = self.add_processor::<K, V, (), (), _, _>("KSTREAM-SINK", &[parent], Vec::new(), {
             let topic = topic.clone();
             move |task, _| {
+                let kind = match &topic {
+                    TopicRef::External(_) => OutputKind::Output,
+                    TopicRef::Repartition(_) => OutputKind::Internal,
+                };
                 let topic = task.topic(&topic);
                 Ok(SinkNode {
                     produced: crate::metrics::produced_counter(&topic),
                     topic,
+                    kind,
                     key_serde: key_serde.clone(),
                     value_serde: value_serde.clone(),
+                    on_error: task.production_error_handler().clone(),
                 })
             }
         });
