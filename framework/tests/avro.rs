@@ -54,13 +54,18 @@ struct Everything {
     previous: Option<Address>,
 }
 
-fn registry() -> (TestSchemaRegistry, SchemaRegistry) {
-    let server = TestSchemaRegistry::start().unwrap();
-    let client = SchemaRegistry::builder(server.url())
+/// A client of `server` with a cache of its own.
+fn registry_at(server: &TestSchemaRegistry) -> SchemaRegistry {
+    SchemaRegistry::builder(server.url())
         .attempts(3)
         .backoff(Duration::from_millis(10))
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn registry() -> (TestSchemaRegistry, SchemaRegistry) {
+    let server = TestSchemaRegistry::start().unwrap();
+    let client = registry_at(&server);
     (server, client)
 }
 
@@ -347,7 +352,7 @@ fn an_incompatible_change_is_refused_when_registered_and_when_read() {
 
 #[test]
 fn bad_bytes_and_unknown_ids_are_deserialization_errors() {
-    let (_server, client) = registry();
+    let (server, client) = registry();
     let serde = Avro::<Address>::value(&client);
     let json = serde.deserialize("t", Some(br#"{"city":"Oslo"}"#)).unwrap_err();
     assert_eq!(json.kind, SerdeErrorKind::Deserialize);
@@ -355,8 +360,41 @@ fn bad_bytes_and_unknown_ids_are_deserialization_errors() {
     let unknown = serde.deserialize("t", Some(&[0, 0, 0, 3, 231, 2])).unwrap_err();
     assert_eq!(unknown.kind, SerdeErrorKind::Deserialize);
     assert!(unknown.message.contains("40403"), "{unknown}");
+    // The registry said so once; the next records naming that id are
+    // answered from the cache, without a request each.
+    let before = server.requests();
+    for _ in 0..10 {
+        let again = serde.deserialize("t", Some(&[0, 0, 0, 3, 231, 2])).unwrap_err();
+        assert_eq!(again, unknown);
+    }
+    assert_eq!(server.requests(), before);
     let null = serde.deserialize("t", None).unwrap_err();
     assert!(null.message.contains("null"), "{null}");
+}
+
+/// A registry in a brownout, throttling, or refusing expired credentials
+/// cannot say whether a record is good: reading or writing through it is
+/// `Unavailable` (a source stops; it never dead-letters), after retries.
+#[test]
+fn a_registry_that_refuses_to_serve_is_unavailable_whatever_its_status() {
+    let (server, client) = registry();
+    let value = Address {
+        city: "Pune".into(),
+        zip: None,
+    };
+    let bytes = Avro::<Address>::value(&client).to_bytes("t", &value).unwrap().unwrap();
+    for status in [500, 502, 503, 504, 408, 429, 401, 403] {
+        server.fail_requests(Some(status));
+        // A serde that has not read this schema yet.
+        let cold = Avro::<Address>::value(&registry_at(&server));
+        let before = server.requests();
+        let error = cold.deserialize("t", Some(&bytes)).unwrap_err();
+        assert_eq!(error.kind, SerdeErrorKind::Unavailable, "{status}: {error}");
+        assert_eq!(server.requests() - before, 3, "{status}: retried");
+    }
+    server.fail_requests(None);
+    let cold = Avro::<Address>::value(&registry_at(&server));
+    assert_eq!(cold.deserialize("t", Some(&bytes)).unwrap(), value);
 }
 
 #[test]
@@ -367,13 +405,13 @@ fn an_unreachable_registry_is_retried_then_reported_as_unavailable() {
         city: "Pune".into(),
         zip: None,
     };
-    server.set_unavailable(true);
+    server.fail_requests(Some(503));
     let before = server.requests();
     let error = serde.to_bytes("t", &value).unwrap_err();
     assert_eq!(error.kind, SerdeErrorKind::Unavailable);
     assert!(error.message.contains("unavailable after 3 attempts"), "{error}");
     assert_eq!(server.requests() - before, 3);
-    server.set_unavailable(false);
+    server.fail_requests(None);
     let bytes = serde.to_bytes("t", &value).unwrap().unwrap();
     assert_eq!(serde.deserialize("t", Some(&bytes)).unwrap(), value);
 }
@@ -452,7 +490,7 @@ fn a_topology_reads_and_writes_avro_and_stops_when_the_registry_is_down() {
         )
         .unwrap()
         .unwrap();
-    server.set_unavailable(true);
+    server.fail_requests(Some(503));
     let error = stopped
         .input_topic("addresses", Utf8, Bytes)
         .pipe("c".into(), bytes)

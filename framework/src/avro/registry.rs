@@ -1,6 +1,13 @@
 //! The Schema Registry client: registers and looks up schemas through the
-//! Confluent REST API, caches schemas by id, and retries while the
-//! registry is unreachable. (Each serde caches the ids it registered.)
+//! Confluent REST API, caches schemas by id (and, for a while, the ids it
+//! does not know), and retries while the registry is unreachable or
+//! refuses to serve. (Each serde caches the ids it registered.)
+//!
+//! A registry that cannot be reached, answers `5xx`, `408` or `429`
+//! (overloaded) or `401`/`403` (credentials expired or revoked) is
+//! *unavailable*: the records that need it may be fine, so a source stops
+//! on them instead of dead-lettering them. A `404` for a schema id means
+//! the record names a schema that does not exist: a bad record.
 
 use crate::error::WeirError;
 use apache_avro::types::Value;
@@ -11,14 +18,17 @@ use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSche
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long an id the registry does not know is answered from the cache.
+const UNKNOWN_ID_TTL: Duration = Duration::from_secs(60);
 
 /// A failed registry call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RegistryError {
     pub message: String,
-    /// The registry could not be reached (or answered 5xx) on every attempt,
-    /// as opposed to refusing the request.
+    /// The registry was unavailable on every attempt (see the module
+    /// documentation), as opposed to refusing the request.
     pub unavailable: bool,
 }
 
@@ -46,6 +56,8 @@ struct Inner {
     backoff: Duration,
     /// Writer schemas by id.
     schemas: RwLock<HashMap<u32, Arc<WriterSchema>>>,
+    /// Ids the registry said it does not know, with when and its answer.
+    unknown: RwLock<HashMap<u32, (Instant, RegistryError)>>,
 }
 
 /// A schema from the registry with its names resolved, ready to decode the
@@ -147,6 +159,7 @@ impl SchemaRegistryBuilder {
                 attempts: self.attempts,
                 backoff: self.backoff,
                 schemas: RwLock::default(),
+                unknown: RwLock::default(),
             }),
         })
     }
@@ -174,12 +187,30 @@ impl SchemaRegistry {
         if let Some(schema) = self.inner.schemas.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
             return Ok(schema.clone());
         }
+        if let Some((at, error)) = self.inner.unknown.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            if at.elapsed() < UNKNOWN_ID_TTL {
+                return Err(error.clone());
+            }
+        }
         let registered = self
             .call(|| get_schema_by_id(id, &self.inner.settings))
             .map_err(|e| RegistryError {
                 message: format!("cannot fetch schema {id}: {}", e.message),
                 ..e
-            })?;
+            });
+        let registered = match registered {
+            Ok(registered) => registered,
+            Err(error) => {
+                if !error.unavailable {
+                    self.inner
+                        .unknown
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id, (Instant::now(), error.clone()));
+                }
+                return Err(error);
+            }
+        };
         let invalid = |e: apache_avro::Error| RegistryError {
             message: format!("the registry's schema {id} is not a valid Avro schema: {e}"),
             unavailable: false,
@@ -217,14 +248,15 @@ impl SchemaRegistry {
         Ok(registered.id)
     }
 
-    /// Runs `call`, again after a growing wait while it fails retriably.
+    /// Runs `call`, again after a growing wait while the registry is
+    /// unavailable (see the module documentation).
     fn call<T>(&self, call: impl Fn() -> Result<T, SRCError>) -> Result<T, RegistryError> {
         let mut wait = self.inner.backoff;
         let mut attempt = 1;
         loop {
             match call() {
                 Ok(value) => return Ok(value),
-                Err(error) if error.retriable && attempt < self.inner.attempts => {
+                Err(error) if unavailable(&error) && attempt < self.inner.attempts => {
                     tracing::warn!(%error, attempt, "schema registry call failed; retrying");
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(Duration::from_secs(10));
@@ -235,16 +267,33 @@ impl SchemaRegistry {
                         Some(cause) => format!("{} ({cause})", error.error),
                         None => error.error.clone(),
                     };
+                    let unavailable = unavailable(&error);
                     return Err(RegistryError {
-                        message: if error.retriable {
+                        message: if unavailable {
                             format!("the schema registry is unavailable after {attempt} attempts: {message}")
                         } else {
                             message
                         },
-                        unavailable: error.retriable,
+                        unavailable,
                     });
                 }
             }
         }
+    }
+}
+
+/// Whether a failed call says the registry cannot serve now (see the module
+/// documentation), rather than that the request is wrong.
+fn unavailable(error: &SRCError) -> bool {
+    // The client reports an HTTP answer as "... failed with status <code> ...".
+    let status = error
+        .error
+        .split("with status ")
+        .nth(1)
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse::<u16>().ok());
+    match status {
+        Some(status) => matches!(status, 401 | 403 | 408 | 429 | 500..=599),
+        None => error.retriable,
     }
 }

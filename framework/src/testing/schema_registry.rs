@@ -52,7 +52,8 @@ struct Registry {
     subjects: BTreeMap<String, Vec<u32>>,
     levels: BTreeMap<String, Level>,
     default_level: Level,
-    unavailable: bool,
+    /// Set: every request is answered with this status.
+    failing: Option<StatusCode>,
     requests: u64,
 }
 
@@ -141,10 +142,12 @@ impl TestSchemaRegistry {
         format!("http://{}", self.server.address())
     }
 
-    /// While `true`, every request is answered `503`, as by a registry that
-    /// is down behind its load balancer.
-    pub fn set_unavailable(&self, unavailable: bool) {
-        self.registry().unavailable = unavailable;
+    /// While `Some(status)`, every request is answered with `status`: `503`
+    /// as by a registry down behind its load balancer, `500` or `504` in a
+    /// brownout, `429` when throttled, `401` or `403` when credentials
+    /// expired; `None` serves again.
+    pub fn fail_requests(&self, status: Option<u16>) {
+        self.registry().failing = status.map(|s| StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE));
     }
 
     /// Requests served so far (to check what clients cache).
@@ -196,17 +199,14 @@ fn lock(state: &Arc<Mutex<Registry>>) -> std::sync::MutexGuard<'_, Registry> {
 }
 
 async fn availability(State(state): Shared, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let unavailable = {
+    let failing = {
         let mut registry = lock(&state);
         registry.requests += 1;
-        registry.unavailable
+        registry.failing
     };
-    if unavailable {
-        return answer(Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            50003,
-            "The registry is unavailable.",
-        )));
+    if let Some(status) = failing {
+        let code = u32::from(status.as_u16()) * 100 + 3;
+        return answer(Err(error(status, code, format!("The registry answers {status}."))));
     }
     next.run(request).await
 }
