@@ -189,3 +189,61 @@ fn a_record_the_brokers_refuse_goes_to_the_production_error_handler() {
         "{error}"
     );
 }
+
+/// Exactly-once: a transaction the brokers refuse is aborted and the tasks
+/// rewound, after a wait that grows; a few refusals are ridden out with
+/// exact outputs, and a refusal that persists stops the instance after
+/// `transaction.max.rewinds` in a row, saying why.
+#[test]
+fn aborted_transactions_rewind_with_a_growing_wait_and_stop_when_they_persist() {
+    use weir::embedded::Request;
+    let cluster = Cluster::embedded();
+    let kafka = cluster.embedded_kafka().expect("the in-process cluster");
+    let input = cluster.create_topic("counted", 1);
+    let output = cluster.create_topic("counted-out", 1);
+    let builder = StreamsBuilder::new();
+    builder
+        .stream(&input, Consumed::with(Utf8, Utf8))
+        .map_values(|v: String| v.to_uppercase())
+        .to(&output, Produced::with(Utf8, Utf8));
+    let topology = builder.build().unwrap();
+    let producer = cluster.producer();
+    let send = |key: &str| {
+        producer
+            .send(&input, &Utf8, &Utf8, &key.to_string(), Some(&key.to_string()))
+            .unwrap();
+        producer.flush().unwrap();
+    };
+
+    let state = tempfile::tempdir().unwrap();
+    let config = cluster
+        .config("rewinds", state.path())
+        .set("processing.guarantee", "exactly_once_v2")
+        .set("transaction.max.rewinds", "3");
+    let mut streams = cluster.streams(topology.clone(), &config);
+    streams.start().unwrap();
+    send("a");
+    let servers = cluster.bootstrap_servers();
+    let outputs = || weir::testing::kafka::read_compacted(servers, &output, &Utf8, &Utf8).unwrap();
+    assert!(eventually(WAIT, || Ok(outputs().len() == 1)).unwrap());
+
+    // Two refusals: rewound twice, then committed.
+    kafka.fail_requests(Request::TxnOffsetCommit, 2);
+    send("b");
+    assert!(eventually(WAIT, || Ok(outputs().len() == 2)).unwrap());
+    assert_eq!(outputs()["b"], "B");
+    assert_eq!(streams.state(), StreamsState::Running);
+
+    // Refusals that persist: three rewinds, then the instance stops.
+    kafka.fail_requests(Request::TxnOffsetCommit, 1_000);
+    let started = std::time::Instant::now();
+    send("c");
+    assert!(eventually(WAIT, || Ok(streams.state() == StreamsState::Error)).unwrap());
+    // The waits before the rewinds: 100 + 200 + 400 ms at least.
+    assert!(started.elapsed() >= Duration::from_millis(700), "{:?}", started.elapsed());
+    let error = streams.close().unwrap_err().to_string();
+    assert!(
+        error.contains("4 transactions in a row") && error.contains("transaction.max.rewinds"),
+        "{error}"
+    );
+}

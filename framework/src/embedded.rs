@@ -76,6 +76,8 @@ pub enum Request {
     OffsetCommit,
     OffsetFetch,
     Heartbeat,
+    /// The offsets of a transaction (exactly-once).
+    TxnOffsetCommit,
 }
 
 impl Request {
@@ -86,12 +88,16 @@ impl Request {
             Request::OffsetCommit => RDKafkaApiKey::OffsetCommit,
             Request::OffsetFetch => RDKafkaApiKey::OffsetFetch,
             Request::Heartbeat => RDKafkaApiKey::Heartbeat,
+            Request::TxnOffsetCommit => RDKafkaApiKey::TxnOffsetCommit,
         }
     }
 
-    /// The retriable error a broker of a sick cluster answers with.
+    /// The error a broker of a sick cluster answers with: retriable (a
+    /// leader or coordinator moving), except for a transaction's offsets,
+    /// which it refuses as unauthorized, so that the transaction aborts.
     fn error(self) -> RDKafkaRespErr {
         match self {
+            Request::TxnOffsetCommit => RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED,
             Request::Fetch | Request::Produce => RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
             Request::OffsetCommit | Request::OffsetFetch | Request::Heartbeat => {
                 RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS
@@ -101,8 +107,8 @@ impl Request {
 }
 
 impl EmbeddedKafka {
-    /// Fails the next `times` requests of a kind with the retriable error a
-    /// sick broker would answer (a leader or coordinator moving).
+    /// Fails the next `times` requests of a kind with the error a sick
+    /// broker would answer (see [`Request`]).
     pub fn fail_requests(&self, request: Request, times: usize) {
         self.cluster
             .request_errors(request.api_key(), &vec![request.error(); times]);

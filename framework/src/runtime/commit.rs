@@ -31,6 +31,7 @@
 
 use super::broker::PartitionOffset;
 use super::state_manager::ForeignWrites;
+use crate::error::WeirError;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -137,6 +138,44 @@ pub(crate) fn verdict(candidate: Candidate<'_>) -> Verdict {
     }
 }
 
+/// Exactly-once: the waits between rewinds after aborted transactions,
+/// and when to give up. Each rewind rebuilds the tasks' state from their
+/// changelogs; a cause that persists (an authorization the brokers refuse,
+/// a record they never take) would otherwise rebuild it in a loop.
+#[derive(Debug)]
+pub(crate) struct Rewinds {
+    in_a_row: u32,
+    max: u32,
+}
+
+impl Rewinds {
+    const FIRST_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+    const LONGEST_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+    pub(crate) fn new(max: u32) -> Self {
+        Rewinds { in_a_row: 0, max }
+    }
+
+    /// Another transaction aborted on `cause`: how long to wait before the
+    /// next, or the error to stop on once `max` aborted in a row.
+    pub(crate) fn next(&mut self, cause: &WeirError) -> Result<std::time::Duration, WeirError> {
+        self.in_a_row += 1;
+        if self.in_a_row > self.max {
+            return Err(WeirError::Kafka(format!(
+                "{} transactions in a row were aborted (transaction.max.rewinds is {}); the last: {cause}",
+                self.in_a_row, self.max
+            )));
+        }
+        let doubled = Self::FIRST_WAIT.saturating_mul(1u32 << (self.in_a_row - 1).min(16));
+        Ok(doubled.min(Self::LONGEST_WAIT))
+    }
+
+    /// A transaction committed: the count starts again.
+    pub(crate) fn committed(&mut self) {
+        self.in_a_row = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +244,20 @@ mod tests {
         ));
         assert!(matches!(verdict(candidate(true, 0, None)), Verdict::Restoring));
         assert!(matches!(verdict(candidate(false, 0, None)), Verdict::NotOwned));
+    }
+
+    #[test]
+    fn rewinds_wait_longer_each_time_and_stop_after_the_most_in_a_row() {
+        let cause = WeirError::Kafka("the transaction was aborted".into());
+        let mut rewinds = Rewinds::new(8);
+        let waits: Vec<u128> = (0..8).map(|_| rewinds.next(&cause).unwrap().as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 6400, 10_000]);
+        let error = rewinds.next(&cause).unwrap_err().to_string();
+        assert!(
+            error.contains("9 transactions in a row") && error.contains("aborted"),
+            "{error}"
+        );
+        rewinds.committed();
+        assert_eq!(rewinds.next(&cause).unwrap().as_millis(), 100);
     }
 }

@@ -40,6 +40,11 @@ pub const WEIR_KEYS: &[(&str, &str)] = &[
     ),
     ("processing.guarantee", "at_least_once (default) or exactly_once_v2"),
     (
+        "transaction.max.rewinds",
+        "exactly-once: how many aborted transactions in a row (each rebuilding the tasks' state, after a wait \
+         growing from 100 ms to 10 s) before the instance stops (default: 10)",
+    ),
+    (
         "num.stream.threads",
         "stream threads of the instance, each a consumer of the group with its own tasks (default: 1)",
     ),
@@ -305,6 +310,7 @@ impl StreamsConfig {
         let commit_interval = Duration::from_millis(number("commit.interval.ms", default_commit));
         let poll_interval = Duration::from_millis(number("poll.ms", 100));
         let stream_threads = number("num.stream.threads", 1) as usize;
+        let max_rewinds = number("transaction.max.rewinds", 10).min(u64::from(u32::MAX)) as u32;
         let defaults = RocksDbConfig::default();
         let rocksdb = RocksDbConfig {
             block_cache_bytes: number("rocksdb.block.cache.bytes", defaults.block_cache_bytes as u64) as usize,
@@ -367,6 +373,7 @@ impl StreamsConfig {
             state_dir,
             commit_interval,
             poll_interval,
+            max_rewinds,
             stream_threads: stream_threads.max(1),
             replication_factor,
             guarantee,
@@ -498,6 +505,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub commit_interval: Duration,
     pub poll_interval: Duration,
+    /// Exactly-once: aborted transactions in a row before the instance stops.
+    pub max_rewinds: u32,
     /// Stream threads of the instance (`num.stream.threads`).
     pub stream_threads: usize,
     /// Replicas of created internal topics; -1 for the broker's default.

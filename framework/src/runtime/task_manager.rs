@@ -10,7 +10,7 @@
 //! rdkafka and against the protocol's simulation.
 
 use super::broker::{ChangelogSource, CommitFailure, CommitRefused, Group, Output, PartitionOffset};
-use super::commit::{verdict, Candidate, InputPositions, Verdict};
+use super::commit::{verdict, Candidate, InputPositions, Rewinds, Verdict};
 use super::config::{ProcessingGuarantee, Settings};
 use super::gauges;
 use super::query::LocalStores;
@@ -136,6 +136,8 @@ pub(crate) struct TaskManager {
     /// Set when an error or a panic stopped the thread: its tasks are
     /// dropped uncommitted, whatever happens after.
     abandoned: bool,
+    /// Exactly-once: aborted transactions in a row.
+    rewinds: Rewinds,
 }
 
 impl TaskManager {
@@ -164,6 +166,7 @@ impl TaskManager {
             settings.application_server.as_deref().unwrap_or("-"),
             std::process::id()
         );
+        let rewinds = Rewinds::new(settings.max_rewinds);
         TaskManager {
             thread,
             topology,
@@ -182,6 +185,7 @@ impl TaskManager {
             rebalances: 0,
             commit_soon: false,
             abandoned: false,
+            rewinds,
         }
     }
 
@@ -437,10 +441,19 @@ impl TaskManager {
     /// stopping the thread.
     pub(crate) fn commit_or_rewind(&mut self, group: &dyn Group) -> Result<(), WeirError> {
         match self.commit(group) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.rewinds.committed();
+                Ok(())
+            }
             Err(CommitFailure::Abortable(error)) => {
-                tracing::warn!(%error, "the transaction failed; aborting it and rewinding to the last commit");
-                self.rewind(group)
+                let wait = self.rewinds.next(&error)?;
+                tracing::warn!(
+                    %error, wait_ms = wait.as_millis() as u64,
+                    "the transaction failed; aborting it and rewinding to the last commit"
+                );
+                self.rewind(group)?;
+                std::thread::sleep(wait);
+                Ok(())
             }
             Err(CommitFailure::Fatal(error)) => Err(error),
         }
