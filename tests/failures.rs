@@ -240,10 +240,83 @@ fn aborted_transactions_rewind_with_a_growing_wait_and_stop_when_they_persist() 
     send("c");
     assert!(eventually(WAIT, || Ok(streams.state() == StreamsState::Error)).unwrap());
     // The waits before the rewinds: 100 + 200 + 400 ms at least.
-    assert!(started.elapsed() >= Duration::from_millis(700), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
     let error = streams.close().unwrap_err().to_string();
     assert!(
         error.contains("4 transactions in a row") && error.contains("transaction.max.rewinds"),
         "{error}"
     );
+}
+
+/// Readiness tells the truth: a running instance whose fetches are refused
+/// as unauthorized is not ready (`/ready` names the reason) until they go
+/// through again; an input partition read from elsewhere than its
+/// committed offset (out of range) is counted.
+#[test]
+fn readiness_reports_refused_fetches_and_offset_resets_are_counted() {
+    use weir::embedded::Request;
+    let cluster = Cluster::embedded();
+    let kafka = cluster.embedded_kafka().expect("the in-process cluster");
+    let input = cluster.create_topic("watched", 1);
+    let output = cluster.create_topic("watched-out", 1);
+    let builder = StreamsBuilder::new();
+    builder
+        .stream(&input, Consumed::with(Utf8, Utf8))
+        .to(&output, Produced::with(Utf8, Utf8));
+    let producer = cluster.producer();
+    for i in 0..5 {
+        producer
+            .send(&input, &Utf8, &Utf8, &format!("k{i}"), Some(&"v".to_string()))
+            .unwrap();
+    }
+    producer.flush().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let config = cluster.config("readiness", state.path());
+    let app = config.get("application.id").unwrap().to_string();
+    // A committed offset past the partition's end, as after a topic was
+    // recreated: the consumer resets to the beginning.
+    weir::testing::kafka::commit_offsets(cluster.bootstrap_servers(), &app, &[(&input, 0, 1_000)]).unwrap();
+
+    let mut streams = cluster.streams(builder.build().unwrap(), &config);
+    let ops = OpsServer::start("127.0.0.1:0".parse().unwrap(), streams.status_handle()).unwrap();
+    let address = ops.address().to_string();
+    streams.start().unwrap();
+    assert!(streams.wait_for_state(StreamsState::Running, WAIT));
+    let servers = cluster.bootstrap_servers();
+    let outputs = || weir::testing::kafka::read_topic(servers, &output).unwrap().len();
+    assert!(eventually(WAIT, || Ok(outputs() == 5)).unwrap(), "{}", outputs());
+    let metrics = http_get(&address, "/metrics").body;
+    let resets: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("weir_offset_resets_total") && l.contains(&input))
+        .collect();
+    assert_eq!(
+        resets.len(),
+        1,
+        "{resets:?}\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("offset"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(resets[0].ends_with(" 1"), "{resets:?}");
+    assert_eq!(http_get(&address, "/ready").status, 200);
+
+    kafka.fail_requests(Request::UnauthorizedFetch, 20);
+    let refused = eventually(WAIT, || Ok(http_get(&address, "/ready").status == 503)).unwrap();
+    assert!(refused, "/ready stayed 200 while fetches were refused");
+    let ready = http_get(&address, "/ready").body;
+    assert!(
+        ready.contains("Running, but consumer") && ready.contains("uthorization"),
+        "{ready}"
+    );
+    assert_eq!(streams.state(), StreamsState::Running);
+    let back = eventually(WAIT, || Ok(http_get(&address, "/ready").status == 200)).unwrap();
+    assert!(back, "/ready did not come back: {}", http_get(&address, "/ready").body);
+    streams.close().unwrap();
 }

@@ -78,6 +78,8 @@ pub enum Request {
     Heartbeat,
     /// The offsets of a transaction (exactly-once).
     TxnOffsetCommit,
+    /// Fetches, refused as unauthorized for the topic (an ACL removed).
+    UnauthorizedFetch,
 }
 
 impl Request {
@@ -89,14 +91,17 @@ impl Request {
             Request::OffsetFetch => RDKafkaApiKey::OffsetFetch,
             Request::Heartbeat => RDKafkaApiKey::Heartbeat,
             Request::TxnOffsetCommit => RDKafkaApiKey::TxnOffsetCommit,
+            Request::UnauthorizedFetch => RDKafkaApiKey::Fetch,
         }
     }
 
     /// The error a broker of a sick cluster answers with: retriable (a
     /// leader or coordinator moving), except for a transaction's offsets,
-    /// which it refuses as unauthorized, so that the transaction aborts.
+    /// which it refuses as unauthorized, so that the transaction aborts,
+    /// and for unauthorized fetches.
     fn error(self) -> RDKafkaRespErr {
         match self {
+            Request::UnauthorizedFetch => RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
             Request::TxnOffsetCommit => RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED,
             Request::Fetch | Request::Produce => RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
             Request::OffsetCommit | Request::OffsetFetch | Request::Heartbeat => {

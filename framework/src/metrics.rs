@@ -38,6 +38,10 @@ pub const STORE_BYTES: &str = "weir_store_bytes";
 pub const RESTORED_RECORDS: &str = "weir_restore_records_total";
 /// Changelog records left to restore, labelled by `store` (0 once done).
 pub const RESTORE_REMAINING: &str = "weir_restore_remaining_records";
+/// Offset resets of a consumed partition (librdkafka read it from its
+/// beginning or end because its position was out of range), labelled by
+/// `topic` and `partition`.
+pub const OFFSET_RESETS: &str = "weir_offset_resets_total";
 /// Commits of an instance (offsets, or transactions under exactly-once).
 pub const COMMITS: &str = "weir_commits_total";
 /// How long each commit took, in seconds.

@@ -131,9 +131,12 @@ async fn health(State(endpoint): State<Endpoint>) -> (StatusCode, String) {
 }
 
 async fn ready(State(endpoint): State<Endpoint>) -> (StatusCode, String) {
-    match endpoint.status.state() {
-        StreamsState::Running => (StatusCode::OK, "Running\n".into()),
-        state => (StatusCode::SERVICE_UNAVAILABLE, format!("{state:?}\n")),
+    match (endpoint.status.state(), endpoint.status.problem()) {
+        (StreamsState::Running, None) => (StatusCode::OK, "Running\n".into()),
+        (StreamsState::Running, Some(problem)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("Running, but {problem}\n"))
+        }
+        (state, _) => (StatusCode::SERVICE_UNAVAILABLE, format!("{state:?}\n")),
     }
 }
 

@@ -11,7 +11,7 @@
 use crate::error::WeirError;
 use crate::error_handler::ErrorHandler;
 use crate::state::RocksDbConfig;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -536,6 +536,16 @@ impl Settings {
     /// servers, the common pass-through properties, then the client's own.
     pub(crate) fn client_config(&self, kind: ClientKind) -> ClientConfig {
         let mut config = ClientConfig::new();
+        // rdkafka sets librdkafka's log level from the tracing filter in
+        // force when the client is made; weir reads librdkafka's warnings
+        // (offset resets), so they are always reported to its callbacks,
+        // which pass them on to tracing's filter.
+        if matches!(
+            config.log_level,
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error
+        ) {
+            config.set_log_level(RDKafkaLogLevel::Warning);
+        }
         config.set("bootstrap.servers", &self.bootstrap_servers);
         let own = match kind {
             ClientKind::Consumer => &self.clients.consumer,

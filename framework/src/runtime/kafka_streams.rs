@@ -2,6 +2,7 @@
 
 use super::changelog_reader::KafkaChangelogReader;
 use super::config::{Settings, StoreBackend, StreamsConfig};
+use super::health::Problems;
 use super::producer::RecordSender;
 use super::query::{LocalStores, ReadOnlyStore};
 use super::stream_thread;
@@ -87,6 +88,7 @@ pub struct StatusHandle {
     threads: Arc<[Arc<StateCell>]>,
     metrics: Arc<RuntimeMetrics>,
     failure: Arc<Failure>,
+    problems: Arc<Problems>,
 }
 
 impl StatusHandle {
@@ -97,6 +99,13 @@ impl StatusHandle {
     /// The error that stopped the instance, once one did.
     pub fn failure(&self) -> Option<String> {
         self.failure.get()
+    }
+
+    /// A client error that keeps the running instance from doing its work
+    /// (authorization refused, a topic gone, no broker reachable), reported
+    /// within the last seconds.
+    pub fn problem(&self) -> Option<String> {
+        self.problems.current()
     }
 
     pub fn metrics(&self) -> RuntimeSnapshot {
@@ -169,6 +178,8 @@ pub struct KafkaStreams {
     local_stores: Arc<LocalStores>,
     /// Why the instance stopped, once a thread failed.
     failure: Arc<Failure>,
+    /// Client errors that keep it from working while it runs.
+    problems: Arc<Problems>,
     threads: Vec<JoinHandle<Result<(), WeirError>>>,
     /// Held while running, so that two instances never share a state directory.
     _lock: Option<File>,
@@ -188,6 +199,7 @@ impl KafkaStreams {
                 .map(|_| Arc::new(StateCell::new()))
                 .collect(),
             failure: Arc::default(),
+            problems: Arc::default(),
             threads: Vec::new(),
             settings,
             _lock: None,
@@ -265,28 +277,29 @@ impl KafkaStreams {
         let (topology, settings) = (self.topology.clone(), self.settings.clone());
         let (shutdown, metrics) = (self.shutdown.clone(), self.metrics.clone());
         let (state, local_stores) = (self.states[index].clone(), self.local_stores.clone());
-        let failure = self.failure.clone();
+        let (failure, problems) = (self.failure.clone(), self.problems.clone());
         let transactional_id = format!("{}-{process_id}-{index}", settings.application_id);
         std::thread::Builder::new()
             .name(format!("{}-stream-{index}", settings.application_id))
             .spawn(move || {
                 // The thread creates what it owns: tasks are not `Send`.
-                let prepared = RecordSender::new(&settings, &transactional_id, metrics.clone()).and_then(|sender| {
-                    let reader = KafkaChangelogReader::new(&settings)?;
-                    Ok(TaskManager::new(
-                        index,
-                        topology,
-                        settings.clone(),
-                        stores,
-                        local_stores,
-                        ThreadIo {
-                            output: Box::new(sender),
-                            changelogs: Box::new(reader),
-                            answers: Box::new(ProcessAnswers),
-                        },
-                        metrics.clone(),
-                    ))
-                });
+                let prepared = RecordSender::new(&settings, &transactional_id, metrics.clone(), problems.clone())
+                    .and_then(|sender| {
+                        let reader = KafkaChangelogReader::new(&settings)?;
+                        Ok(TaskManager::new(
+                            index,
+                            topology,
+                            settings.clone(),
+                            stores,
+                            local_stores,
+                            ThreadIo {
+                                output: Box::new(sender),
+                                changelogs: Box::new(reader),
+                                answers: Box::new(ProcessAnswers),
+                            },
+                            metrics.clone(),
+                        ))
+                    });
                 let manager = match prepared {
                     Ok(manager) => {
                         let _ = started.send(Ok(()));
@@ -303,7 +316,7 @@ impl KafkaStreams {
                 // The stream thread turns panics of its processing into
                 // errors; one here (closing, say) stops the instance too.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    stream_thread::run(manager, &settings, &shutdown, &metrics, state.clone())
+                    stream_thread::run(manager, &settings, &shutdown, &metrics, state.clone(), problems)
                 }))
                 .unwrap_or_else(|panic| {
                     Err(WeirError::Other(format!(
@@ -368,6 +381,7 @@ impl KafkaStreams {
             threads: self.states.clone(),
             metrics: self.metrics.clone(),
             failure: self.failure.clone(),
+            problems: self.problems.clone(),
         }
     }
 

@@ -37,6 +37,7 @@ mod commit;
 mod config;
 mod consumer;
 mod gauges;
+mod health;
 mod kafka_streams;
 mod producer;
 mod query;

@@ -7,6 +7,7 @@ use super::broker::{Acknowledged, CommitFailure, GroupIdentity, Output, Partitio
 use super::config::{ClientKind, ProcessingGuarantee, Settings};
 use super::consumer::partition_list;
 use super::consumer::KafkaHeaders;
+use super::health::Problems;
 use crate::error::WeirError;
 use crate::error_handler::{dead_letter, ErrorHandler, Failure};
 use crate::metrics::{RuntimeMetrics, SkipReason};
@@ -58,12 +59,17 @@ fn refuses_the_record(code: RDKafkaErrorCode) -> bool {
 }
 
 /// Receives delivery reports (on the thread that polls the producer).
-#[derive(Default)]
 pub(crate) struct DeliveryTracker {
     deliveries: Mutex<Deliveries>,
+    problems: Arc<Problems>,
 }
 
-impl ClientContext for DeliveryTracker {}
+impl ClientContext for DeliveryTracker {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka producer error");
+        self.problems.client_error("producer", &error);
+    }
+}
 
 /// The delivery opaque of a record: whether its acknowledged offset is
 /// tracked (only offsets of records sent to an explicit partition are
@@ -161,6 +167,7 @@ impl RecordSender {
         settings: &Settings,
         transactional_id: &str,
         metrics: Arc<RuntimeMetrics>,
+        problems: Arc<Problems>,
     ) -> Result<Self, WeirError> {
         let mut config = settings.client_config(ClientKind::Producer);
         // Partition by murmur2 of the key bytes, as the Java client, Kafka
@@ -184,7 +191,10 @@ impl RecordSender {
             }
         }
         let producer: BaseProducer<DeliveryTracker> = config
-            .create_with_context(DeliveryTracker::default())
+            .create_with_context(DeliveryTracker {
+                deliveries: Mutex::default(),
+                problems,
+            })
             .map_err(|e| WeirError::Kafka(format!("cannot create the producer: {e}")))?;
         let sender = RecordSender {
             producer,

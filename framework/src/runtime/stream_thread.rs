@@ -8,6 +8,7 @@
 use super::broker::Group;
 use super::config::{ClientKind, Settings};
 use super::consumer::{partitions_of, KafkaGroup, KafkaHeaders};
+use super::health::{count_offset_reset, Problems};
 use super::kafka_streams::panic_message;
 use super::task_manager::{Processed, TaskManager};
 use super::StreamsState;
@@ -92,6 +93,8 @@ pub(crate) struct StreamContext {
     paused: ThreadBound<RefCell<BTreeSet<(Arc<str>, i32)>>>,
     /// An error a rebalance callback ran into; the poll loop stops on it.
     failure: std::sync::Mutex<Option<WeirError>>,
+    /// Client errors that keep the instance from working, for readiness.
+    problems: Arc<Problems>,
 }
 
 impl StreamContext {
@@ -188,11 +191,14 @@ impl StreamContext {
 
 impl ClientContext for StreamContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        log_to_tracing(level, facility, message);
+        if !count_offset_reset(facility, message) {
+            log_to_tracing(level, facility, message);
+        }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(%error, reason, "kafka client error");
+        self.problems.client_error("consumer", &error);
     }
 }
 
@@ -282,6 +288,7 @@ pub(crate) fn run(
     shutdown: &AtomicBool,
     metrics: &RuntimeMetrics,
     state: Arc<super::StateCell>,
+    problems: Arc<Problems>,
 ) -> Result<(), WeirError> {
     let mut config = settings.client_config(ClientKind::Consumer);
     config
@@ -307,6 +314,7 @@ pub(crate) fn run(
         state: state.clone(),
         paused: ThreadBound::new(RefCell::new(BTreeSet::new())),
         failure: std::sync::Mutex::new(None),
+        problems,
     };
     let consumer: BaseConsumer<StreamContext> = config
         .create_with_context(context)
@@ -411,8 +419,12 @@ fn poll_loop(
                 Err(KafkaError::MessageConsumptionFatal(code)) => {
                     return Err(WeirError::Kafka(format!("the consumer failed: {code}")))
                 }
-                // Transient broker and network errors: librdkafka retries.
-                Err(error) => tracing::warn!(%error, "consumer error"),
+                // librdkafka retries; errors that persist make the instance
+                // not ready.
+                Err(error) => {
+                    tracing::warn!(%error, "consumer error");
+                    context.problems.client_error("consumer", &error);
+                }
             }
             if processed as usize >= MAX_BATCH
                 || (processed.is_multiple_of(BACKPRESSURE_CHECK) && manager.borrow().backpressured())
