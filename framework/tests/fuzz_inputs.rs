@@ -210,7 +210,7 @@ fn json_seeds() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
 #[test]
 fn debezium_json_of_any_shape_is_decoded_or_dead_lettered() {
     let (keys, values) = json_seeds();
-    let config = ProptestConfig::with_cases(cases(300));
+    let config = ProptestConfig::with_cases(cases(3_000));
     proptest!(config, |(batch in records(keys.clone(), values.clone(), true))| {
         check_every_record_is_accounted_for(&driver(topology(Cdc::json(), Cdc::json())), &batch)?;
         check_every_record_is_accounted_for(&driver(topology(Cdc::flattened(), Cdc::flattened())), &batch)?;
@@ -230,7 +230,7 @@ fn debezium_avro_of_any_shape_is_decoded_or_dead_lettered() {
     );
     keys.extend(flat_keys);
     values.extend(flat_values);
-    let config = ProptestConfig::with_cases(cases(200));
+    let config = ProptestConfig::with_cases(cases(5_000));
     proptest!(config, |(batch in records(keys.clone(), values.clone(), false))| {
         check_every_record_is_accounted_for(
             &driver(topology(Cdc::avro(&registry), Cdc::avro(&registry))),
@@ -334,7 +334,7 @@ fn the_avro_serde_reads_any_bytes_into_a_value_or_an_error() {
         tags: vec!["a".into(), "b".into()],
     };
     serde.serialize("profiles", &profile, &mut seed).unwrap();
-    let config = ProptestConfig::with_cases(cases(2_000));
+    let config = ProptestConfig::with_cases(cases(20_000));
     proptest!(config, |(bytes in hostile(vec![seed.clone()], false))| {
         match serde.deserialize("profiles", Some(&bytes)) {
             Ok(_) => {}
@@ -424,7 +424,7 @@ fn an_http_lookup_reads_any_answer_into_a_result_or_an_error() {
             .to_vec(),
         b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: 3\r\n\r\nabc".to_vec(),
     ];
-    let config = ProptestConfig::with_cases(cases(300));
+    let config = ProptestConfig::with_cases(cases(5_000));
     proptest!(config, |(answer in hostile(seeds.clone(), false))| {
         *service.answer.lock().unwrap() = answer;
         match runtime.block_on(lookup.lookup(7)) {

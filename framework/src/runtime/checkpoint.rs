@@ -129,6 +129,8 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
         /// A checkpoint file is local state a crash, a disk or a person can
         /// damage: any content reads as a checkpoint or as none.
         #[test]

@@ -739,6 +739,8 @@ mod tests {
         }
 
         proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4_000))]
+
             #[test]
             fn any_text_is_a_configuration_or_an_error(text in "\\PC{0,80}") {
                 if let Ok(config) = StreamsConfig::from_toml_str(&text) {

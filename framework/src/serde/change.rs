@@ -93,6 +93,8 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+
         /// Repartition topics are written by weir, but read from a broker:
         /// any bytes read as a change or an error naming the topic.
         #[test]
