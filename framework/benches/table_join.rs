@@ -181,6 +181,7 @@ impl Pipeline {
             application_id: "bench",
             stores,
             default_error_handler: &ErrorHandler::Fail,
+            production_error_handler: &ErrorHandler::Fail,
         };
         let mut tasks = Vec::new();
         let mut readers = HashMap::new();

@@ -82,6 +82,9 @@ impl<T> Drop for ThreadBound<T> {
     }
 }
 
+/// A set of (topic, partition).
+type Partitions = BTreeSet<(Arc<str>, i32)>;
+
 /// The group consumer's context: routes rebalances to the task manager and
 /// librdkafka's logs to `tracing`.
 pub(crate) struct StreamContext {
@@ -90,7 +93,7 @@ pub(crate) struct StreamContext {
     /// The partitions this thread paused. librdkafka keeps a partition
     /// paused across a revocation and a new assignment, so this outlives
     /// rebalances; the rebalance callback and the poll loop both pause.
-    paused: ThreadBound<RefCell<BTreeSet<(Arc<str>, i32)>>>,
+    paused: ThreadBound<RefCell<Partitions>>,
     /// An error a rebalance callback ran into; the poll loop stops on it.
     failure: std::sync::Mutex<Option<WeirError>>,
     /// Client errors that keep the instance from working, for readiness.
@@ -130,11 +133,7 @@ impl StreamContext {
     /// resumes those paused and no longer wanted. librdkafka drops the
     /// records it fetched for a paused partition and fetches again from the
     /// last record handed out, so nothing is skipped.
-    fn pause_only(
-        &self,
-        consumer: &BaseConsumer<StreamContext>,
-        wanted: BTreeSet<(Arc<str>, i32)>,
-    ) -> Result<(), WeirError> {
+    fn pause_only(&self, consumer: &BaseConsumer<StreamContext>, wanted: Partitions) -> Result<(), WeirError> {
         let paused = self
             .paused
             .get()
