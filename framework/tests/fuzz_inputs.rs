@@ -239,6 +239,25 @@ fn debezium_avro_of_any_shape_is_decoded_or_dead_lettered() {
     });
 }
 
+/// Pipes one record into the CDC table's topic; the reason of its one
+/// dead letter.
+fn dead_letter_of(driver: &TopologyTestDriver, key: Vec<u8>, value: Vec<u8>) -> String {
+    driver
+        .input_topic(TABLE_TOPIC, Nullable(Bytes), Nullable(Bytes))
+        .pipe_raw(Some(0), Some(key), Some(value), 0, Vec::new())
+        .unwrap();
+    let dead = driver
+        .output_topic(
+            &weir::cdc::default_dead_letter_topic(TABLE_TOPIC),
+            Nullable(Bytes),
+            Nullable(Bytes),
+        )
+        .read_records()
+        .unwrap();
+    assert_eq!(dead.len(), 1, "one dead letter");
+    header(&dead[0].headers, DLQ_ERROR_MESSAGE).unwrap().to_string()
+}
+
 /// Debezium's writer schema is data too: a scale no decimal can have, in
 /// the JSON schema wrapper and in an Avro writer schema, dead-letters the
 /// record instead of panicking.
@@ -250,21 +269,11 @@ fn a_decimal_scale_from_the_data_beyond_any_database_is_a_dead_letter() {
     assert!(text.contains(r#""scale":"2""#), "{text}");
     let huge = text.replace(r#""scale":"2""#, r#""scale":"100000""#);
 
-    let driver = driver(topology(Cdc::json(), Cdc::json()));
-    let input = driver.input_topic(TABLE_TOPIC, Nullable(Bytes), Nullable(Bytes));
-    input
-        .pipe_raw(Some(0), Some(json.key(&7i64)), Some(huge.into_bytes()), 0, Vec::new())
-        .unwrap();
-    let dead = driver
-        .output_topic(
-            &weir::cdc::default_dead_letter_topic(TABLE_TOPIC),
-            Nullable(Bytes),
-            Nullable(Bytes),
-        )
-        .read_records()
-        .unwrap();
-    assert_eq!(dead.len(), 1);
-    let message = header(&dead[0].headers, DLQ_ERROR_MESSAGE).unwrap();
+    let message = dead_letter_of(
+        &driver(topology(Cdc::json(), Cdc::json())),
+        json.key(&7i64),
+        huge.into_bytes(),
+    );
     assert!(message.contains("scale 100000"), "{message}");
 
     let server = TestSchemaRegistry::start().unwrap();
@@ -293,21 +302,11 @@ fn a_decimal_scale_from_the_data_beyond_any_database_is_a_dead_letter() {
     let avro_key = writer(EventFormat::Envelope { schemas: true })
         .avro(&registry)
         .key(&7i64);
-    let driver = self::driver(topology(Cdc::avro(&registry), Cdc::avro(&registry)));
-    driver
-        .input_topic(TABLE_TOPIC, Nullable(Bytes), Nullable(Bytes))
-        .pipe_raw(Some(0), Some(avro_key), Some(avro), 0, Vec::new())
-        .unwrap();
-    let dead = driver
-        .output_topic(
-            &weir::cdc::default_dead_letter_topic(TABLE_TOPIC),
-            Nullable(Bytes),
-            Nullable(Bytes),
-        )
-        .read_records()
-        .unwrap();
-    assert_eq!(dead.len(), 1, "the Avro record with a scale of 100000 is dead-lettered");
-    let message = header(&dead[0].headers, DLQ_ERROR_MESSAGE).unwrap();
+    let message = dead_letter_of(
+        &driver(topology(Cdc::avro(&registry), Cdc::avro(&registry))),
+        avro_key,
+        avro,
+    );
     assert!(message.contains("scale 100000"), "{message}");
 }
 

@@ -224,12 +224,7 @@ pub fn committed_offsets(
     group: &str,
     topics: &[&str],
 ) -> Result<Vec<(String, i32, Option<i64>)>, WeirError> {
-    let consumer: TestConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap_servers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create_with_context(ReaderContext)
-        .map_err(|e| WeirError::Kafka(format!("cannot create a test consumer: {e}")))?;
+    let consumer = group_client(bootstrap_servers, group)?;
     let mut partitions = TopicPartitionList::new();
     for (topic, partition) in partitions_of(&consumer, topics)? {
         partitions.add_partition(&topic, partition);
@@ -259,12 +254,7 @@ pub fn committed_offsets(
 /// # Ok::<(), weir::WeirError>(())
 /// ```
 pub fn commit_offsets(bootstrap_servers: &str, group: &str, offsets: &[(&str, i32, i64)]) -> Result<(), WeirError> {
-    let consumer: TestConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap_servers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create_with_context(ReaderContext)
-        .map_err(|e| WeirError::Kafka(format!("cannot create a test consumer: {e}")))?;
+    let consumer = group_client(bootstrap_servers, group)?;
     let mut list = TopicPartitionList::new();
     for (topic, partition, offset) in offsets {
         list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
@@ -273,6 +263,16 @@ pub fn commit_offsets(bootstrap_servers: &str, group: &str, offsets: &[(&str, i3
     consumer
         .commit(&list, rdkafka::consumer::CommitMode::Sync)
         .map_err(|e| WeirError::Kafka(format!("cannot commit offsets for group {group}: {e}")))
+}
+
+/// A client of consumer group `group` that never joins it.
+fn group_client(bootstrap_servers: &str, group: &str) -> Result<TestConsumer, WeirError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap_servers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create_with_context(ReaderContext)
+        .map_err(|e| WeirError::Kafka(format!("cannot create a test consumer: {e}")))
 }
 
 /// A consumer of [`consumer_from_beginning`].
