@@ -49,8 +49,11 @@ struct Session {
     partition: i32,
     /// The offset after the last record handed over.
     next: i64,
-    /// Where the read is expected to end, for progress reports.
+    /// Where the read started and is expected to end, and when it started,
+    /// for progress reports.
+    start: i64,
     end_estimate: i64,
+    started: Instant,
     last_record: Instant,
     last_progress: Instant,
 }
@@ -144,7 +147,9 @@ impl KafkaChangelogReader {
             topic: range.topic.clone(),
             partition,
             next: start_offset,
+            start: start_offset,
             end_estimate,
+            started: now,
             last_record: now,
             last_progress: now,
         });
@@ -233,11 +238,14 @@ impl KafkaChangelogReader {
             }
             if session.last_progress.elapsed() > PROGRESS_EVERY {
                 session.last_progress = Instant::now();
+                let read = session.next - session.start;
                 tracing::info!(
                     topic = %topic,
                     partition,
                     at = session.next,
                     end = session.end_estimate,
+                    remaining = (session.end_estimate - session.next).max(0),
+                    records_per_s = (read as f64 / session.started.elapsed().as_secs_f64()) as u64,
                     "changelog read in progress"
                 );
             }
