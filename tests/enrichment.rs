@@ -121,6 +121,12 @@ fn nothing_is_lost_through_errors_an_outage_and_a_kill(cluster: &Cluster) {
     let (outputs, dead) = read_results(cluster, &output, &dlq).unwrap();
     let seen: BTreeSet<(i64, i64)> = outputs.iter().map(|o| (o.user, o.seq)).collect();
     let missing: Vec<&(i64, i64)> = expected_outputs.difference(&seen).collect();
+    let dead_seen: BTreeSet<(i64, i64)> = dead.iter().map(|(user, seq, _)| (*user, *seq)).collect();
+    let dead_missing: Vec<&(i64, i64)> = expected_dead.difference(&dead_seen).collect();
+    let dead_unexpected: Vec<&DeadLetter> = dead
+        .iter()
+        .filter(|(user, seq, _)| !expected_dead.contains(&(*user, *seq)))
+        .collect();
     // Where the missing went, if anywhere: a dead letter says why.
     let missing_dead: Vec<&DeadLetter> = dead
         .iter()
@@ -129,9 +135,11 @@ fn nothing_is_lost_through_errors_an_outage_and_a_kill(cluster: &Cluster) {
     assert!(
         done.unwrap(),
         "every input must have its output, or its dead letter for an unknown id: missing outputs {:?}; of them \
-         dead-lettered {missing_dead:?}; unexpected {:?}\n{}",
+         dead-lettered {missing_dead:?}; unexpected {:?}; missing dead letters {dead_missing:?}; unexpected dead \
+         letters {dead_unexpected:?}\n{}\n{}",
         missing.iter().take(10).collect::<Vec<_>>(),
         seen.difference(&expected_outputs).take(10).collect::<Vec<_>>(),
+        first.log_tail(),
         second.log_tail(),
     );
 
@@ -180,23 +188,20 @@ fn read_results(cluster: &Cluster, output: &str, dlq: &str) -> Result<(Vec<Outpu
             }
         })
         .collect();
-    let dead = match read_topic(cluster.bootstrap_servers(), dlq) {
-        Ok(records) => records
-            .into_iter()
-            .map(|read| {
-                let user = I64.deserialize(dlq, read.record.key.as_deref()).unwrap();
-                let seq = I64.deserialize(dlq, read.record.value.as_deref()).unwrap();
-                let reason = read
-                    .record
-                    .headers
-                    .iter()
-                    .find(|h| h.key == DLQ_ERROR_MESSAGE)
-                    .map(|h| String::from_utf8_lossy(&h.value).to_string())
-                    .unwrap_or_default();
-                (user, seq, reason)
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    };
+    let dead = read_topic(cluster.bootstrap_servers(), dlq)?
+        .into_iter()
+        .map(|read| {
+            let user = I64.deserialize(dlq, read.record.key.as_deref()).unwrap();
+            let seq = I64.deserialize(dlq, read.record.value.as_deref()).unwrap();
+            let reason = read
+                .record
+                .headers
+                .iter()
+                .find(|h| h.key == DLQ_ERROR_MESSAGE)
+                .map(|h| String::from_utf8_lossy(&h.value).to_string())
+                .unwrap_or_default();
+            (user, seq, reason)
+        })
+        .collect();
     Ok((outputs, dead))
 }
