@@ -10,7 +10,7 @@ use weir::ops::{store_route, OpsListener};
 use weir::runtime::{KafkaStreams, KeyLocation, ReadOnlyStore, StreamsConfig, StreamsState};
 use weir::serde::{Json, Utf8, I64};
 use weir::testing::kafka::{eventually, read_compacted, read_topic, TestProducer};
-use weir::{Consumed, Grouped, Materialized, Produced, StreamsBuilder, Topology};
+use weir::{Consumed, Grouped, Materialized, Produced, StreamsBuilder, Topology, WeirError};
 use weir_e2e::cluster::Cluster;
 use weir_e2e::http::http_get;
 
@@ -479,16 +479,32 @@ fn interactive_queries_answer_here_or_name_the_owner(cluster: &Cluster) {
         }
     }
 
-    // A table aggregate is read without its member count.
+    // A table aggregate is read without its member count. Its task may
+    // still be restoring after the users' store answers, and a restoring
+    // partition answers `Unavailable` until it is current.
     let counts_on_b = b.store("domain-counts", Utf8, I64).unwrap();
     let counts_on_a = a.store("domain-counts", Utf8, I64).unwrap();
-    let example: Vec<_> = [&counts_on_a, &counts_on_b]
-        .iter()
-        .filter_map(|store| match store.get(&"example.com".to_string()).unwrap() {
-            KeyLocation::Local(count) => Some(count),
-            KeyLocation::Elsewhere { .. } => None,
-        })
-        .collect();
+    let mut example = Vec::new();
+    let answered_count = eventually(WAIT, || {
+        let answers: Result<Vec<_>, _> = [&counts_on_a, &counts_on_b]
+            .iter()
+            .map(|store| store.get(&"example.com".to_string()))
+            .collect();
+        example = match answers {
+            Ok(answers) => answers
+                .into_iter()
+                .filter_map(|location| match location {
+                    KeyLocation::Local(count) => Some(count),
+                    KeyLocation::Elsewhere { .. } => None,
+                })
+                .collect(),
+            Err(WeirError::Unavailable(_)) => return Ok(false),
+            Err(other) => return Err(other),
+        };
+        Ok(true)
+    })
+    .unwrap();
+    assert!(answered_count, "domain-counts stayed unavailable");
     assert_eq!(example, vec![Some(20)]);
 
     // When one leaves, the other answers for every key.
