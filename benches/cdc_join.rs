@@ -12,14 +12,21 @@
 //! writes them and the outputs too, through an in-process Schema Registry:
 //! the same pipeline, decoding another format.
 //!
+//! In the same run, on the same events, the pass-through floor (see
+//! `weir_benches::floor`) does the same Kafka I/O with no processing; the
+//! benchmark prints both rates and their ratio, and fails unless the
+//! compacted `user-profile` holds exactly the profiles the events imply.
+//!
 //! `cargo bench -p weir-benches --bench cdc_join [-- <events> <users> <stream threads> <json|avro>]`
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use user_profile::generator::{CdcWriter, Generator};
 use user_profile::pipeline::{join_topology, Format, Topics};
 use weir::avro::SchemaRegistry;
 use weir::embedded::EmbeddedKafka;
+use weir::testing::kafka::read_compacted;
 use weir::testing::schema_registry::TestSchemaRegistry;
 use weir_benches::{rate, App};
 
@@ -53,14 +60,23 @@ fn main() {
     let mut writer =
         CdcWriter::new(kafka.bootstrap_servers(), &topics.users, &topics.preferences).expect("a CDC writer");
     let written_since = Instant::now();
+    let mut generator = Generator::with_format(7, users, &format);
     writer
-        .write_history(&mut Generator::with_format(7, users, &format), events, None, |_| {})
+        .write_history(&mut generator, events, None, |_| {})
         .expect("the history written");
     writer.flush().expect("the history flushed");
     let written = writer.written();
     println!(
         "{written} CDC events of {users} users written in {:.1} s",
         written_since.elapsed().as_secs_f64()
+    );
+
+    let floor = weir_benches::floor::pass_through(
+        &kafka,
+        &[&topics.users, &topics.preferences],
+        PARTITIONS,
+        threads,
+        2 * written,
     );
 
     let app = App::start(
@@ -76,12 +92,38 @@ fn main() {
     let processed_in = started.elapsed();
     app.close();
     let closed_in = started.elapsed();
+    let weir_rate = rate(written, closed_in);
+    let floor_rate = rate(written, floor);
     println!(
-        "{} input, {threads} stream thread(s): processed in {:.2} s ({} events/s); closed after {:.2} s: {} events/s end to end",
+        "{} input, {threads} stream thread(s): processed in {:.2} s ({} events/s); closed after {:.2} s: {} events/s \
+         end to end",
         if registry_server.is_some() { "Avro" } else { "JSON" },
         processed_in.as_secs_f64(),
         rate(written, processed_in),
         closed_in.as_secs_f64(),
-        rate(written, closed_in)
+        weir_rate,
     );
+    println!(
+        "pass-through floor (the same Kafka I/O, no processing): {:.2} s, {floor_rate} events/s; weir at {:.0}% of it",
+        floor.as_secs_f64(),
+        100.0 * weir_rate as f64 / floor_rate as f64
+    );
+
+    let profiles = read_compacted(
+        kafka.bootstrap_servers(),
+        &topics.profiles,
+        &format.key_serde(),
+        &format.profile_serde(),
+    )
+    .expect("user-profile read back");
+    let profiles: BTreeMap<_, _> = profiles.into_iter().collect();
+    let expected = generator.expected_profiles();
+    assert!(
+        profiles == expected,
+        "user-profile does not hold the profiles the events imply: {} profiles, {} expected, {} differ",
+        profiles.len(),
+        expected.len(),
+        expected.iter().filter(|(id, p)| profiles.get(id) != Some(p)).count()
+    );
+    println!("user-profile verified: {} profiles as the events imply", profiles.len());
 }

@@ -5,6 +5,8 @@
 //! Each benchmark is a `harness = false` program under `benches/` that
 //! prints a table; run them with `cargo bench -p weir-benches`.
 
+pub mod floor;
+
 use rdkafka::error::KafkaError;
 use std::time::{Duration, Instant};
 use weir::embedded::EmbeddedKafka;
