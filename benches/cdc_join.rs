@@ -71,19 +71,25 @@ fn main() {
         written_since.elapsed().as_secs_f64()
     );
 
+    // Compressed as the CDC input is: the embedded cluster keeps only the
+    // last 5 MB of each partition, and the repartition topic must not
+    // outgrow that before it is read.
+    let clients = [("producer.compression.type", "lz4".to_string())];
     let floor = weir_benches::floor::pass_through(
         &kafka,
         &[&topics.users, &topics.preferences],
         PARTITIONS,
         threads,
         2 * written,
+        &clients,
     );
 
+    let threads_setting = ("num.stream.threads", threads.to_string());
     let app = App::start(
         &kafka,
         "cdc-join-bench",
         join_topology(&topics, &format).expect("the topology"),
-        &[("num.stream.threads", threads.to_string())],
+        &[&clients[..], &[threads_setting]].concat(),
     );
     let started = Instant::now();
     // Each event is read twice: from its CDC topic, then from the

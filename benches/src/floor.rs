@@ -27,8 +27,17 @@ struct FloorTopics {
 /// Runs the floor over `inputs` (each with `partitions` partitions) on
 /// `threads` threads until it has read `reads` records (each event twice:
 /// from its input, then from the repartition topic) and every write is
-/// acknowledged; returns how long that took.
-pub fn pass_through(kafka: &EmbeddedKafka, inputs: &[&str], partitions: i32, threads: usize, reads: u64) -> Duration {
+/// acknowledged; returns how long that took. `settings` are the
+/// application's `consumer.*` and `producer.*` settings, given to the
+/// floor's clients as weir gives them to its own.
+pub fn pass_through(
+    kafka: &EmbeddedKafka,
+    inputs: &[&str],
+    partitions: i32,
+    threads: usize,
+    reads: u64,
+    settings: &[(&str, String)],
+) -> Duration {
     let topics = Arc::new(FloorTopics {
         repartition: "floor-repartition".into(),
         changelog: "floor-changelog".into(),
@@ -44,9 +53,10 @@ pub fn pass_through(kafka: &EmbeddedKafka, inputs: &[&str], partitions: i32, thr
             let servers = kafka.bootstrap_servers().to_string();
             let inputs: Vec<String> = inputs.iter().map(|t| t.to_string()).collect();
             let (topics, read) = (topics.clone(), read.clone());
+            let settings: Vec<(String, String)> = settings.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
             // Partitions are dealt out as weir's range assignor deals tasks.
             let mine: Vec<i32> = (0..partitions).filter(|p| *p as usize % threads == thread).collect();
-            std::thread::spawn(move || run_thread(&servers, &inputs, &mine, &topics, &read, reads))
+            std::thread::spawn(move || run_thread(&servers, &inputs, &mine, &topics, &read, reads, &settings))
         })
         .collect();
     for worker in workers {
@@ -62,13 +72,26 @@ fn run_thread(
     topics: &FloorTopics,
     read: &AtomicU64,
     reads: u64,
+    settings: &[(String, String)],
 ) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
+    let client = |prefix: &str| {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", servers);
+        for (key, value) in settings {
+            if let Some(key) = key.strip_prefix(prefix) {
+                config.set(key, value);
+            }
+        }
+        config
+    };
+    let consumer: BaseConsumer = client("consumer.")
         .set("group.id", "floor")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("fetch.queue.backoff.ms", "10")
+        // The embedded cluster deletes a partition's oldest records beyond
+        // 5 MB; a floor that falls that far behind must say so, not wait.
+        .set("auto.offset.reset", "error")
         .create()
         .expect("a floor consumer");
     let mut assignment = TopicPartitionList::new();
@@ -80,8 +103,7 @@ fn run_thread(
         }
     }
     consumer.assign(&assignment).expect("an assignment");
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
+    let producer: BaseProducer = client("producer.")
         .set("partitioner", "murmur2_random")
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
@@ -94,7 +116,10 @@ fn run_thread(
         let message = match polled {
             Ok(message) => message,
             Err(KafkaError::PartitionEOF(_)) => continue,
-            Err(error) => panic!("the floor cannot read: {error}"),
+            Err(error) => panic!(
+                "the floor cannot read: {error} (an offset out of range means the embedded cluster deleted \
+                 records the floor had not read yet)"
+            ),
         };
         read.fetch_add(1, Ordering::Relaxed);
         let (key, value) = (message.key().unwrap_or_default(), message.payload().unwrap_or_default());

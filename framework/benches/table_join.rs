@@ -21,7 +21,7 @@ use weir::cdc::{Cdc, Op};
 use weir::record::RawRecord;
 use weir::runtime::{Task, TaskId, TaskSettings};
 use weir::serde::Json;
-use weir::state::{InMemoryStores, RocksDbConfig, RocksDbStores, StoreSupplier};
+use weir::state::{CacheBudget, InMemoryStores, RocksDbConfig, RocksDbStores, StoreSupplier};
 use weir::testing::debezium::{Column, ColumnType, Debezium, EventFormat};
 use weir::{Consumed, ErrorHandler, KTable, Produced, StreamsBuilder, Topology};
 
@@ -177,11 +177,13 @@ struct Pipeline {
 
 impl Pipeline {
     fn new(topology: &Topology, stores: &dyn StoreSupplier, partition: i32) -> Self {
+        let cache = CacheBudget::new(64 << 20);
         let settings = TaskSettings {
             application_id: "bench",
             stores,
             default_error_handler: &ErrorHandler::Fail,
             production_error_handler: &ErrorHandler::Fail,
+            cache: &cache,
         };
         let mut tasks = Vec::new();
         let mut readers = HashMap::new();
@@ -227,6 +229,9 @@ impl Pipeline {
                 if !routed {
                     break;
                 }
+            }
+            for task in &mut self.tasks {
+                task.write_back().unwrap();
             }
         }
         produced

@@ -66,6 +66,11 @@ pub const WEIR_KEYS: &[(&str, &str)] = &[
     ),
     ("rocksdb.memtable.bytes", "the size of one store's memtable"),
     (
+        "statestore.cache.max.bytes",
+        "the record caches in front of the stores, for all stream threads: recent reads, and the writes of the \
+         batch being processed, which reach the stores in one write batch (default: 67108864; 0 caches no reads)",
+    ),
+    (
         "default.error.handler",
         "for records that cannot be deserialized: fail (default), log_and_continue, or dead_letter:<topic>",
     ),
@@ -117,6 +122,9 @@ const MANAGED_KEYS: &[(&str, &str)] = &[
 ];
 
 /// The client a librdkafka property is meant for.
+/// `statestore.cache.max.bytes` when unset: 64 MiB for the instance.
+pub(crate) const DEFAULT_CACHE_MAX_BYTES: usize = 64 << 20;
+
 const CLIENT_PREFIXES: [&str; 3] = ["consumer.", "producer.", "admin."];
 
 /// At-least-once or exactly-once processing; see the crate's README.
@@ -317,6 +325,7 @@ impl StreamsConfig {
             write_buffer_bytes: number("rocksdb.write.buffer.bytes", defaults.write_buffer_bytes as u64) as usize,
             memtable_bytes: number("rocksdb.memtable.bytes", defaults.memtable_bytes as u64) as usize,
         };
+        let cache_max_bytes = number("statestore.cache.max.bytes", DEFAULT_CACHE_MAX_BYTES as u64) as usize;
         if stream_threads == 0 {
             problems.push("invalid 'num.stream.threads' \"0\": an instance needs at least one stream thread".into());
         }
@@ -379,6 +388,7 @@ impl StreamsConfig {
             guarantee,
             store_backend,
             rocksdb,
+            cache_max_bytes,
             default_error_handler,
             production_error_handler,
             application_server,
@@ -514,6 +524,9 @@ pub struct Settings {
     pub guarantee: ProcessingGuarantee,
     pub store_backend: StoreBackend,
     pub rocksdb: RocksDbConfig,
+    /// The store caches' memory, shared by all stream threads
+    /// (`statestore.cache.max.bytes`).
+    pub cache_max_bytes: usize,
     pub default_error_handler: ErrorHandler,
     /// What happens to an output record that cannot be serialized or that
     /// the brokers refuse (too large, invalid).

@@ -50,6 +50,7 @@ mod task_manager;
 mod topics;
 
 pub use checkpoint::Checkpoint;
+pub(crate) use config::DEFAULT_CACHE_MAX_BYTES;
 pub use config::{ClientProperties, ProcessingGuarantee, Settings, StoreBackend, StreamsConfig, WEIR_KEYS};
 pub(crate) use consumer::KafkaHeaders;
 pub(crate) use kafka_streams::StateCell;

@@ -433,6 +433,7 @@ fn poll_loop(
             next = consumer.poll(Duration::ZERO);
         }
         metrics.processed(processed);
+        manager.borrow_mut().write_back()?;
         if stalls.stalled(manager.borrow().rebalances()) {
             context.paused_too(await_group_verdict(consumer, manager, &stalls)?);
             continue;

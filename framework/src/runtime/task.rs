@@ -9,7 +9,7 @@ use crate::processor::{ProcessorContext, RecordCollector, Republish};
 use crate::record::{now_ms, InputRecord, OutputRecord, SourceMetadata};
 use crate::serde::SerdeRef;
 use crate::state::handle::Changelog;
-use crate::state::{StoreHandle, StoreReader, StoreSize, StoreSupplier, TypedStore};
+use crate::state::{CacheBudget, StoreHandle, StoreReader, StoreSize, StoreSupplier, TypedStore};
 use crate::topology::{changelog_topic, NodeFactory, NodeKind, TopicRef, Topology};
 use std::any::Any;
 use std::cell::RefCell;
@@ -39,6 +39,8 @@ pub struct TaskSettings<'a> {
     pub default_error_handler: &'a ErrorHandler,
     /// What sinks do with records that cannot be serialized.
     pub production_error_handler: &'a ErrorHandler,
+    /// The store cache memory of the thread that runs the tasks.
+    pub cache: &'a Rc<CacheBudget>,
 }
 
 /// Handed to node factories while a task is instantiated.
@@ -61,7 +63,11 @@ impl TaskBuilder<'_> {
             topic: changelog_topic(self.settings.application_id, name).into(),
             partition: self.id.partition,
         };
-        let handle = Rc::new(RefCell::new(StoreHandle::new(store, Some(changelog))));
+        let handle = Rc::new(RefCell::new(StoreHandle::new(
+            store,
+            Some(changelog),
+            self.settings.cache.clone(),
+        )));
         self.stores.insert(name.to_string(), handle.clone());
         Ok(handle)
     }
@@ -255,6 +261,12 @@ impl Task {
         self.stores.values().try_for_each(|s| s.borrow_mut().flush())
     }
 
+    /// Writes the writes the stores' caches hold to the stores, a batch
+    /// per store.
+    pub fn write_back(&mut self) -> Result<(), WeirError> {
+        self.stores.values().try_for_each(|s| s.borrow_mut().write_back())
+    }
+
     /// The task's stores, each with its changelog topic.
     pub fn stores(&self) -> impl Iterator<Item = (&str, Option<Arc<str>>)> {
         self.stores
@@ -266,14 +278,14 @@ impl Task {
     pub fn store_readers(&self) -> impl Iterator<Item = (&str, Arc<dyn StoreReader>)> {
         self.stores
             .iter()
-            .map(|(name, handle)| (name.as_str(), handle.borrow().store().reader()))
+            .map(|(name, handle)| (name.as_str(), handle.borrow().reader()))
     }
 
     /// The task's stores, each with its size now.
     pub fn store_sizes(&self) -> impl Iterator<Item = (&str, StoreSize)> {
         self.stores
             .iter()
-            .map(|(name, handle)| (name.as_str(), handle.borrow().store().size()))
+            .map(|(name, handle)| (name.as_str(), handle.borrow().size()))
     }
 
     /// Writes records read back from a store's changelog into the store.
@@ -297,7 +309,7 @@ impl Task {
             .stores
             .get(store)
             .ok_or_else(|| WeirError::Other(format!("task {} has no store '{store}'", self.id)))?;
-        let handle = handle.borrow();
+        let mut handle = handle.borrow_mut();
         for key in keys {
             handle.relog(&mut self.collector, key)?;
         }
@@ -345,7 +357,7 @@ impl Task {
     pub fn for_each_in_store(&self, store: &str, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<bool, WeirError> {
         match self.stores.get(store) {
             Some(handle) => {
-                handle.borrow().store().for_each(visit)?;
+                handle.borrow_mut().for_each(visit)?;
                 Ok(true)
             }
             None => Ok(false),

@@ -20,9 +20,10 @@ use crate::enrich::AnswerWait;
 use crate::error::WeirError;
 use crate::metrics::{RuntimeMetrics, TaskMetrics};
 use crate::record::InputRecord;
-use crate::state::StoreSupplier;
+use crate::state::{CacheBudget, StoreSupplier};
 use crate::topology::{changelog_topic, Topology};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -138,6 +139,8 @@ pub(crate) struct TaskManager {
     abandoned: bool,
     /// Exactly-once: aborted transactions in a row.
     rewinds: Rewinds,
+    /// The store cache memory of this thread.
+    cache: Rc<CacheBudget>,
 }
 
 impl TaskManager {
@@ -167,7 +170,9 @@ impl TaskManager {
             std::process::id()
         );
         let rewinds = Rewinds::new(settings.max_rewinds);
+        let cache = CacheBudget::new(settings.cache_max_bytes / settings.stream_threads.max(1));
         TaskManager {
+            cache,
             thread,
             topology,
             settings,
@@ -227,6 +232,16 @@ impl TaskManager {
         active.inputs.processed(topic, offset);
         active.uncommitted = true;
         Ok(Processed::Done)
+    }
+
+    /// Writes what the running tasks' store caches hold to their stores;
+    /// the stream thread calls it after each batch of records, so that
+    /// interactive queries see a batch's writes once it is processed.
+    pub(crate) fn write_back(&mut self) -> Result<(), WeirError> {
+        self.active
+            .values_mut()
+            .filter_map(ActiveTask::running)
+            .try_for_each(Task::write_back)
     }
 
     /// Passes on the records whose enrichment finished; their outputs go to
@@ -700,7 +715,7 @@ impl TaskManager {
             exactly_once: self.is_exactly_once(),
             persistent: self.stores.persistent(),
         };
-        let task_settings = task_settings(&self.settings, self.stores.as_ref());
+        let task_settings = task_settings(&self.settings, self.stores.as_ref(), &self.cache);
         let restoration = Restoration::begin(&request, &mut || Task::new(&self.topology, id, &task_settings))?;
         let inputs = InputPositions::from_committed(
             sub.source_topics.iter().map(|t| Arc::from(t.resolve(app))),
@@ -737,7 +752,7 @@ impl TaskManager {
         let Phase::Restoring(restoration) = &mut active.phase else {
             return Ok(());
         };
-        let task_settings = task_settings(&self.settings, self.stores.as_ref());
+        let task_settings = task_settings(&self.settings, self.stores.as_ref(), &self.cache);
         let done = restoration.step(
             &mut || Task::new(&self.topology, id, &task_settings),
             self.changelogs.as_ref(),
@@ -869,11 +884,16 @@ impl TaskManager {
 }
 
 /// What a thread's tasks are made with.
-fn task_settings<'a>(settings: &'a Settings, stores: &'a dyn StoreSupplier) -> TaskSettings<'a> {
+fn task_settings<'a>(
+    settings: &'a Settings,
+    stores: &'a dyn StoreSupplier,
+    cache: &'a Rc<CacheBudget>,
+) -> TaskSettings<'a> {
     TaskSettings {
         application_id: &settings.application_id,
         stores,
         default_error_handler: &settings.default_error_handler,
         production_error_handler: &settings.production_error_handler,
+        cache,
     }
 }

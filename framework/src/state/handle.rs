@@ -1,6 +1,7 @@
 //! A task's view of one store: logging to the changelog and typed access.
 
-use super::{KeyValueStore, StoreWrite};
+use super::cache::{CacheBudget, StoreCache};
+use super::{KeyValueStore, StoreReader, StoreSize, StoreWrite};
 use crate::error::{SerdeError, WeirError};
 use crate::processor::{ProcessorContext, RecordCollector, ValueGetter};
 use crate::record::{OutputKind, OutputRecord, RawRecord};
@@ -16,25 +17,45 @@ pub(crate) struct Changelog {
     pub partition: i32,
 }
 
-/// One store of one task. Writes go to the store and, when the store is
-/// logged, to its changelog partition (the task's partition), so that the
-/// store can be rebuilt anywhere from the topic alone.
+/// One store of one task. Writes go to the store (through its cache, see
+/// [`super::cache`]) and, when the store is logged, to its changelog
+/// partition (the task's partition), so that the store can be rebuilt
+/// anywhere from the topic alone.
 pub(crate) struct StoreHandle {
     store: Box<dyn KeyValueStore>,
+    cache: StoreCache,
     changelog: Option<Changelog>,
 }
 
 impl StoreHandle {
-    pub(crate) fn new(store: Box<dyn KeyValueStore>, changelog: Option<Changelog>) -> Self {
-        StoreHandle { store, changelog }
+    pub(crate) fn new(store: Box<dyn KeyValueStore>, changelog: Option<Changelog>, cache: Rc<CacheBudget>) -> Self {
+        StoreHandle {
+            store,
+            cache: StoreCache::new(cache),
+            changelog,
+        }
     }
 
-    pub(crate) fn store(&self) -> &dyn KeyValueStore {
-        self.store.as_ref()
+    pub(crate) fn name(&self) -> &str {
+        self.store.name()
     }
 
     pub(crate) fn changelog_topic(&self) -> Option<&Arc<str>> {
         self.changelog.as_ref().map(|c| &c.topic)
+    }
+
+    /// A reader for other threads; it sees writes once they are written back.
+    pub(crate) fn reader(&self) -> Arc<dyn StoreReader> {
+        self.store.reader()
+    }
+
+    pub(crate) fn size(&self) -> StoreSize {
+        self.store.size()
+    }
+
+    /// Calls `read` with `key`'s current value.
+    pub(crate) fn get<R>(&mut self, key: &[u8], read: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, WeirError> {
+        Ok(self.cache.get(self.store.as_ref(), key, read)?)
     }
 
     /// Writes `value` (deletes on `None`) and logs the write.
@@ -44,17 +65,14 @@ impl StoreHandle {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), WeirError> {
-        match value {
-            Some(value) => self.store.put(key, value)?,
-            None => self.store.delete(key)?,
-        }
+        self.cache.write(key, value);
         self.log(ctx.collector, key, value, ctx.timestamp);
         Ok(())
     }
 
     /// Logs `key`'s current value again (a deletion when it has none).
-    pub(crate) fn relog(&self, collector: &mut RecordCollector, key: &[u8]) -> Result<(), WeirError> {
-        let value = self.store.get(key)?;
+    pub(crate) fn relog(&mut self, collector: &mut RecordCollector, key: &[u8]) -> Result<(), WeirError> {
+        let value = self.get(key, |value| value.map(<[u8]>::to_vec))?;
         self.log(collector, key, value.as_deref(), crate::record::now_ms());
         Ok(())
     }
@@ -75,13 +93,29 @@ impl StoreHandle {
         }
     }
 
+    /// Writes the cached writes to the store, in one batch.
+    pub(crate) fn write_back(&mut self) -> Result<(), WeirError> {
+        Ok(self.cache.write_back(self.store.as_mut())?)
+    }
+
+    /// Makes every write so far durable in the store.
     pub(crate) fn flush(&mut self) -> Result<(), WeirError> {
+        self.write_back()?;
         Ok(self.store.flush()?)
+    }
+
+    /// Visits every entry, in key order.
+    pub(crate) fn for_each(&mut self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), WeirError> {
+        self.write_back()?;
+        Ok(self.store.for_each(visit)?)
     }
 
     /// Writes records read back from the changelog, without logging them again.
     pub(crate) fn restore(&mut self, writes: &mut dyn Iterator<Item = StoreWrite<'_>>) -> Result<(), WeirError> {
-        Ok(self.store.write_batch(writes)?)
+        self.write_back()?;
+        self.store.write_batch(writes)?;
+        self.cache.forget_reads();
+        Ok(())
     }
 }
 
@@ -100,7 +134,7 @@ impl<K: 'static, V: 'static> TypedStore<K, V> {
     pub(crate) fn new(handle: Rc<RefCell<StoreHandle>>, key_serde: SerdeRef<K>, value_serde: SerdeRef<V>) -> Self {
         let serde_topic = {
             let h = handle.borrow();
-            h.changelog_topic().cloned().unwrap_or_else(|| h.store().name().into())
+            h.changelog_topic().cloned().unwrap_or_else(|| h.name().into())
         };
         TypedStore {
             handle,
@@ -128,15 +162,14 @@ impl<K: 'static, V: 'static> TypedStore<K, V> {
     }
 
     pub(crate) fn get(&self, key: &K) -> Result<Option<V>, WeirError> {
-        let bytes = {
-            let mut buffers = self.buffers.borrow_mut();
-            self.encode_key(key, &mut buffers.0)?;
-            self.handle.borrow().store().get(&buffers.0)?
-        };
-        match bytes {
-            Some(bytes) => Ok(Some(self.value_serde.deserialize(&self.serde_topic, Some(&bytes))?)),
-            None => Ok(None),
-        }
+        let mut buffers = self.buffers.borrow_mut();
+        self.encode_key(key, &mut buffers.0)?;
+        let value = self.handle.borrow_mut().get(&buffers.0, |bytes| {
+            bytes
+                .map(|bytes| self.value_serde.deserialize(&self.serde_topic, Some(bytes)))
+                .transpose()
+        })?;
+        Ok(value?)
     }
 
     /// Writes `value` for `key`, or deletes `key` when `value` is `None`.

@@ -6,15 +6,21 @@
 //!   threads (interactive queries) while the task writes.
 //! - [`StoreSupplier`]: opens one store per task and store name; this is
 //!   where the backend and its memory budget are chosen.
-//! - `StoreHandle` (crate-internal): a task's store plus its changelog; every
-//!   write through it is also sent to `<application.id>-<store>-changelog`.
+//! - `StoreCache` (crate-internal): recent reads and the current batch's
+//!   writes in front of a store, within a per-thread budget
+//!   (`statestore.cache.max.bytes`).
+//! - `StoreHandle` (crate-internal): a task's store, its cache and its
+//!   changelog; every write through it is also sent to
+//!   `<application.id>-<store>-changelog`.
 //! - `TypedStore` (crate-internal): keys and values as Rust types, through
 //!   the serdes the DSL was given.
 
+mod cache;
 pub(crate) mod handle;
 mod memory;
 mod rocksdb;
 
+pub use cache::CacheBudget;
 pub(crate) use handle::{StoreHandle, TypedStore};
 pub use memory::{InMemoryStore, InMemoryStores};
 pub use rocksdb::{RocksDbConfig, RocksDbStore, RocksDbStores};

@@ -34,9 +34,9 @@ use crate::error_handler::ErrorHandler;
 use crate::metrics::TaskMetrics;
 use crate::partition::partition_for_key;
 use crate::record::{Header, OutputRecord, RawRecord};
-use crate::runtime::{Task, TaskId, TaskSettings};
+use crate::runtime::{Task, TaskId, TaskSettings, DEFAULT_CACHE_MAX_BYTES};
 use crate::serde::{Serde, SerdeRef};
-use crate::state::{InMemoryStores, RocksDbConfig, RocksDbStores, StoreSupplier};
+use crate::state::{CacheBudget, InMemoryStores, RocksDbConfig, RocksDbStores, StoreSupplier};
 use crate::topology::{changelog_topic, TopicRef, Topology};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -226,11 +226,13 @@ impl TopologyTestDriver {
                 (Box::new(RocksDbStores::new(dir.path().join(&app), rocks)), Some(dir))
             }
         };
+        let cache = CacheBudget::new(DEFAULT_CACHE_MAX_BYTES);
         let settings = TaskSettings {
             application_id: &app,
             stores: supplier.as_ref(),
             default_error_handler: &config.default_error_handler,
             production_error_handler: &config.production_error_handler,
+            cache: &cache,
         };
         let mut tasks = BTreeMap::new();
         for sub in topology.subtopologies() {
@@ -405,8 +407,11 @@ impl DriverState {
                 queue.push_back((topic.to_string(), partition, offset, index));
             }
         }
-        self.process_queue(queue)?;
-        self.settle_async()
+        let processed = self.process_queue(queue).and_then(|()| self.settle_async());
+        // As the stream thread does after a batch: the stores hold the
+        // writes before anyone reads them from outside.
+        let written_back = self.tasks.values_mut().try_for_each(Task::write_back);
+        processed.and(written_back)
     }
 
     /// Processes queued input records, and the records they write to topics

@@ -286,6 +286,7 @@ impl Simulation {
             cluster: self.cluster.clone(),
             view: member.view.clone(),
         };
+        member.manager.write_back()?;
         member.manager.complete_async()?;
         member.manager.poll_deliveries()?;
         if self.rng.chance(0.3) || member.manager.commit_pending() {

@@ -1,0 +1,315 @@
+//! The record cache in front of each store: recently read values, so that a
+//! join or an aggregation looking up the same keys again does not search
+//! RocksDB's memtables each time, and the writes of the current batch of
+//! records, which reach the store together as one write batch.
+//!
+//! Writes are cached only until the end of the batch of records being
+//! processed (the stream thread writes them back before it commits, and
+//! after every poll batch), so the store, its readers on other threads
+//! (interactive queries) and its checkpoint see them shortly after, and a
+//! flush always covers them. What goes downstream and to the changelog is
+//! unchanged: every update is forwarded and logged as it happens.
+//!
+//! Reads are kept in two generations: a hit in the older one moves the
+//! entry to the newer, and when the newer one outgrows half the store's
+//! share of the budget, the older is dropped and the newer takes its
+//! place. That keeps what is read often at the cost of a map lookup,
+//! within the budget, without the bookkeeping of an exact LRU.
+
+use super::{KeyValueStore, StoreWrite};
+use crate::error::StoreError;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Keys come from outside (CDC row keys), so the hasher is seeded per
+/// process, and fast.
+type Map<V> = HashMap<Box<[u8]>, V, foldhash::fast::RandomState>;
+
+/// A cached value: `None` when the store has no value for the key.
+type Value = Option<Box<[u8]>>;
+
+/// What an entry is taken to cost besides its key and value bytes: the
+/// map's slot and the two allocations' headers.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// The cache memory of one stream thread, shared evenly by the stores its
+/// tasks have open. The runtime makes one per thread from
+/// `statestore.cache.max.bytes`; tasks made by hand take one in
+/// [`crate::runtime::TaskSettings`].
+///
+/// ```
+/// let budget = weir::state::CacheBudget::new(16 << 20);
+/// # let _ = budget;
+/// ```
+#[derive(Debug)]
+pub struct CacheBudget {
+    bytes: usize,
+    stores: Cell<usize>,
+}
+
+impl CacheBudget {
+    /// A budget of `bytes` for one thread's stores; 0 caches no reads.
+    pub fn new(bytes: usize) -> Rc<CacheBudget> {
+        Rc::new(CacheBudget {
+            bytes,
+            stores: Cell::new(0),
+        })
+    }
+
+    fn per_store(&self) -> usize {
+        self.bytes / self.stores.get().max(1)
+    }
+}
+
+/// The cache of one store of one task.
+pub(crate) struct StoreCache {
+    /// Writes not yet in the store; they shadow everything else.
+    pending: Map<Value>,
+    newer: Map<Value>,
+    older: Map<Value>,
+    newer_bytes: usize,
+    budget: Rc<CacheBudget>,
+}
+
+impl StoreCache {
+    pub(crate) fn new(budget: Rc<CacheBudget>) -> Self {
+        budget.stores.set(budget.stores.get() + 1);
+        StoreCache {
+            pending: Map::default(),
+            newer: Map::default(),
+            older: Map::default(),
+            newer_bytes: 0,
+            budget,
+        }
+    }
+
+    /// Calls `read` with `key`'s value, from the cache or else from `store`
+    /// (then cached).
+    pub(crate) fn get<R>(
+        &mut self,
+        store: &dyn KeyValueStore,
+        key: &[u8],
+        read: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, StoreError> {
+        if let Some(value) = self.pending.get(key).or_else(|| self.newer.get(key)) {
+            return Ok(read(value.as_deref()));
+        }
+        let value = match self.older.remove_entry(key) {
+            Some((key, value)) => {
+                let result = read(value.as_deref());
+                self.remember(key, value);
+                return Ok(result);
+            }
+            None => store.get(key)?.map(Vec::into_boxed_slice),
+        };
+        let result = read(value.as_deref());
+        self.remember(key.into(), value);
+        Ok(result)
+    }
+
+    /// Takes a write; it reaches the store at the next write-back.
+    pub(crate) fn write(&mut self, key: &[u8], value: Option<&[u8]>) {
+        self.pending.insert(key.into(), value.map(Into::into));
+    }
+
+    /// Writes the pending writes to `store` in one batch; they stay cached
+    /// as recent reads.
+    pub(crate) fn write_back(&mut self, store: &mut dyn KeyValueStore) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut pending: Vec<_> = std::mem::take(&mut self.pending).into_iter().collect();
+        // In key order, RocksDB finds each key's place in its memtable next
+        // to the previous one's instead of searching from the top.
+        pending.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        let mut writes = pending
+            .iter()
+            .map(|(key, value)| -> StoreWrite<'_> { (key, value.as_deref()) });
+        store.write_batch(&mut writes)?;
+        for (key, value) in pending {
+            self.older.remove(&key);
+            self.remember(key, value);
+        }
+        Ok(())
+    }
+
+    /// Forgets every cached read, after the store was written around the
+    /// cache (a restore). Pending writes must have been written back.
+    pub(crate) fn forget_reads(&mut self) {
+        debug_assert!(
+            self.pending.is_empty(),
+            "writes were pending while the store was restored"
+        );
+        self.newer = Map::default();
+        self.older = Map::default();
+        self.newer_bytes = 0;
+    }
+
+    fn remember(&mut self, key: Box<[u8]>, value: Value) {
+        let share = self.budget.per_store();
+        if share == 0 {
+            return;
+        }
+        let value_len = value.as_ref().map_or(0, |v| v.len());
+        let key_len = key.len();
+        match self.newer.insert(key, value) {
+            Some(replaced) => self.newer_bytes = self.newer_bytes - replaced.map_or(0, |v| v.len()) + value_len,
+            None => self.newer_bytes += key_len + value_len + ENTRY_OVERHEAD,
+        }
+        if self.newer_bytes > share / 2 {
+            self.older = std::mem::take(&mut self.newer);
+            self.newer_bytes = 0;
+        }
+    }
+}
+
+impl Drop for StoreCache {
+    fn drop(&mut self) {
+        self.budget.stores.set(self.budget.stores.get() - 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::InMemoryStore;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// A store that counts its reads and batches.
+    struct Counting {
+        inner: InMemoryStore,
+        reads: Cell<usize>,
+        batches: usize,
+    }
+
+    impl KeyValueStore for Counting {
+        fn name(&self) -> &str {
+            "counting"
+        }
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.reads.set(self.reads.get() + 1);
+            self.inner.get(key)
+        }
+        fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+            self.inner.put(key, value)
+        }
+        fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
+            self.inner.delete(key)
+        }
+        fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
+            self.inner.for_each(visit)
+        }
+        fn flush(&mut self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn reader(&self) -> std::sync::Arc<dyn crate::state::StoreReader> {
+            self.inner.reader()
+        }
+        fn size(&self) -> crate::state::StoreSize {
+            self.inner.size()
+        }
+        fn write_batch(&mut self, writes: &mut dyn Iterator<Item = StoreWrite<'_>>) -> Result<(), StoreError> {
+            self.batches += 1;
+            self.inner.write_batch(writes)
+        }
+    }
+
+    fn counting() -> Counting {
+        Counting {
+            inner: InMemoryStore::new("counting"),
+            reads: Cell::new(0),
+            batches: 0,
+        }
+    }
+
+    fn read(cache: &mut StoreCache, store: &Counting, key: &[u8]) -> Option<Vec<u8>> {
+        cache.get(store, key, |v| v.map(<[u8]>::to_vec)).unwrap()
+    }
+
+    #[test]
+    fn a_batch_of_writes_reaches_the_store_at_once_and_reads_hit_the_cache() {
+        let mut store = counting();
+        let mut cache = StoreCache::new(CacheBudget::new(1 << 20));
+        cache.write(b"a", Some(b"1"));
+        cache.write(b"b", Some(b"2"));
+        cache.write(b"a", None);
+        assert_eq!(read(&mut cache, &store, b"b"), Some(b"2".to_vec()));
+        assert_eq!(read(&mut cache, &store, b"a"), None);
+        assert_eq!(store.inner.get(b"b").unwrap(), None, "not written back yet");
+        cache.write_back(&mut store).unwrap();
+        assert_eq!(store.batches, 1);
+        assert_eq!(store.inner.get(b"b").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(store.inner.get(b"a").unwrap(), None);
+        assert_eq!(read(&mut cache, &store, b"b"), Some(b"2".to_vec()));
+        assert_eq!(read(&mut cache, &store, b"c"), None);
+        assert_eq!(read(&mut cache, &store, b"c"), None);
+        assert_eq!(store.reads.get(), 1, "only c's first read reached the store");
+    }
+
+    #[test]
+    fn the_stores_of_a_thread_share_its_budget() {
+        let budget = CacheBudget::new(1000);
+        let first = StoreCache::new(budget.clone());
+        assert_eq!(budget.per_store(), 1000);
+        let second = StoreCache::new(budget.clone());
+        assert_eq!(budget.per_store(), 500);
+        drop(first);
+        drop(second);
+        assert_eq!(budget.stores.get(), 0);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Read(u8),
+        Write(u8, Option<u8>),
+        WriteBack,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => any::<u8>().prop_map(|k| Step::Read(k % 40)),
+            4 => (any::<u8>(), proptest::option::of(any::<u8>())).prop_map(|(k, v)| Step::Write(k % 40, v)),
+            1 => Just(Step::WriteBack),
+        ]
+    }
+
+    proptest! {
+        /// Through any reads, writes and write-backs, with a budget small
+        /// enough to rotate often, the cache reads as a plain map would,
+        /// and after a write-back the store holds exactly that map.
+        #[test]
+        fn reads_as_the_writes_made_it(
+            initial in proptest::collection::btree_map(0u8..40, any::<u8>(), 0..20),
+            steps in proptest::collection::vec(step(), 1..200),
+            budget in 0usize..2000,
+        ) {
+            let mut store = counting();
+            for (k, v) in &initial {
+                store.inner.put(&[*k], &[*v]).unwrap();
+            }
+            let mut model: BTreeMap<u8, u8> = initial;
+            let mut cache = StoreCache::new(CacheBudget::new(budget));
+            for step in steps {
+                match step {
+                    Step::Read(k) => {
+                        prop_assert_eq!(read(&mut cache, &store, &[k]), model.get(&k).map(|v| vec![*v]));
+                    }
+                    Step::Write(k, v) => {
+                        cache.write(&[k], v.as_ref().map(std::slice::from_ref));
+                        match v {
+                            Some(v) => model.insert(k, v),
+                            None => model.remove(&k),
+                        };
+                    }
+                    Step::WriteBack => cache.write_back(&mut store).unwrap(),
+                }
+            }
+            cache.write_back(&mut store).unwrap();
+            let mut held = BTreeMap::new();
+            store.inner.for_each(&mut |k, v| { held.insert(k[0], v[0]); }).unwrap();
+            prop_assert_eq!(held, model);
+        }
+    }
+}
