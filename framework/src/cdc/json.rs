@@ -147,7 +147,8 @@ pub struct JsonEvents {
     /// Scales of decimal columns whose schema the records do not carry.
     decimal_scales: BTreeMap<String, u32>,
     /// Decimal columns per schema text seen, so a schema is parsed once.
-    schemas: RwLock<HashMap<String, DecimalColumns>>,
+    /// Looked up for every record by the whole schema text: a fast hash.
+    schemas: RwLock<HashMap<String, DecimalColumns, foldhash::fast::RandomState>>,
 }
 
 /// `(column, scale)` of the decimal columns a record's rows carry as base64.
@@ -169,7 +170,7 @@ impl JsonEvents {
         JsonEvents {
             flattened: false,
             decimal_scales: BTreeMap::new(),
-            schemas: RwLock::new(HashMap::new()),
+            schemas: RwLock::default(),
         }
     }
 

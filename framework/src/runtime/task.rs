@@ -115,7 +115,8 @@ struct Source {
 /// instances and its store partitions.
 pub struct Task {
     id: TaskId,
-    sources: HashMap<Arc<str>, Source>,
+    /// Looked up for every record, by topic name.
+    sources: HashMap<Arc<str>, Source, foldhash::fast::RandomState>,
     stores: BTreeMap<String, Rc<RefCell<StoreHandle>>>,
     /// Enrichments, which hold records until their answers arrive.
     async_nodes: Vec<Rc<dyn AsyncNode>>,
@@ -141,7 +142,7 @@ impl Task {
             republishers: BTreeMap::new(),
         };
         let mut instances: HashMap<usize, Box<dyn Any>> = HashMap::new();
-        let mut sources = HashMap::new();
+        let mut sources = HashMap::default();
         // Children are created before their parents, which hold them.
         for &node_id in sub.nodes.iter().rev() {
             let node = &def.nodes[node_id];

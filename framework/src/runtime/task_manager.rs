@@ -117,7 +117,7 @@ pub(crate) struct TaskManager {
     /// The tasks' stores as interactive queries see them.
     local_stores: Arc<LocalStores>,
     /// Source topic (as named in the cluster) → the sub-topology reading it.
-    routes: HashMap<Arc<str>, usize>,
+    routes: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     active: BTreeMap<TaskId, ActiveTask>,
     output: Box<dyn Output>,
     changelogs: Box<dyn ChangelogSource>,
@@ -158,7 +158,7 @@ impl TaskManager {
             changelogs,
             answers,
         } = io;
-        let mut routes = HashMap::new();
+        let mut routes = HashMap::default();
         for sub in topology.subtopologies() {
             for topic in &sub.source_topics {
                 routes.insert(Arc::from(topic.resolve(&settings.application_id)), sub.id);
