@@ -24,6 +24,8 @@ use weir::Topology;
 /// temporary directory.
 pub struct App {
     streams: KafkaStreams,
+    config: StreamsConfig,
+    kafka: std::sync::Arc<EmbeddedKafka>,
     _state: tempfile::TempDir,
 }
 
@@ -44,16 +46,21 @@ impl App {
         let config = settings
             .iter()
             .fold(config, |config, (key, value)| config.set(*key, value));
-        let mut streams = KafkaStreams::new(topology, &config)
-            .expect("a valid configuration")
-            .with_topic_admin(kafka.clone());
-        streams.start().expect("the application starts");
-        assert!(
-            streams.wait_for_state(StreamsState::Running, Duration::from_secs(60)),
-            "the application did not start: {:?}",
-            streams.state()
-        );
-        App { streams, _state: state }
+        App {
+            streams: run(kafka, topology, &config),
+            config,
+            kafka: kafka.clone(),
+            _state: state,
+        }
+    }
+
+    /// Closes the application and starts `topology` again on the same
+    /// state directory, after `meanwhile` ran.
+    pub fn restart(mut self, topology: Topology, meanwhile: impl FnOnce()) -> App {
+        self.streams.close().expect("a clean close");
+        meanwhile();
+        self.streams = run(&self.kafka, topology, &self.config);
+        self
     }
 
     /// Waits until the application has processed `total` input records.
@@ -72,10 +79,29 @@ impl App {
         }
     }
 
+    /// Input records processed since the application (re)started.
+    pub fn processed(&self) -> u64 {
+        self.streams.metrics().processed
+    }
+
     /// Commits, flushes every output and stops.
     pub fn close(mut self) {
         self.streams.close().expect("a clean close");
     }
+}
+
+/// Starts `topology` and waits until it runs.
+fn run(kafka: &std::sync::Arc<EmbeddedKafka>, topology: Topology, config: &StreamsConfig) -> KafkaStreams {
+    let mut streams = KafkaStreams::new(topology, config)
+        .expect("a valid configuration")
+        .with_topic_admin(kafka.clone());
+    streams.start().expect("the application starts");
+    assert!(
+        streams.wait_for_state(StreamsState::Running, Duration::from_secs(60)),
+        "the application did not start: {:?}",
+        streams.state()
+    );
+    streams
 }
 
 /// Counts the records arriving on a topic, from its beginning.
