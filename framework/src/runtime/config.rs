@@ -598,6 +598,9 @@ mod tests {
         assert_eq!(settings.store_backend, StoreBackend::RocksDb);
         assert_eq!(settings.default_error_handler, ErrorHandler::Fail);
         assert_eq!(settings.stream_threads, 1);
+        assert_eq!(settings.cache_max_bytes, 64 << 20);
+        let uncached = base().set("statestore.cache.max.bytes", "0").settings().unwrap();
+        assert_eq!(uncached.cache_max_bytes, 0);
     }
 
     #[test]
@@ -612,6 +615,7 @@ mod tests {
             .set("default.error.handler", "dead_letter:")
             .set("application.server", "localhost")
             .set("num.stream.threads", "0")
+            .set("statestore.cache.max.bytes", "lots")
             .settings()
             .unwrap_err()
             .to_string();
@@ -627,6 +631,7 @@ mod tests {
             "invalid 'default.error.handler'",
             "invalid 'application.server' \"localhost\": expected host:port",
             "invalid 'num.stream.threads' \"0\"",
+            "invalid 'statestore.cache.max.bytes' \"lots\"",
         ] {
             assert!(error.contains(expected), "missing {expected:?} in: {error}");
         }

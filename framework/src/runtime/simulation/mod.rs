@@ -205,7 +205,9 @@ impl Simulation {
         self.next_member += 1;
         let config = StreamsConfig::new(APPLICATION, "simulated:9092")
             .set("state.dir", self.slots[slot].state_dir.to_string_lossy())
-            .set("application.server", format!("member-{id}:80"));
+            .set("application.server", format!("member-{id}:80"))
+            // Small enough that the store caches drop entries all the time.
+            .set("statestore.cache.max.bytes", "2048");
         let settings = Arc::new(config.settings().expect("valid settings"));
         let stores = Arc::new(SimStores {
             app_dir: settings.app_dir(),
