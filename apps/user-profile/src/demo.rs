@@ -114,7 +114,11 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
         .set("consumer.session.timeout.ms", "6000")
         .set("num.stream.threads", options.stream_threads.to_string())
         // Frequent commits keep the counters the summary reads fresh.
-        .set("commit.interval.ms", "500");
+        .set("commit.interval.ms", "500")
+        // The in-process cluster holds a fetch that finds nothing for the
+        // whole wait (500 ms by default), where a broker answers as soon
+        // as records arrive; each hop of the pipeline would add that.
+        .set("consumer.fetch.wait.max.ms", "10");
     let service_url = MappingService::at(format!("http://{}", service.address()));
     let topology = run_topology(&topics, &service_url, &format)?;
     let mut streams = KafkaStreams::new(topology.clone(), &config)?.with_topic_admin(kafka.clone());

@@ -172,6 +172,10 @@ pub fn consumer_from_beginning(
         .set("enable.partition.eof", "true")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
+        // The in-process cluster answers a fetch that finds nothing only
+        // when the wait is over; a reader that times arrivals must not
+        // wait 500 ms for each.
+        .set("fetch.wait.max.ms", "10")
         .create_with_context(ReaderContext)
         .map_err(|e| WeirError::Kafka(format!("cannot create a test consumer: {e}")))?;
     let partitions = partitions_of(&consumer, topics)?;
