@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 use weir::error_handler::DLQ_ERROR_MESSAGE;
+use weir::record::Header;
 use weir::runtime::StreamsConfig;
 use weir::serde::{Serde, Utf8, I64};
 use weir::testing::kafka::{eventually, read_topic};
@@ -193,12 +194,8 @@ fn read_results(cluster: &Cluster, output: &str, dlq: &str) -> Result<(Vec<Outpu
         .map(|read| {
             let user = I64.deserialize(dlq, read.record.key.as_deref()).unwrap();
             let seq = I64.deserialize(dlq, read.record.value.as_deref()).unwrap();
-            let reason = read
-                .record
-                .headers
-                .iter()
-                .find(|h| h.key == DLQ_ERROR_MESSAGE)
-                .map(|h| String::from_utf8_lossy(&h.value).to_string())
+            let reason = Header::value_of(&read.record.headers, DLQ_ERROR_MESSAGE)
+                .map(|v| String::from_utf8_lossy(v).to_string())
                 .unwrap_or_default();
             (user, seq, reason)
         })

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 use weir::ops::OpsServer;
+use weir::record::Header;
 use weir::runtime::{KafkaStreams, StreamsState};
 use weir::serde::Utf8;
 use weir::testing::kafka::eventually;
@@ -150,14 +151,8 @@ fn a_record_the_brokers_refuse_goes_to_the_production_error_handler() {
     assert_eq!(keys, [b"a".to_vec(), b"b".to_vec()]);
     let dead = weir::testing::kafka::read_topic(servers, &dead_letters).unwrap();
     assert_eq!(dead.len(), 1);
-    let header = |key: &str| {
-        dead[0]
-            .record
-            .headers
-            .iter()
-            .find(|h| h.key == key)
-            .map(|h| String::from_utf8_lossy(&h.value).to_string())
-    };
+    let header =
+        |key: &str| Header::value_of(&dead[0].record.headers, key).map(|v| String::from_utf8_lossy(v).to_string());
     assert_eq!(header("weir.error.class").as_deref(), Some("production"));
     assert_eq!(header("weir.target.topic"), Some(output.clone()));
     assert_eq!(header("weir.dlq.truncated").as_deref(), Some("key=3 value=700000"));

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 use weir::ops::{store_route, OpsListener};
+use weir::record::Header;
 use weir::runtime::{KafkaStreams, KeyLocation, ReadOnlyStore, StreamsConfig, StreamsState};
 use weir::serde::{Json, Utf8, I64};
 use weir::testing::kafka::{eventually, read_compacted, read_topic, TestProducer};
@@ -571,14 +572,8 @@ fn undecodable_records_go_to_a_dead_letter_topic(cluster: &Cluster) {
     let dead = read_topic(cluster.bootstrap_servers(), &dead_letters).unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].record.value.as_deref(), Some(&b"not json"[..]));
-    let header = |key: &str| {
-        dead[0]
-            .record
-            .headers
-            .iter()
-            .find(|h| h.key == key)
-            .map(|h| String::from_utf8_lossy(&h.value).to_string())
-    };
+    let header =
+        |key: &str| Header::value_of(&dead[0].record.headers, key).map(|v| String::from_utf8_lossy(v).to_string());
     assert_eq!(header("weir.source.topic"), Some(setup.topics.preferences.clone()));
     assert!(header("weir.error.message").unwrap().contains("JSON"));
     streams.close().unwrap();

@@ -150,12 +150,7 @@ mod tests {
     }
 
     fn header<'a>(record: &'a OutputRecord, key: &str) -> Option<&'a [u8]> {
-        record
-            .record
-            .headers
-            .iter()
-            .find(|h| h.key == key)
-            .map(|h| h.value.as_slice())
+        Header::value_of(&record.record.headers, key)
     }
 
     fn failure(message: String) -> Failure<'static> {

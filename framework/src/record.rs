@@ -56,6 +56,20 @@ pub struct Header {
     pub value: Vec<u8>,
 }
 
+impl Header {
+    /// The value of the first header named `key` among `headers`.
+    ///
+    /// ```
+    /// use weir::record::Header;
+    /// let headers = vec![Header { key: "weir.error.class".into(), value: b"production".to_vec() }];
+    /// assert_eq!(Header::value_of(&headers, "weir.error.class"), Some(&b"production"[..]));
+    /// assert_eq!(Header::value_of(&headers, "trace"), None);
+    /// ```
+    pub fn value_of<'a>(headers: &'a [Header], key: &str) -> Option<&'a [u8]> {
+        headers.iter().find(|h| h.key == key).map(|h| h.value.as_slice())
+    }
+}
+
 /// A record in its serialized form, as it arrives from or leaves for a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawRecord {

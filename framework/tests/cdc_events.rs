@@ -584,11 +584,8 @@ fn decimals_without_the_schema_need_a_configured_scale() {
 }
 
 fn header_text(headers: &[Header], key: &str) -> String {
-    let header = headers
-        .iter()
-        .find(|h| h.key == key)
-        .unwrap_or_else(|| panic!("no header {key}"));
-    String::from_utf8(header.value.clone()).unwrap()
+    let value = Header::value_of(headers, key).unwrap_or_else(|| panic!("no header {key}"));
+    String::from_utf8(value.to_vec()).unwrap()
 }
 
 /// A record no decoder can read: key, value, and what the error must mention.

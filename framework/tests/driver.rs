@@ -5,6 +5,7 @@ mod common;
 use common::s;
 use weir::error_handler::*;
 use weir::metrics::SkipReason;
+use weir::record::Header;
 use weir::serde::{Bytes, Json, Utf8, I64};
 use weir::testing::{TestDriverConfig, TestStores, TopologyTestDriver};
 use weir::{Consumed, ErrorHandler, Grouped, Materialized, Produced, StreamsBuilder, WeirError};
@@ -104,12 +105,8 @@ fn dead_letters_carry_the_original_bytes_and_the_reason() {
     let dead = driver.output_topic("in-dlq", Bytes, Bytes).read_records().unwrap();
     assert_eq!(dead.len(), 2);
     let header = |i: usize, name: &str| {
-        let h = dead[i]
-            .headers
-            .iter()
-            .find(|h| h.key == name)
-            .unwrap_or_else(|| panic!("no header {name}"));
-        String::from_utf8(h.value.clone()).unwrap()
+        let value = Header::value_of(&dead[i].headers, name).unwrap_or_else(|| panic!("no header {name}"));
+        String::from_utf8(value.to_vec()).unwrap()
     };
     assert_eq!(dead[0].key, b"bad".to_vec());
     assert_eq!(dead[0].value, Some(b"[1,".to_vec()));

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weir::enrich::{BreakerPolicy, BreakerState, Enrichment, LookupError, RetryPolicy};
 use weir::error_handler::{DLQ_ERROR_CLASS, DLQ_ERROR_MESSAGE, DLQ_SOURCE_OFFSET};
+use weir::record::Header;
 use weir::serde::{Json, Utf8};
 use weir::testing::{TestDriverConfig, TestRecord, TopologyTestDriver};
 use weir::{Consumed, Produced, StreamsBuilder, Topology};
@@ -152,8 +153,7 @@ fn a_permanent_failure_or_running_out_of_attempts_goes_to_the_dead_letter_topic(
     let dead = driver.output_topic("ids-dlq", Utf8, Utf8).read_records().unwrap();
     assert_eq!(dead.len(), 2);
     let header = |record: &TestRecord<String, String>, name: &str| {
-        let h = record.headers.iter().find(|h| h.key == name).unwrap();
-        String::from_utf8(h.value.clone()).unwrap()
+        String::from_utf8(Header::value_of(&record.headers, name).unwrap().to_vec()).unwrap()
     };
     assert_eq!(
         (dead[0].key.as_str(), dead[0].value.as_deref()),

@@ -123,10 +123,7 @@ fn records(keys: Vec<Vec<u8>>, values: Vec<Vec<u8>>, json: bool) -> impl Strateg
 }
 
 fn header<'a>(headers: &'a [Header], key: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|h| h.key == key)
-        .and_then(|h| std::str::from_utf8(&h.value).ok())
+    Header::value_of(headers, key).and_then(|v| std::str::from_utf8(v).ok())
 }
 
 /// Pipes `records` into both CDC topics and checks the property: the

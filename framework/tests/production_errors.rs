@@ -6,6 +6,7 @@
 use weir::error::SerdeError;
 use weir::error_handler::*;
 use weir::metrics::SkipReason;
+use weir::record::Header;
 use weir::serde::{Bytes, Encoded, Nullable, Serde, Utf8};
 use weir::testing::{TestDriverConfig, TopologyTestDriver};
 use weir::{Consumed, ErrorHandler, Grouped, Produced, StreamsBuilder, Topology};
@@ -63,10 +64,7 @@ fn an_unserializable_output_record_is_dead_lettered_with_where_it_came_from_and_
         .read_records()
         .unwrap();
     assert_eq!(dead.len(), 1);
-    let header = |key: &str| {
-        let header = dead[0].headers.iter().find(|h| h.key == key).expect(key);
-        String::from_utf8(header.value.clone()).unwrap()
-    };
+    let header = |key: &str| String::from_utf8(Header::value_of(&dead[0].headers, key).expect(key).to_vec()).unwrap();
     assert_eq!(header(DLQ_ERROR_CLASS), "serialization");
     assert!(header(DLQ_ERROR_MESSAGE).contains("poison cannot be written"));
     assert_eq!(header(DLQ_TARGET_TOPIC), "out");
