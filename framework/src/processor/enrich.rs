@@ -399,6 +399,7 @@ where
             ctx,
             topic,
             ("enrichment", format!("enrichment '{name}': {error}")),
+            None,
             original,
         );
         ctx.metrics

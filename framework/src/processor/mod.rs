@@ -66,19 +66,21 @@ impl ProcessorContext<'_> {
 }
 
 /// Sends `record` (the original key, value and headers) to the dead-letter
-/// `topic`, with headers that name the failure (`class`, `message`) and
-/// where the record being processed came from.
+/// `topic`, with headers that name the failure (`class`, `message`), where
+/// the record being processed came from and, for a record that could not
+/// be written, the topic it was for (`target`).
 pub(crate) fn send_dead_letter(
     ctx: &mut ProcessorContext<'_>,
     topic: &str,
     (class, message): (&str, String),
+    target: Option<&str>,
     record: RawRecord,
 ) {
     let failure = Failure {
         class,
         message,
         source: Some(ctx.source),
-        target: None,
+        target,
     };
     ctx.collector.send(dead_letter(topic, failure, record));
 }

@@ -1,8 +1,8 @@
 //! Sink nodes: typed records leave the task as bytes for a topic.
 
-use super::{Processor, ProcessorContext};
+use super::{send_dead_letter, Processor, ProcessorContext};
 use crate::error::{SerdeError, WeirError};
-use crate::error_handler::{dead_letter, ErrorHandler, Failure};
+use crate::error_handler::ErrorHandler;
 use crate::metrics::SkipReason;
 use crate::record::{OutputKind, OutputRecord, RawRecord, Record};
 use crate::serde::SerdeRef;
@@ -84,13 +84,13 @@ impl<K, V> SinkNode<K, V> {
                 Ok(())
             }
             ErrorHandler::DeadLetter(dlq) => {
-                let failure = Failure {
-                    class: "serialization",
-                    message: error.to_string(),
-                    source: Some(ctx.source),
-                    target: Some(&self.topic),
-                };
-                ctx.collector.send(dead_letter(dlq, failure, serialized));
+                send_dead_letter(
+                    ctx,
+                    dlq,
+                    ("serialization", error.to_string()),
+                    Some(&self.topic),
+                    serialized,
+                );
                 ctx.metrics.record_skip(SkipReason::ProductionDeadLettered, &self.topic);
                 Ok(())
             }

@@ -101,7 +101,7 @@ fn handle_undecodable(
                 timestamp: raw.timestamp,
                 headers: raw.headers.to_headers(),
             };
-            send_dead_letter(ctx, dlq, ("deserialization", error.to_string()), original);
+            send_dead_letter(ctx, dlq, ("deserialization", error.to_string()), None, original);
             ctx.metrics.record_skip(SkipReason::DeadLettered, &source.topic);
             Ok(())
         }
