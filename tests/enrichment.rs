@@ -1,19 +1,22 @@
-//! Asynchronous enrichment in a running application (in its own process),
-//! against the reference ID-mapping service over real HTTP, with latency,
-//! `503`s, answers slower than the timeout, unknown ids, and an outage in
-//! the middle of which the instance is killed with records held behind the
-//! open breaker, then started again. Runs on the mock cluster and on a
-//! broker process.
+//! Asynchronous enrichment in a running application, against the
+//! reference ID-mapping service over real HTTP: in its own process, with
+//! latency, `503`s, answers slower than the timeout, unknown ids, and an
+//! outage in the middle of which the instance is killed with records held
+//! behind the open breaker, then started again; and in this process, with
+//! a service too slow for the input, where the backlog must stay bounded.
+//! Runs on the mock cluster and on a broker process.
 
-use id_mapping_service::{Behaviour, MappingService};
+use id_mapping_service::{Behaviour, Mapping, MappingService};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
+use weir::enrich::{Enrichment, HttpJsonLookup};
 use weir::error_handler::DLQ_ERROR_MESSAGE;
 use weir::record::Header;
 use weir::runtime::StreamsConfig;
 use weir::serde::{Serde, Utf8, I64};
 use weir::testing::kafka::{eventually, read_topic};
+use weir::{Consumed, Produced, StreamsBuilder};
 use weir_e2e::cluster::Cluster;
 use weir_e2e::http::{http_get, metric_values};
 use weir_e2e::instance::Instance;
@@ -22,7 +25,10 @@ const BINARY: &str = env!("CARGO_BIN_EXE_weir-e2e-instance");
 const WAIT: Duration = Duration::from_secs(120);
 const USERS: i64 = 40;
 
-weir_e2e::on_every_cluster!(nothing_is_lost_through_errors_an_outage_and_a_kill);
+weir_e2e::on_every_cluster!(
+    nothing_is_lost_through_errors_an_outage_and_a_kill,
+    a_slow_service_holds_the_input_back_within_the_buffer_limit
+);
 
 /// A sample of the instance's enrichment metrics.
 fn enrichment_metric(instance: &Instance, name: &str) -> f64 {
@@ -161,6 +167,91 @@ fn nothing_is_lost_through_errors_an_outage_and_a_kill(cluster: &Cluster) {
     assert!(retries > 0.0, "503s and timeouts were retried");
     let status = second.terminate(Duration::from_secs(60));
     assert!(status.success(), "{}", second.log_tail());
+}
+
+/// Input waits while `max_buffered` records wait for answers, both in a
+/// short hold (the thread stops reading, librdkafka keeps what it fetched)
+/// and in a long one (longer than a second: the input is paused), and
+/// every record comes out once.
+fn a_slow_service_holds_the_input_back_within_the_buffer_limit(cluster: &Cluster) {
+    const MAX_BUFFERED: usize = 40;
+    /// Records a stream thread may accept past the limit before it checks.
+    const CHECK_SLACK: usize = 64;
+    let service = MappingService::start(Behaviour {
+        latency_ms: 5,
+        ..Behaviour::default()
+    })
+    .unwrap();
+    let input = cluster.create_topic("backlog-users", 3);
+    let output = cluster.create_topic("backlog-ids", 3);
+    let lookup = HttpJsonLookup::<i64, Mapping>::new(format!("http://{}/users/{{}}", service.address())).unwrap();
+    let enrichment = Enrichment::new("id-mapping", |user: &i64, _seq: &i64| *user, lookup)
+        .max_in_flight(2)
+        .max_buffered(MAX_BUFFERED);
+    let builder = StreamsBuilder::new();
+    builder
+        .stream(&input, Consumed::with(I64, I64))
+        .enrich_async(enrichment, |_, seq, mapping: Mapping| {
+            format!("{}:{seq}", mapping.new_user_id)
+        })
+        .to(&output, Produced::with(I64, Utf8));
+    let topology = builder.build().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut streams = cluster.streams(topology.clone(), &cluster.config("backlog", state.path()));
+    streams.start().unwrap();
+
+    let producer = cluster.producer();
+    let mut written = 0i64;
+    let mut write = |count: i64| {
+        for seq in written..written + count {
+            producer.send(&input, &I64, &I64, &(seq % 500), Some(&seq)).unwrap();
+        }
+        written += count;
+        producer.flush().unwrap();
+        written
+    };
+    let mut most_buffered = 0;
+    let mut watch_until_processed = |total: i64| {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let buffered = topology.enrichment_metrics()["id-mapping"].buffered;
+            most_buffered = most_buffered.max(buffered as usize);
+            if streams.metrics().processed >= total as u64 && buffered == 0 {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "the enrichment did not drain");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    // About 400 answers a second: each hold drains to half in 50 ms.
+    watch_until_processed(write(600));
+    // About 13 answers a second: each hold lasts 1.5 s, so the input pauses.
+    service.controls().set_behaviour(Behaviour {
+        latency_ms: 150,
+        ..Behaviour::default()
+    });
+    watch_until_processed(write(60));
+    assert!(
+        (MAX_BUFFERED..=MAX_BUFFERED + CHECK_SLACK).contains(&most_buffered),
+        "at most {MAX_BUFFERED} records (and one check's worth) wait; the most seen was {most_buffered}"
+    );
+
+    let mut outputs = Vec::new();
+    let complete = eventually(WAIT, || {
+        outputs = read_topic(cluster.bootstrap_servers(), &output)?;
+        Ok(outputs.len() as i64 >= written)
+    });
+    assert!(complete.unwrap(), "{} of {written} records came out", outputs.len());
+    let mut seqs: Vec<i64> = outputs
+        .iter()
+        .map(|read| {
+            let value = Utf8.deserialize(&output, read.record.value.as_deref()).unwrap();
+            value.rsplit(':').next().unwrap().parse().unwrap()
+        })
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..written).collect::<Vec<_>>(), "each record once");
+    streams.close().unwrap();
 }
 
 #[derive(Debug)]

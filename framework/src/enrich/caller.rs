@@ -5,7 +5,7 @@
 use super::breaker::{BreakerState, CircuitBreaker, Permit};
 use super::{EnrichOptions, Lookup, LookupError};
 use crate::error::WeirError;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
@@ -27,6 +27,8 @@ pub struct EnrichStats {
     in_flight: AtomicI64,
     buffered: AtomicI64,
     breaker: AtomicU8,
+    /// Set when the buffer filled up, cleared when it drained to half.
+    holding_back: AtomicBool,
 }
 
 /// A snapshot of [`EnrichStats`].
@@ -64,8 +66,25 @@ impl EnrichStats {
         }
     }
 
-    pub(crate) fn buffered(&self) -> i64 {
-        self.buffered.load(Ordering::Relaxed)
+    /// Whether input should stay paused, with `max_buffered` records
+    /// allowed to wait.
+    ///
+    /// Input pauses when the buffer is full and resumes only when it has
+    /// drained to half: resuming at the first free slot would pause and
+    /// resume on every answer, and each pause makes librdkafka drop what
+    /// it fetched ahead, so the calls would run dry while it fetches again.
+    pub(crate) fn holding_back(&self, max_buffered: usize) -> bool {
+        let buffered = self.buffered.load(Ordering::Relaxed);
+        let max = max_buffered as i64;
+        if buffered >= max {
+            self.holding_back.store(true, Ordering::Relaxed);
+            true
+        } else if buffered <= max / 2 {
+            self.holding_back.store(false, Ordering::Relaxed);
+            false
+        } else {
+            self.holding_back.load(Ordering::Relaxed)
+        }
     }
 }
 

@@ -13,7 +13,7 @@
 //!   key has been passed on; records of different keys are looked up
 //!   concurrently, up to [`EnrichOptions::max_in_flight`] calls at a time.
 //! - **Bounded memory**: when [`EnrichOptions::max_buffered`] records wait
-//!   in an instance, it stops reading input until they drain.
+//!   in an instance, it stops reading input until half of them have left.
 //! - **Failures**: a call that times out or fails with a retryable error is
 //!   retried with exponential backoff and jitter ([`RetryPolicy`]); after
 //!   [`BreakerPolicy::failure_threshold`] failures in a row the circuit
@@ -164,7 +164,7 @@ pub struct EnrichOptions {
     /// Calls in flight at once, over every task of the instance (default 64).
     pub max_in_flight: usize,
     /// Records waiting for enrichment in the instance before it stops
-    /// reading input (default 10,000).
+    /// reading input, until half of them have left (default 10,000).
     pub max_buffered: usize,
     /// The longest one call may take; a slower call is a retryable failure
     /// (default 5 s).

@@ -457,7 +457,7 @@ where
 
     fn backpressured(&self) -> bool {
         let spec = &self.borrow().spec;
-        spec.caller.stats().buffered() >= spec.caller.options().max_buffered as i64
+        spec.caller.stats().holding_back(spec.caller.options().max_buffered)
     }
 }
 

@@ -35,6 +35,13 @@ const MAX_BATCH: usize = 10_000;
 const RESTORE_SLICE: usize = 20_000;
 /// How many records go by between two checks of the enrichment backlog.
 const BACKPRESSURE_CHECK: u64 = 64;
+/// How long input may wait for enrichment backlog without being paused.
+///
+/// While the backlog is at its limit the thread does not poll, so librdkafka
+/// keeps what it fetched ahead and the calls never run dry. Holding back
+/// longer pauses the input instead, so that the thread polls (and serves
+/// rebalances) while the enrichment's service is slow or down.
+const UNPAUSED_HOLD: Duration = Duration::from_secs(1);
 /// The longest an idle thread sleeps waiting for enrichment answers.
 const MAX_ANSWER_WAIT: Duration = Duration::from_millis(10);
 /// How often consumer lag and store sizes are published.
@@ -232,7 +239,12 @@ impl ConsumerContext for StreamContext {
                 }
                 // The inputs of restoring tasks wait, from their first fetch
                 // on; the thread runs once they are restored.
-                let restoring = self.with_manager(|manager| (manager.partitions_to_pause(), manager.restoring()));
+                let restoring = self.with_manager(|manager| {
+                    (
+                        manager.partitions_to_pause(manager.backpressured()),
+                        manager.restoring(),
+                    )
+                });
                 if let Some((wanted, restoring)) = restoring {
                     if let Err(error) = self.pause_only(consumer, wanted) {
                         self.fail(error);
@@ -364,6 +376,7 @@ fn poll_loop(
     let mut last_commit = Instant::now();
     let mut last_gauges = Instant::now();
     let mut stalls = StallWatch::new(settings);
+    let mut held_back_since: Option<Instant> = None;
     while !shutdown.load(Ordering::Relaxed) {
         // A slice of the restores between polls: the consumer keeps
         // polling (and stays in the group), and shutdown is honoured.
@@ -373,12 +386,18 @@ fn poll_loop(
                 context.state.set(StreamsState::Running);
             }
         }
-        let (answers_seen, busy, to_pause) = {
+        let (answers_seen, busy, hold_unpaused, to_pause) = {
             let manager = manager.borrow();
+            held_back_since = match (manager.backpressured(), held_back_since) {
+                (true, since) => Some(since.unwrap_or_else(Instant::now)),
+                (false, _) => None,
+            };
+            let pause_all = held_back_since.is_some_and(|since| since.elapsed() >= UNPAUSED_HOLD);
             (
                 manager.answer_mark(),
                 manager.holds_records() || manager.restoring(),
-                manager.partitions_to_pause(),
+                held_back_since.is_some() && !pause_all,
+                manager.partitions_to_pause(pause_all),
             )
         };
         context.pause_only(consumer, to_pause)?;
@@ -386,7 +405,7 @@ fn poll_loop(
         // in `poll`.
         let wait = if busy { Duration::ZERO } else { settings.poll_interval };
         let mut processed = 0u64;
-        let mut next = consumer.poll(wait);
+        let mut next = if hold_unpaused { None } else { consumer.poll(wait) };
         while let Some(polled) = next {
             match polled {
                 Ok(message) if stalls.stalled(manager.borrow().rebalances()) => {

@@ -279,11 +279,9 @@ impl TaskManager {
         self.active.values().any(ActiveTask::backpressured)
     }
 
-    /// The input partitions that must not be read now: every one while
-    /// asynchronous work is at its limit, else those of tasks restoring or
-    /// draining for a commit.
-    pub(crate) fn partitions_to_pause(&self) -> BTreeSet<(Arc<str>, i32)> {
-        let everything = self.backpressured();
+    /// The input partitions that must not be read now: every one if
+    /// `everything`, else those of tasks restoring or draining for a commit.
+    pub(crate) fn partitions_to_pause(&self, everything: bool) -> BTreeSet<(Arc<str>, i32)> {
         self.active
             .values()
             .filter(|active| everything || active.draining || active.is_restoring())

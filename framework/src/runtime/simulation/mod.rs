@@ -301,7 +301,7 @@ impl Simulation {
     /// paused, with its offset.
     fn readable(&self, slot: usize) -> Vec<(Arc<str>, i32, i64)> {
         let member = self.slots[slot].member.as_ref().expect("a member");
-        let paused = member.manager.partitions_to_pause();
+        let paused = member.manager.partitions_to_pause(member.manager.backpressured());
         let view = member.view.borrow();
         let cluster = self.cluster.borrow();
         view.assignment

@@ -244,7 +244,7 @@ fn a_task_holding_enrichment_records_does_not_commit_their_store_writes() {
     assert!(
         sim.member(0)
             .manager
-            .partitions_to_pause()
+            .partitions_to_pause(false)
             .contains(&(Arc::from(USERS), partition)),
         "its input pauses meanwhile"
     );
