@@ -8,7 +8,8 @@
 //! `50 n` records/s; the table shows how close each limit gets. The
 //! cache-hit run fails if any of its records called the service.
 //!
-//! `cargo bench -p weir-benches --bench enrichment`
+//! `cargo bench -p weir-benches --bench enrichment` runs every limit and the
+//! cache hits; `… -- 256 1024` runs only the limits given.
 
 use id_mapping_service::{Behaviour, Mapping, MappingService};
 use std::sync::Arc;
@@ -42,7 +43,17 @@ fn main() {
         "{:>10} {:>9} {:>9} {:>12} {:>12}",
         "in flight", "records", "seconds", "records/s", "ideal/s"
     );
-    for (run, limit) in [1u64, 16, 64, 256, 1024].into_iter().enumerate() {
+    let chosen: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .map(|arg| arg.parse().expect("the arguments are in-flight limits"))
+        .collect();
+    let limits = if chosen.is_empty() {
+        vec![1, 16, 64, 256, 1024]
+    } else {
+        chosen.clone()
+    };
+    for (run, limit) in limits.into_iter().enumerate() {
         let ideal = limit * 1000 / LATENCY.as_millis() as u64;
         let records = (ideal * SECONDS_PER_RUN).min(MAX_RECORDS);
         let mut bench = Bench::new(&kafka, &format!("limit-{run}"), &service, limit as usize, false);
@@ -55,6 +66,9 @@ fn main() {
         bench.app.close();
     }
 
+    if !chosen.is_empty() {
+        return;
+    }
     println!();
     println!("cache hits ({CACHED_KEYS} keys looked up, then {CACHED_RECORDS} records over them)");
     let mut bench = Bench::new(&kafka, "cached", &service, 256, true);
