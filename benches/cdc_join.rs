@@ -17,7 +17,9 @@
 //! benchmark prints both rates and their ratio, and fails unless the
 //! compacted `user-profile` holds exactly the profiles the events imply.
 //!
-//! `cargo bench -p weir-benches --bench cdc_join [-- <events> <users> <stream threads> <json|avro>]`
+//! `cargo bench -p weir-benches --bench cdc_join [-- <events> <users> <stream threads> <json|avro> [<client setting>=<value> ...]]`
+//!
+//! Client settings (`producer.linger.ms=20`) apply to weir and the floor alike.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,6 +54,13 @@ fn main() {
         None => Format::Json,
     };
 
+    let extra_clients: Vec<(String, String)> = args
+        .map(|arg| match arg.split_once('=') {
+            Some((key, value)) => (key.to_string(), value.to_string()),
+            None => panic!("client settings are <key>=<value>, not {arg}"),
+        })
+        .collect();
+
     let kafka = Arc::new(EmbeddedKafka::start().expect("the embedded cluster"));
     let topics = Topics::default();
     for topic in [&topics.users, &topics.preferences, &topics.profiles] {
@@ -74,7 +83,10 @@ fn main() {
     // Compressed as the CDC input is: the embedded cluster keeps only the
     // last 5 MB of each partition, and the repartition topic must not
     // outgrow that before it is read.
-    let clients = [("producer.compression.type", "lz4".to_string())];
+    let clients: Vec<(&str, String)> = [("producer.compression.type", "lz4".to_string())]
+        .into_iter()
+        .chain(extra_clients.iter().map(|(key, value)| (key.as_str(), value.clone())))
+        .collect();
     let floor = weir_benches::floor::pass_through(
         &kafka,
         &[&topics.users, &topics.preferences],
