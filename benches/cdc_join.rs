@@ -106,15 +106,17 @@ fn main() {
     let started = Instant::now();
     // Each event is read twice: from its CDC topic, then from the
     // repartition topic that puts both tables on weir's key partitioning.
+    let rebalances_at_start = app.rebalances();
     app.wait_for_processed(2 * written, TIMEOUT);
     let processed_in = started.elapsed();
+    let rebalances = app.rebalances() - rebalances_at_start;
     app.close();
     let closed_in = started.elapsed();
     let weir_rate = rate(written, closed_in);
     let floor_rate = rate(written, floor);
     println!(
         "{} input, {threads} stream thread(s): processed in {:.2} s ({} events/s); closed after {:.2} s: {} events/s \
-         end to end",
+         end to end ({rebalances} rebalances on the clock)",
         if registry_server.is_some() { "Avro" } else { "JSON" },
         processed_in.as_secs_f64(),
         rate(written, processed_in),

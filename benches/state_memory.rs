@@ -22,6 +22,9 @@ const TASKS: u64 = 6;
 const BATCH: u64 = 10_000;
 const LOOKUPS: u64 = 3_000_000;
 
+/// A key and its value, waiting for the next write batch.
+type Entry = (Vec<u8>, Vec<u8>);
+
 fn main() {
     let keys: u64 = std::env::args()
         .skip(1)
@@ -50,7 +53,7 @@ fn main() {
 
     // Half the keys are users, half preferences, spread over the tasks.
     let started = Instant::now();
-    let mut pending: Vec<Vec<Vec<(Vec<u8>, Vec<u8>)>>> = vec![vec![Vec::new(), Vec::new()]; TASKS as usize];
+    let mut pending: Vec<[Vec<Entry>; 2]> = vec![[Vec::new(), Vec::new()]; TASKS as usize];
     for n in 0..keys {
         let (store, user) = ((n % 2) as usize, n / 2);
         let task = (user % TASKS) as usize;
@@ -96,8 +99,8 @@ fn row(store: usize, user: u64) -> Vec<u8> {
         ),
         _ => format!(
             r#"{{"user_id":{user},"dark_mode":{},"language":"en","newsletter":{}}}"#,
-            user % 2 == 0,
-            user % 3 == 0
+            user.is_multiple_of(2),
+            user.is_multiple_of(3)
         ),
     }
     .into_bytes()

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir::embedded::EmbeddedKafka;
+use weir::runtime::CLIENT_DEFAULTS;
 
 /// The topics the floor writes, named after its run.
 struct FloorTopics {
@@ -77,7 +78,9 @@ fn run_thread(
     let client = |prefix: &str| {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", servers);
-        for (key, value) in settings {
+        let defaults = CLIENT_DEFAULTS.iter().map(|(key, value)| (*key, *value));
+        let settings = settings.iter().map(|(key, value)| (key.as_str(), value.as_str()));
+        for (key, value) in defaults.chain(settings) {
             if let Some(key) = key.strip_prefix(prefix) {
                 config.set(key, value);
             }
@@ -88,7 +91,6 @@ fn run_thread(
         .set("group.id", "floor")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
-        .set("fetch.queue.backoff.ms", "10")
         // The embedded cluster deletes a partition's oldest records beyond
         // 5 MB; a floor that falls that far behind must say so, not wait.
         .set("auto.offset.reset", "error")
@@ -106,7 +108,6 @@ fn run_thread(
     let producer: BaseProducer = client("producer.")
         .set("partitioner", "murmur2_random")
         .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
         .create()
         .expect("a floor producer");
     while read.load(Ordering::Relaxed) < reads {

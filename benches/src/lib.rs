@@ -84,6 +84,11 @@ impl App {
         self.streams.metrics().processed
     }
 
+    /// Rebalances this instance's stream threads took part in so far.
+    pub fn rebalances(&self) -> u64 {
+        self.streams.metrics().rebalances
+    }
+
     /// Commits, flushes every output and stops.
     pub fn close(mut self) {
         self.streams.close().expect("a clean close");

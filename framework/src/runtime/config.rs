@@ -536,6 +536,22 @@ pub struct Settings {
     pub clients: ClientProperties,
 }
 
+/// The client properties weir sets unless the application sets them,
+/// prefixed as in the configuration (`consumer.`, `producer.`).
+///
+/// ```
+/// let backoff = weir::runtime::CLIENT_DEFAULTS.iter().find(|(key, _)| *key == "consumer.fetch.queue.backoff.ms");
+/// assert_eq!(backoff, Some(&("consumer.fetch.queue.backoff.ms", "10")));
+/// ```
+pub const CLIENT_DEFAULTS: &[(&str, &str)] = &[
+    // librdkafka stops fetching a partition whose local queue is full and
+    // waits this long (1 s by default) before it looks again; a thread that
+    // drains its queues faster than that would sit idle, half the time
+    // under a backlog.
+    ("consumer.fetch.queue.backoff.ms", "10"),
+    ("producer.linger.ms", "5"),
+];
+
 /// The librdkafka client kinds weir creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ClientKind {
@@ -560,11 +576,16 @@ impl Settings {
             config.set_log_level(RDKafkaLogLevel::Warning);
         }
         config.set("bootstrap.servers", &self.bootstrap_servers);
-        let own = match kind {
-            ClientKind::Consumer => &self.clients.consumer,
-            ClientKind::Producer => &self.clients.producer,
-            ClientKind::Admin => &self.clients.admin,
+        let (own, prefix) = match kind {
+            ClientKind::Consumer => (&self.clients.consumer, "consumer."),
+            ClientKind::Producer => (&self.clients.producer, "producer."),
+            ClientKind::Admin => (&self.clients.admin, "admin."),
         };
+        for (key, value) in CLIENT_DEFAULTS {
+            if let Some(key) = key.strip_prefix(prefix) {
+                config.set(key, *value);
+            }
+        }
         for (key, value) in self.clients.common.iter().chain(own) {
             config.set(key, value);
         }

@@ -51,7 +51,9 @@ mod topics;
 
 pub use checkpoint::Checkpoint;
 pub(crate) use config::DEFAULT_CACHE_MAX_BYTES;
-pub use config::{ClientProperties, ProcessingGuarantee, Settings, StoreBackend, StreamsConfig, WEIR_KEYS};
+pub use config::{
+    ClientProperties, ProcessingGuarantee, Settings, StoreBackend, StreamsConfig, CLIENT_DEFAULTS, WEIR_KEYS,
+};
 pub(crate) use consumer::KafkaHeaders;
 pub(crate) use kafka_streams::StateCell;
 pub use kafka_streams::{KafkaStreams, ShutdownHandle, StatusHandle, StreamsState};

@@ -174,9 +174,6 @@ impl RecordSender {
         // Streams and the test driver do.
         config.set("partitioner", "murmur2_random");
         config.set("enable.idempotence", "true");
-        if config.get("linger.ms").is_none() {
-            config.set("linger.ms", "5");
-        }
         if settings.guarantee == ProcessingGuarantee::AtLeastOnce
             && config.get("message.timeout.ms").is_none()
             && config.get("delivery.timeout.ms").is_none()

@@ -312,13 +312,6 @@ pub(crate) fn run(
     // (the task manager starts it at offset 0, which a partition whose
     // first records were deleted turns into its earliest).
     config.set("auto.offset.reset", "earliest");
-    // librdkafka stops fetching a partition whose local queue is full and
-    // waits this long (1 s by default) before it looks again; a thread that
-    // drains its queues faster than that would sit idle, half the time
-    // under a backlog.
-    if config.get("fetch.queue.backoff.ms").is_none() {
-        config.set("fetch.queue.backoff.ms", "10");
-    }
     let topics: Vec<String> = manager.source_topics().into_iter().map(str::to_string).collect();
     let context = StreamContext {
         manager: ThreadBound::new(RefCell::new(manager)),
