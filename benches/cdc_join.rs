@@ -17,15 +17,25 @@
 //! benchmark prints both rates and their ratio, and fails unless the
 //! compacted `user-profile` holds exactly the profiles the events imply.
 //!
-//! `cargo bench -p weir-benches --bench cdc_join [-- <events> <users> <stream threads> <json|avro> [<client setting>=<value> ...]]`
+//! With `pipeline`, the application is the whole user-profile pipeline: the
+//! join, then the enrichment of every profile from the reference ID-mapping
+//! service (in process, answering in 5 ms, as in the demo) into
+//! `user-god-object`. The clock stops when the last record is processed
+//! (the enrichment sub-topology reads the join's output, so the count is
+//! not known ahead; the end is when it stops growing), and the benchmark
+//! fails unless the compacted `user-god-object` holds exactly the god
+//! objects the events imply. The floor is still the join stage's.
+//!
+//! `cargo bench -p weir-benches --bench cdc_join [-- <events> <users> <stream threads> <json|avro> [pipeline] [<client setting>=<value> ...]]`
 //!
 //! Client settings (`producer.linger.ms=20`) apply to weir and the floor alike.
 
+use id_mapping_service::{Behaviour, MappingService};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use user_profile::generator::{CdcWriter, Generator};
-use user_profile::pipeline::{join_topology, Format, Topics};
+use user_profile::pipeline::{join_topology, run_topology, Format, MappingService as ServiceSettings, Topics};
 use weir::avro::SchemaRegistry;
 use weir::embedded::EmbeddedKafka;
 use weir::testing::kafka::read_compacted;
@@ -34,6 +44,8 @@ use weir_benches::{rate, App};
 
 const PARTITIONS: i32 = 6;
 const TIMEOUT: Duration = Duration::from_secs(900);
+/// How long the whole pipeline must process nothing to be done.
+const IDLE: Duration = Duration::from_secs(2);
 
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
@@ -54,16 +66,24 @@ fn main() {
         None => Format::Json,
     };
 
-    let extra_clients: Vec<(String, String)> = args
-        .map(|arg| match arg.split_once('=') {
-            Some((key, value)) => (key.to_string(), value.to_string()),
-            None => panic!("client settings are <key>=<value>, not {arg}"),
-        })
-        .collect();
+    let mut whole_pipeline = false;
+    let mut extra_clients: Vec<(String, String)> = Vec::new();
+    for arg in args {
+        match arg.split_once('=') {
+            Some((key, value)) => extra_clients.push((key.to_string(), value.to_string())),
+            None if arg == "pipeline" => whole_pipeline = true,
+            None => panic!("after the format come `pipeline` and client settings (<key>=<value>), not {arg}"),
+        }
+    }
 
     let kafka = Arc::new(EmbeddedKafka::start().expect("the embedded cluster"));
     let topics = Topics::default();
-    for topic in [&topics.users, &topics.preferences, &topics.profiles] {
+    for topic in [
+        &topics.users,
+        &topics.preferences,
+        &topics.profiles,
+        &topics.god_objects,
+    ] {
         kafka.create_topic(topic, PARTITIONS).expect("a topic");
     }
     let mut writer =
@@ -97,36 +117,58 @@ fn main() {
     );
 
     let threads_setting = ("num.stream.threads", threads.to_string());
+    let service = whole_pipeline.then(|| {
+        MappingService::start(Behaviour {
+            latency_ms: 5,
+            ..Behaviour::default()
+        })
+        .expect("the ID-mapping service")
+    });
+    let topology = match &service {
+        Some(service) => {
+            let lookup = ServiceSettings::at(format!("http://{}", service.address()));
+            run_topology(&topics, &lookup, &format)
+        }
+        None => join_topology(&topics, &format),
+    };
     let app = App::start(
         &kafka,
         "cdc-join-bench",
-        join_topology(&topics, &format).expect("the topology"),
+        topology.expect("the topology"),
         &[&clients[..], &[threads_setting]].concat(),
     );
     let started = Instant::now();
+    let rebalances_at_start = app.rebalances();
     // Each event is read twice: from its CDC topic, then from the
     // repartition topic that puts both tables on weir's key partitioning.
-    let rebalances_at_start = app.rebalances();
-    app.wait_for_processed(2 * written, TIMEOUT);
-    let processed_in = started.elapsed();
+    let processed_in = if whole_pipeline {
+        app.wait_until_idle(2 * written, IDLE, TIMEOUT) - started
+    } else {
+        app.wait_for_processed(2 * written, TIMEOUT);
+        started.elapsed()
+    };
     let rebalances = app.rebalances() - rebalances_at_start;
+    // In the pipeline's case the idle wait is not on the clock; the close is.
+    let closing = Instant::now();
     app.close();
-    let closed_in = started.elapsed();
+    let closed_in = processed_in + closing.elapsed();
     let weir_rate = rate(written, closed_in);
     let floor_rate = rate(written, floor);
     println!(
-        "{} input, {threads} stream thread(s): processed in {:.2} s ({} events/s); closed after {:.2} s: {} events/s \
+        "{} input, {}, {threads} stream thread(s): processed in {:.2} s ({} events/s); closed after {:.2} s: {} events/s \
          end to end ({rebalances} rebalances on the clock)",
         if registry_server.is_some() { "Avro" } else { "JSON" },
+        if whole_pipeline { "join and enrichment" } else { "join" },
         processed_in.as_secs_f64(),
         rate(written, processed_in),
         closed_in.as_secs_f64(),
         weir_rate,
     );
+    let ratio = format!("; weir at {:.0}% of it", 100.0 * weir_rate as f64 / floor_rate as f64);
     println!(
-        "pass-through floor (the same Kafka I/O, no processing): {:.2} s, {floor_rate} events/s; weir at {:.0}% of it",
+        "pass-through floor of the join stage (the same Kafka I/O, no processing): {:.2} s, {floor_rate} events/s{}",
         floor.as_secs_f64(),
-        100.0 * weir_rate as f64 / floor_rate as f64
+        if whole_pipeline { "" } else { &ratio }
     );
 
     let profiles = read_compacted(
@@ -146,4 +188,28 @@ fn main() {
         expected.iter().filter(|(id, p)| profiles.get(id) != Some(p)).count()
     );
     println!("user-profile verified: {} profiles as the events imply", profiles.len());
+    if let Some(service) = service {
+        let god_objects: BTreeMap<_, _> = read_compacted(
+            kafka.bootstrap_servers(),
+            &topics.god_objects,
+            &format.key_serde(),
+            &format.god_object_serde(),
+        )
+        .expect("user-god-object read back")
+        .into_iter()
+        .collect();
+        let expected = generator.expected_god_objects(|id| format!("u2-{id}"));
+        assert!(
+            god_objects == expected,
+            "user-god-object does not hold the god objects the events imply: {} god objects, {} expected, {} differ",
+            god_objects.len(),
+            expected.len(),
+            expected.iter().filter(|(id, g)| god_objects.get(id) != Some(g)).count()
+        );
+        println!(
+            "user-god-object verified: {} god objects, {} service calls",
+            god_objects.len(),
+            service.controls().requests()
+        );
+    }
 }

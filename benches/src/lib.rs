@@ -79,6 +79,24 @@ impl App {
         }
     }
 
+    /// Waits until the application has processed at least `at_least`
+    /// input records and then nothing for `idle`; returns when it processed
+    /// the last one (as near as a 5 ms sampling tells).
+    pub fn wait_until_idle(&self, at_least: u64, idle: Duration, timeout: Duration) -> Instant {
+        let deadline = Instant::now() + timeout;
+        let (mut last, mut last_change) = (self.processed(), Instant::now());
+        loop {
+            std::thread::sleep(Duration::from_millis(5));
+            let processed = self.processed();
+            if processed != last {
+                (last, last_change) = (processed, Instant::now());
+            } else if processed >= at_least && last_change.elapsed() >= idle {
+                return last_change;
+            }
+            assert!(Instant::now() < deadline, "only {processed} records were processed");
+        }
+    }
+
     /// Input records processed since the application (re)started.
     pub fn processed(&self) -> u64 {
         self.streams.metrics().processed
