@@ -21,10 +21,10 @@ use weir_e2e::cluster::Cluster;
 /// Partitions, and records per changelog partition: enough that the
 /// restore outlasts the consumer's `max.poll.interval.ms` below, few
 /// enough that each partition stays within the mock cluster's 5 MB.
-const PARTITIONS: i32 = 14;
+const PARTITIONS: i32 = 20;
 const RECORDS_PER_PARTITION: usize = 150_000;
 const RECORDS: usize = PARTITIONS as usize * RECORDS_PER_PARTITION;
-const MAX_POLL_INTERVAL: Duration = Duration::from_millis(6_000);
+const MAX_POLL_INTERVAL: Duration = Duration::from_millis(3_000);
 const WAIT: Duration = Duration::from_secs(120);
 
 struct Setup {
