@@ -216,8 +216,8 @@ fn unknown_stores_are_named_in_the_error() {
     assert!(error.contains("[users]"), "{error}");
 }
 
-#[test]
-fn describe_shows_subtopologies_nodes_stores_and_internal_topics() {
+/// Two sub-topologies: a table join, re-partitioned into a count.
+fn join_then_count() -> weir::Topology {
     let builder = StreamsBuilder::new();
     let users = builder.table("users", Consumed::with(Utf8, Utf8).store("users-store"));
     let prefs = builder.table("prefs", Consumed::with(Utf8, Utf8).store("prefs-store"));
@@ -226,7 +226,12 @@ fn describe_shows_subtopologies_nodes_stores_and_internal_topics() {
         .group_by(|_, v| (v.clone(), 1i64), Grouped::with(Utf8, I64))
         .count(Materialized::named("per-value"))
         .to("out", Produced::with(Utf8, I64));
-    let text = builder.build().unwrap().describe().to_string();
+    builder.build().unwrap()
+}
+
+#[test]
+fn describe_shows_subtopologies_nodes_stores_and_internal_topics() {
+    let text = join_then_count().describe().to_string();
     for expected in [
         "Sub-topology: 0",
         "Sub-topology: 1",
@@ -243,4 +248,86 @@ fn describe_shows_subtopologies_nodes_stores_and_internal_topics() {
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
+}
+
+#[test]
+fn the_mermaid_drawing_connects_every_node_topic_and_store() {
+    let topology = join_then_count();
+    let chart = topology.describe_mermaid();
+    let lines: Vec<&str> = chart.lines().collect();
+    assert_eq!(lines[0], "flowchart LR", "{chart}");
+    let boxes = lines
+        .iter()
+        .filter(|l| l.trim_start().starts_with("subgraph sub"))
+        .count();
+    assert_eq!(boxes, topology.subtopologies().len(), "{chart}");
+    assert_eq!(lines.iter().filter(|l| l.trim() == "end").count(), boxes, "{chart}");
+
+    // Every shape is declared once, and every arrow joins declared shapes.
+    let declared: Vec<(&str, &str)> = lines
+        .iter()
+        .filter_map(|line| {
+            let line = line.trim();
+            let id_end = line.find(['[', ' '])?;
+            line[id_end..]
+                .starts_with('[')
+                .then(|| (&line[..id_end], &line[id_end..]))
+        })
+        .collect();
+    let id_of = |label: &str| {
+        declared
+            .iter()
+            .find(|(_, shape)| shape.contains(label))
+            .map(|(id, _)| *id)
+            .unwrap_or_else(|| panic!("no shape labelled {label:?} in\n{chart}"))
+    };
+    let arrows: Vec<(&str, &str)> = lines
+        .iter()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let (from, to) = (words.first()?, words.last()?);
+            (words.len() > 2 && !line.contains('[')).then_some((*from, *to))
+        })
+        .collect();
+    for (from, to) in &arrows {
+        for end in [from, to] {
+            assert!(
+                declared.iter().any(|(id, _)| id == end),
+                "{end} is not declared in\n{chart}"
+            );
+        }
+    }
+    for (id, _) in &declared {
+        assert!(
+            arrows.iter().any(|(from, to)| from == id || to == id),
+            "{id} is connected to nothing in\n{chart}"
+        );
+    }
+
+    // The re-partitioning: a sink of the first box writes the topic that a
+    // source of the second reads.
+    let repartition = id_of("#lt;application.id#gt;-per-value-repartition");
+    let writers: Vec<&str> = arrows
+        .iter()
+        .filter(|(_, to)| *to == repartition)
+        .map(|(f, _)| *f)
+        .collect();
+    let readers: Vec<&str> = arrows
+        .iter()
+        .filter(|(from, _)| *from == repartition)
+        .map(|(_, t)| *t)
+        .collect();
+    assert!(
+        writers.iter().all(|w| w.starts_with("n0_")) && !writers.is_empty(),
+        "{chart}"
+    );
+    assert!(
+        readers.iter().all(|r| r.starts_with("n1_")) && !readers.is_empty(),
+        "{chart}"
+    );
+    // Inputs, the output and the stores have their shapes.
+    assert!(id_of("[/\"users\"/]").starts_with('t'));
+    assert!(id_of("[/\"out\"/]").starts_with('t'));
+    assert!(id_of("[(\"prefs-store\")]").starts_with('s'));
+    assert!(!chart.contains("<application.id>"), "unescaped in\n{chart}");
 }

@@ -31,6 +31,20 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Args)]
+struct DescribeArgs {
+    /// `text` in Kafka Streams' layout, or `mermaid`: Markdown with a
+    /// Mermaid flowchart of each topology, to paste into a README or wiki.
+    #[arg(long, value_enum, default_value = "text")]
+    format: DescriptionFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DescriptionFormat {
+    Text,
+    Mermaid,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Runs the pipeline until SIGTERM or SIGINT.
@@ -39,7 +53,7 @@ enum Command {
     /// under an application id of its own (for when the mappings changed).
     Reprocess(ReprocessArgs),
     /// Prints the topology of `run` (and of `reprocess`).
-    Describe,
+    Describe(DescribeArgs),
     /// Runs everything in this process: Kafka, the ID-mapping service, the
     /// CDC generator and the pipeline; prints a verified summary.
     Demo(DemoArgs),
@@ -195,14 +209,21 @@ fn run(command: Command) -> Result<ExitCode, WeirError> {
             let config = config.set("application.id", format!("{base}-reprocess-{run_id}"));
             pipeline.run(topology, config, Queries::None)?;
         }
-        Command::Describe => {
+        Command::Describe(DescribeArgs { format }) => {
             let topics = Topics::default();
             let service = MappingService::at("http://id-mapping");
-            println!("run:\n{}", run_topology(&topics, &service, &Format::Json)?.describe());
-            println!(
-                "reprocess:\n{}",
-                reprocess_topology(&topics, &service, &Format::Json)?.describe()
-            );
+            let topologies = [
+                ("run", run_topology(&topics, &service, &Format::Json)?),
+                ("reprocess", reprocess_topology(&topics, &service, &Format::Json)?),
+            ];
+            for (name, topology) in topologies {
+                match format {
+                    DescriptionFormat::Text => println!("{name}:\n{}", topology.describe()),
+                    DescriptionFormat::Mermaid => {
+                        println!("### {name}\n\n```mermaid\n{}```\n", topology.describe_mermaid())
+                    }
+                }
+            }
         }
         Command::Demo(args) => {
             let report = run_demo(&DemoOptions {

@@ -206,6 +206,22 @@ impl Topology {
     pub fn describe(&self) -> TopologyDescription {
         TopologyDescription::new(&self.def)
     }
+
+    /// The description drawn as a Mermaid flowchart
+    /// ([`TopologyDescription::mermaid`]).
+    ///
+    /// ```
+    /// use weir::{serde::Utf8, Consumed, Produced, StreamsBuilder};
+    /// let builder = StreamsBuilder::new();
+    /// builder
+    ///     .stream("in", Consumed::with(Utf8, Utf8))
+    ///     .to("out", Produced::with(Utf8, Utf8));
+    /// let chart = builder.build().unwrap().describe_mermaid();
+    /// assert!(chart.contains(r#"t0[/"in"/] --> n0_0"#));
+    /// ```
+    pub fn describe_mermaid(&self) -> String {
+        self.describe().mermaid()
+    }
 }
 
 impl std::fmt::Debug for Topology {
