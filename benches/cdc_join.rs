@@ -38,6 +38,7 @@ use user_profile::generator::{CdcWriter, Generator};
 use user_profile::pipeline::{join_topology, run_topology, Format, MappingService as ServiceSettings, Topics};
 use weir::avro::SchemaRegistry;
 use weir::embedded::EmbeddedKafka;
+use weir::serde::SerdeRef;
 use weir::testing::kafka::read_compacted;
 use weir::testing::schema_registry::TestSchemaRegistry;
 use weir_benches::{rate, App};
@@ -171,45 +172,52 @@ fn main() {
         if whole_pipeline { "" } else { &ratio }
     );
 
-    let profiles = read_compacted(
-        kafka.bootstrap_servers(),
+    let profiles = verify_compacted(
+        &kafka,
         &topics.profiles,
-        &format.key_serde(),
+        &format,
         &format.profile_serde(),
-    )
-    .expect("user-profile read back");
-    let profiles: BTreeMap<_, _> = profiles.into_iter().collect();
-    let expected = generator.expected_profiles();
-    assert!(
-        profiles == expected,
-        "user-profile does not hold the profiles the events imply: {} profiles, {} expected, {} differ",
-        profiles.len(),
-        expected.len(),
-        expected.iter().filter(|(id, p)| profiles.get(id) != Some(p)).count()
+        &generator.expected_profiles(),
     );
-    println!("user-profile verified: {} profiles as the events imply", profiles.len());
+    println!("user-profile verified: {profiles} profiles as the events imply");
     if let Some(service) = service {
-        let god_objects: BTreeMap<_, _> = read_compacted(
-            kafka.bootstrap_servers(),
-            &topics.god_objects,
-            &format.key_serde(),
-            &format.god_object_serde(),
-        )
-        .expect("user-god-object read back")
-        .into_iter()
-        .collect();
         let expected = generator.expected_god_objects(|id| format!("u2-{id}"));
-        assert!(
-            god_objects == expected,
-            "user-god-object does not hold the god objects the events imply: {} god objects, {} expected, {} differ",
-            god_objects.len(),
-            expected.len(),
-            expected.iter().filter(|(id, g)| god_objects.get(id) != Some(g)).count()
+        let god_objects = verify_compacted(
+            &kafka,
+            &topics.god_objects,
+            &format,
+            &format.god_object_serde(),
+            &expected,
         );
         println!(
-            "user-god-object verified: {} god objects, {} service calls",
-            god_objects.len(),
+            "user-god-object verified: {god_objects} god objects, {} service calls",
             service.controls().requests()
         );
     }
+}
+
+/// Reads `topic` (user-id keys in `format`) compacted and fails unless it
+/// holds exactly `expected`; returns how many keys it holds.
+fn verify_compacted<V: PartialEq + 'static>(
+    kafka: &EmbeddedKafka,
+    topic: &str,
+    format: &Format,
+    value_serde: &SerdeRef<V>,
+    expected: &BTreeMap<i64, V>,
+) -> usize {
+    let view: BTreeMap<i64, V> = read_compacted(kafka.bootstrap_servers(), topic, &format.key_serde(), value_serde)
+        .unwrap_or_else(|e| panic!("{topic} read back: {e}"))
+        .into_iter()
+        .collect();
+    assert!(
+        &view == expected,
+        "{topic} does not hold what the events imply: {} keys, {} expected, {} differ",
+        view.len(),
+        expected.len(),
+        expected
+            .iter()
+            .filter(|(key, value)| view.get(key) != Some(value))
+            .count()
+    );
+    view.len()
 }
