@@ -217,7 +217,8 @@ impl Topology {
     ///     .stream("in", Consumed::with(Utf8, Utf8))
     ///     .to("out", Produced::with(Utf8, Utf8));
     /// let chart = builder.build().unwrap().describe_mermaid();
-    /// assert!(chart.contains(r#"t0[/"in"/] --> n0_0"#));
+    /// assert!(chart.contains(r#"t0[/"in"/]"#)); // the input topic's shape
+    /// assert!(chart.contains("t0 --> n0_0")); // which the source reads
     /// ```
     pub fn describe_mermaid(&self) -> String {
         self.describe().mermaid()
