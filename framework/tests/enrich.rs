@@ -171,11 +171,24 @@ fn a_permanent_failure_or_running_out_of_attempts_goes_to_the_dead_letter_topic(
             .skipped_for(weir::metrics::SkipReason::EnrichmentDeadLettered),
         2
     );
-    assert!(driver
-        .topology()
-        .describe()
+    let description = driver.topology().describe();
+    assert!(description
         .to_string()
         .contains("enrichment 'ids'; failures to ids-dlq"));
+    // The drawing leads a dotted arrow from the enrichment to its dead letters.
+    let chart = description.mermaid();
+    let dlq = chart
+        .lines()
+        .find_map(|line| line.trim().strip_suffix(r#"[/"ids-dlq"/]"#))
+        .unwrap_or_else(|| panic!("no shape for ids-dlq in\n{chart}"));
+    let enrichment = chart
+        .lines()
+        .find_map(|line| line.trim().split_once("[\"KSTREAM-ENRICH").map(|(id, _)| id))
+        .unwrap_or_else(|| panic!("no enrichment node in\n{chart}"));
+    assert!(
+        chart.contains(&format!("{enrichment} -. dead letters .-> {dlq}")),
+        "{chart}"
+    );
 }
 
 #[test]

@@ -70,6 +70,7 @@ impl TopologyBuilder {
         };
         self.annotate(node, note);
         self.enrichments.push(EnrichmentDef {
+            node,
             name: name.to_string(),
             stats,
             dead_letter_topic,

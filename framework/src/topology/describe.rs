@@ -57,6 +57,8 @@ enum NodeDescriptionKind {
     },
     Processor {
         stores: Vec<String>,
+        /// Where an enrichment's failures go.
+        dead_letters: Option<String>,
     },
     Sink {
         topic: String,
@@ -87,6 +89,11 @@ impl TopologyDescription {
                             },
                             NodeKind::Processor => NodeDescriptionKind::Processor {
                                 stores: node.stores.clone(),
+                                dead_letters: def
+                                    .enrichments
+                                    .iter()
+                                    .find(|e| e.node == id)
+                                    .and_then(|e| e.dead_letter_topic.clone()),
                             },
                             NodeKind::Sink { topic } => NodeDescriptionKind::Sink {
                                 topic: topic.resolve(APP),
@@ -147,21 +154,27 @@ impl TopologyDescription {
                     let _ = write!(label, "<br/><i>{}</i>", escape(note));
                 }
                 let _ = writeln!(out, "        {id}[\"{label}\"]");
-                match &node.kind {
+                let dead_letters = match &node.kind {
                     NodeDescriptionKind::Source { topic, dead_letters } => {
                         let _ = writeln!(edges, "    {} --> {id}", topics.id(topic));
-                        if let Some(dlq) = dead_letters {
-                            let _ = writeln!(edges, "    {id} -. dead letters .-> {}", topics.id(dlq));
-                        }
+                        dead_letters
                     }
-                    NodeDescriptionKind::Processor { stores: names } => {
+                    NodeDescriptionKind::Processor {
+                        stores: names,
+                        dead_letters,
+                    } => {
                         for store in names {
                             let _ = writeln!(edges, "    {id} -.- {}", stores.id(store));
                         }
+                        dead_letters
                     }
                     NodeDescriptionKind::Sink { topic } => {
                         let _ = writeln!(edges, "    {id} --> {}", topics.id(topic));
+                        &None
                     }
+                };
+                if let Some(dlq) = dead_letters {
+                    let _ = writeln!(edges, "    {id} -. dead letters .-> {}", topics.id(dlq));
                 }
                 for child in &node.children {
                     let _ = writeln!(edges, "    {id} --> n{}_{child}", sub.id);
@@ -240,7 +253,8 @@ impl fmt::Display for TopologyDescription {
                             None => writeln!(f)?,
                         }
                     }
-                    NodeDescriptionKind::Processor { stores } => {
+                    // An enrichment's dead letters are named in its note.
+                    NodeDescriptionKind::Processor { stores, .. } => {
                         writeln!(f, "    Processor: {} (stores: [{}])", node.name, stores.join(", "))?
                     }
                     NodeDescriptionKind::Sink { topic } => writeln!(f, "    Sink: {} (topic: {topic})", node.name)?,

@@ -128,6 +128,8 @@ pub(crate) struct TopologyDef {
 /// An enrichment node, for its metrics and its dead-letter topic.
 #[derive(Clone)]
 pub(crate) struct EnrichmentDef {
+    /// Its node in the topology.
+    pub node: usize,
     pub name: String,
     pub stats: Arc<EnrichStats>,
     pub dead_letter_topic: Option<String>,
