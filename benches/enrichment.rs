@@ -48,11 +48,8 @@ fn main() {
         .filter(|arg| !arg.starts_with('-'))
         .map(|arg| arg.parse().expect("the arguments are in-flight limits"))
         .collect();
-    let limits = if chosen.is_empty() {
-        vec![1, 16, 64, 256, 1024]
-    } else {
-        chosen.clone()
-    };
+    let every_run = chosen.is_empty();
+    let limits = if every_run { vec![1, 16, 64, 256, 1024] } else { chosen };
     for (run, limit) in limits.into_iter().enumerate() {
         let ideal = limit * 1000 / LATENCY.as_millis() as u64;
         let records = (ideal * SECONDS_PER_RUN).min(MAX_RECORDS);
@@ -66,7 +63,7 @@ fn main() {
         bench.app.close();
     }
 
-    if !chosen.is_empty() {
+    if !every_run {
         return;
     }
     println!();

@@ -67,7 +67,7 @@ impl App {
     pub fn wait_for_processed(&self, total: u64, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let processed = self.streams.metrics().processed;
+            let processed = self.processed();
             if processed >= total {
                 return;
             }

@@ -27,8 +27,6 @@ pub struct EnrichStats {
     in_flight: AtomicI64,
     buffered: AtomicI64,
     breaker: AtomicU8,
-    /// Set when the buffer filled up, cleared when it drained to half.
-    holding_back: AtomicBool,
 }
 
 /// A snapshot of [`EnrichStats`].
@@ -66,25 +64,8 @@ impl EnrichStats {
         }
     }
 
-    /// Whether input should stay paused, with `max_buffered` records
-    /// allowed to wait.
-    ///
-    /// Input pauses when the buffer is full and resumes only when it has
-    /// drained to half: resuming at the first free slot would pause and
-    /// resume on every answer, and each pause makes librdkafka drop what
-    /// it fetched ahead, so the calls would run dry while it fetches again.
-    pub(crate) fn holding_back(&self, max_buffered: usize) -> bool {
-        let buffered = self.buffered.load(Ordering::Relaxed);
-        let max = max_buffered as i64;
-        if buffered >= max {
-            self.holding_back.store(true, Ordering::Relaxed);
-            true
-        } else if buffered <= max / 2 {
-            self.holding_back.store(false, Ordering::Relaxed);
-            false
-        } else {
-            self.holding_back.load(Ordering::Relaxed)
-        }
+    fn buffered(&self) -> i64 {
+        self.buffered.load(Ordering::Relaxed)
     }
 }
 
@@ -126,6 +107,8 @@ pub(crate) struct Caller<Q, R> {
     slots: tokio::sync::Semaphore,
     breaker: Mutex<CircuitBreaker>,
     stats: Arc<EnrichStats>,
+    /// Set when the buffer filled up, cleared when it drained to half.
+    holding_back: AtomicBool,
     name: String,
     /// Registered on first use: a topology is often built before the
     /// application installs its metrics recorder, and handles taken
@@ -150,6 +133,7 @@ impl<Q, R> Caller<Q, R> {
             breaker: Mutex::new(CircuitBreaker::new(options.breaker.clone())),
             options,
             stats: Arc::new(EnrichStats::default()),
+            holding_back: AtomicBool::new(false),
             name: name.to_string(),
             exported: std::sync::OnceLock::new(),
         }
@@ -163,8 +147,25 @@ impl<Q, R> Caller<Q, R> {
         &self.stats
     }
 
-    pub(crate) fn options(&self) -> &EnrichOptions {
-        &self.options
+    /// Whether input should stay paused for the records waiting here.
+    ///
+    /// Input pauses when [`EnrichOptions::max_buffered`] records wait and
+    /// resumes only when half of them have left: resuming at the first free
+    /// slot would pause and resume on every answer, and each pause makes
+    /// librdkafka drop what it fetched ahead, so the calls would run dry
+    /// while it fetches again.
+    pub(crate) fn holding_back(&self) -> bool {
+        let buffered = self.stats.buffered();
+        let max = self.options.max_buffered as i64;
+        if buffered >= max {
+            self.holding_back.store(true, Ordering::Relaxed);
+            true
+        } else if buffered <= max / 2 {
+            self.holding_back.store(false, Ordering::Relaxed);
+            false
+        } else {
+            self.holding_back.load(Ordering::Relaxed)
+        }
     }
 
     /// Counts records entering (`+n`) or leaving (`-n`) the wait for enrichment.

@@ -456,8 +456,7 @@ where
     }
 
     fn backpressured(&self) -> bool {
-        let spec = &self.borrow().spec;
-        spec.caller.stats().holding_back(spec.caller.options().max_buffered)
+        self.borrow().spec.caller.holding_back()
     }
 }
 
