@@ -5,6 +5,11 @@
 //! percentiles, and whether the final `user-god-object` view is exactly
 //! what the generated changes imply. With `avro`, every topic is in Avro
 //! through an in-process Schema Registry.
+//!
+//! Given the address of a cluster, the demo runs on it instead, under topic
+//! names and an application id of the run's own, so that its figures are a
+//! real broker's (the in-process cluster's fetches are slower than a
+//! broker's and get slower as its partitions fill).
 
 use crate::generator::{CdcWriter, Generator};
 use crate::model::GodObject;
@@ -17,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use weir::avro::SchemaRegistry;
 use weir::embedded::EmbeddedKafka;
-use weir::runtime::{KafkaStreams, StreamsConfig, StreamsState};
+use weir::runtime::{KafkaStreams, KafkaTopicAdmin, NewTopicSpec, StreamsConfig, StreamsState, TopicAdmin};
 use weir::serde::Serde;
 use weir::testing::kafka::consumer_from_beginning;
 use weir::testing::schema_registry::TestSchemaRegistry;
@@ -45,6 +50,12 @@ pub struct DemoOptions {
     pub avro: bool,
     /// How long to wait for the outputs to match after the last event.
     pub settle_timeout: Duration,
+    /// A cluster to run on instead of the in-process one.
+    pub bootstrap_servers: Option<String>,
+    /// Further librdkafka settings of every producer of the run, the
+    /// pipeline's and the generator's (for instance `batch.num.messages=1`
+    /// for a broker that cannot serve a fetch from inside a batch).
+    pub producer_settings: Vec<(String, String)>,
 }
 
 impl Default for DemoOptions {
@@ -59,6 +70,8 @@ impl Default for DemoOptions {
             stream_threads: 2,
             avro: false,
             settle_timeout: Duration::from_secs(600),
+            bootstrap_servers: None,
+            producer_settings: Vec::new(),
         }
     }
 }
@@ -74,16 +87,23 @@ pub struct DemoReport {
 
 /// Runs the demo and prints its progress and summary.
 pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
-    let kafka = Arc::new(EmbeddedKafka::start()?);
-    let topics = Topics::default();
-    for topic in [
-        &topics.users,
-        &topics.preferences,
-        &topics.profiles,
-        &topics.god_objects,
-    ] {
-        kafka.create_topic(topic, PARTITIONS)?;
-    }
+    let (embedded, bootstrap_servers) = match &options.bootstrap_servers {
+        None => {
+            let kafka = Arc::new(EmbeddedKafka::start()?);
+            let servers = kafka.bootstrap_servers().to_string();
+            (Some(kafka), servers)
+        }
+        Some(servers) => (None, servers.clone()),
+    };
+    // On a cluster of its own the run keeps the plain names; on a shared
+    // one, names of its own keep it apart from earlier runs.
+    let (application_id, topics) = match embedded {
+        Some(_) => ("user-profile-demo".to_string(), Topics::default()),
+        None => {
+            let run = format!("demo-{}", now_ms());
+            (format!("user-profile-{run}"), Topics::with_prefix(&format!("{run}-")))
+        }
+    };
     let service = id_mapping_service::MappingService::start(Behaviour {
         latency_ms: options.service_latency.as_millis() as u64,
         error_rate: options.service_error_rate,
@@ -91,8 +111,8 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
     })
     .map_err(|e| WeirError::Other(format!("cannot start the ID-mapping service: {e}")))?;
     println!(
-        "in-process Kafka at {}, ID-mapping service at http://{} ({} ms, {:.1}% errors)",
-        kafka.bootstrap_servers(),
+        "{} Kafka at {bootstrap_servers}, ID-mapping service at http://{} ({} ms, {:.1}% errors)",
+        if embedded.is_some() { "in-process" } else { "given" },
         service.address(),
         options.service_latency.as_millis(),
         options.service_error_rate * 100.0
@@ -109,7 +129,7 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
     };
 
     let state = tempfile::tempdir().map_err(|e| WeirError::StateDir(e.to_string()))?;
-    let config = StreamsConfig::new("user-profile-demo", kafka.bootstrap_servers())
+    let mut config = StreamsConfig::new(&application_id, &bootstrap_servers)
         .set("state.dir", state.path().to_string_lossy())
         .set("consumer.session.timeout.ms", "6000")
         .set("num.stream.threads", options.stream_threads.to_string())
@@ -119,9 +139,23 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
         // whole wait (500 ms by default), where a broker answers as soon
         // as records arrive; each hop of the pipeline would add that.
         .set("consumer.fetch.wait.max.ms", "10");
+    for (key, value) in &options.producer_settings {
+        config = config.set(format!("producer.{key}"), value);
+    }
     let service_url = MappingService::at(format!("http://{}", service.address()));
     let topology = run_topology(&topics, &service_url, &format)?;
-    let mut streams = KafkaStreams::new(topology.clone(), &config)?.with_topic_admin(kafka.clone());
+    let streams = KafkaStreams::new(topology.clone(), &config)?;
+    let admin: Arc<dyn TopicAdmin> = match &embedded {
+        Some(kafka) => kafka.clone(),
+        None => Arc::new(KafkaTopicAdmin::new(streams.settings())?),
+    };
+    admin.create_topics(&[
+        topic_spec(&topics.users, "delete"),
+        topic_spec(&topics.preferences, "delete"),
+        topic_spec(&topics.profiles, "compact"),
+        topic_spec(&topics.god_objects, "compact"),
+    ])?;
+    let mut streams = streams.with_topic_admin(admin);
     streams.start()?;
     if !streams.wait_for_state(StreamsState::Running, Duration::from_secs(60)) {
         return Err(WeirError::Other(format!(
@@ -130,9 +164,19 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
         )));
     }
     let started = Instant::now();
-    let outputs = OutputMonitor::start(kafka.bootstrap_servers(), &topics, &format, started)?;
+    let outputs = OutputMonitor::start(&bootstrap_servers, &topics, &format, started)?;
     let mut generator = Generator::with_format(options.seed, options.users, &format);
-    let mut writer = CdcWriter::new(kafka.bootstrap_servers(), &topics.users, &topics.preferences)?;
+    let producer_settings: Vec<(&str, &str)> = options
+        .producer_settings
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
+    let mut writer = CdcWriter::with_settings(
+        &bootstrap_servers,
+        &topics.users,
+        &topics.preferences,
+        &producer_settings,
+    )?;
     let mut progress = Progress::new(started);
     writer.write_history(&mut generator, options.events, options.rate, |written| {
         progress.report(&streams, &outputs, written)
@@ -208,6 +252,14 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
     outputs.stop();
     streams.close()?;
     Ok(report)
+}
+
+fn topic_spec(name: &str, cleanup_policy: &'static str) -> NewTopicSpec {
+    NewTopicSpec {
+        name: name.to_string(),
+        partitions: PARTITIONS,
+        cleanup_policy,
+    }
 }
 
 /// CDC records the pipeline consumed, as of its last commit.

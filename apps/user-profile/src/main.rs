@@ -150,6 +150,21 @@ struct DemoArgs {
     /// `avro` runs an in-process Schema Registry and puts every topic in Avro.
     #[arg(long, value_enum, default_value_t = FormatName::Json)]
     format: FormatName,
+    /// A Kafka cluster to run on instead of the in-process one; the run's
+    /// topics and application id are named `demo-<start time>-…`.
+    #[arg(long)]
+    bootstrap_servers: Option<String>,
+    /// A librdkafka setting (`key=value`) of every producer of the run, the
+    /// pipeline's and the generator's; may be repeated.
+    #[arg(long = "producer", value_parser = key_value)]
+    producer_settings: Vec<(String, String)>,
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.trim().to_string())),
+        _ => Err(format!("expected key=value, not {text:?}")),
+    }
 }
 
 #[derive(Args)]
@@ -234,6 +249,8 @@ fn run(command: Command) -> Result<ExitCode, WeirError> {
                 seed: args.seed,
                 stream_threads: args.stream_threads,
                 avro: args.format == FormatName::Avro,
+                bootstrap_servers: args.bootstrap_servers,
+                producer_settings: args.producer_settings,
                 ..DemoOptions::default()
             })?;
             if report.verified.is_err() {

@@ -46,6 +46,7 @@ mod simulation;
 mod state_manager;
 mod stream_thread;
 mod task;
+mod task_lock;
 mod task_manager;
 mod topics;
 

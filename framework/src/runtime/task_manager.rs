@@ -16,6 +16,7 @@ use super::gauges;
 use super::query::LocalStores;
 use super::state_manager::{remove_state, OpenRequest, Restoration, TaskState};
 use super::task::{Task, TaskId, TaskSettings};
+use super::task_lock::TaskDirLock;
 use crate::enrich::AnswerWait;
 use crate::error::WeirError;
 use crate::metrics::{RuntimeMetrics, TaskMetrics};
@@ -34,6 +35,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a task is in its life.
 enum Phase {
+    /// Its state directory is still another's: a previous owner that has
+    /// not yet noticed that it lost the task (see [`super::task_lock`]).
+    /// Its input is paused; the restore loop tries the lock again, and
+    /// opens the task from these offsets, read at its assignment.
+    Waiting(CommittedOffsets),
     /// Its stores restore; its input is paused.
     Restoring(Restoration),
     Running {
@@ -51,6 +57,9 @@ struct ActiveTask {
     /// Waiting at a commit point for its asynchronous work: its input is
     /// paused.
     draining: bool,
+    /// Held from the task's open until it is closed, when its stores are
+    /// persistent.
+    dir_lock: Option<TaskDirLock>,
 }
 
 impl ActiveTask {
@@ -58,7 +67,7 @@ impl ActiveTask {
     fn running(&mut self) -> Option<&mut Task> {
         match &mut self.phase {
             Phase::Running { task, .. } => Some(task),
-            Phase::Restoring(_) => None,
+            Phase::Waiting(_) | Phase::Restoring(_) => None,
         }
     }
 
@@ -67,25 +76,27 @@ impl ActiveTask {
         match &self.phase {
             Phase::Running { task, .. } => Some(task),
             Phase::Restoring(restoration) => restoration.task(),
+            Phase::Waiting(_) => None,
         }
     }
 
     fn held_records(&self) -> usize {
         match &self.phase {
             Phase::Running { task, .. } => task.held_records(),
-            Phase::Restoring(_) => 0,
+            Phase::Waiting(_) | Phase::Restoring(_) => 0,
         }
     }
 
     fn backpressured(&self) -> bool {
         match &self.phase {
             Phase::Running { task, .. } => task.backpressured(),
-            Phase::Restoring(_) => false,
+            Phase::Waiting(_) | Phase::Restoring(_) => false,
         }
     }
 
-    fn is_restoring(&self) -> bool {
-        matches!(self.phase, Phase::Restoring(_))
+    /// Waiting for its directory or restoring: not processing yet.
+    fn is_opening(&self) -> bool {
+        matches!(self.phase, Phase::Waiting(_) | Phase::Restoring(_))
     }
 }
 
@@ -284,7 +295,7 @@ impl TaskManager {
     pub(crate) fn partitions_to_pause(&self, everything: bool) -> BTreeSet<(Arc<str>, i32)> {
         self.active
             .values()
-            .filter(|active| everything || active.draining || active.is_restoring())
+            .filter(|active| everything || active.draining || active.is_opening())
             .flat_map(|active| {
                 let partition = active.inputs.partition();
                 active.inputs.topics().map(move |topic| (topic.clone(), partition))
@@ -378,7 +389,7 @@ impl TaskManager {
                 held_records: active.held_records(),
                 changelogs: match &active.phase {
                     Phase::Running { state, .. } => Some(state.committable_offsets(self.output.as_ref())),
-                    Phase::Restoring(_) => None,
+                    Phase::Waiting(_) | Phase::Restoring(_) => None,
                 },
             };
             active.draining = false;
@@ -693,11 +704,55 @@ impl TaskManager {
     }
 
     /// Creates a task whose stores restore from the poll loop (see
-    /// [`TaskManager::restore`]); returns its input positions.
+    /// [`TaskManager::restore`]), or that waits for its state directory
+    /// first; returns its input positions.
     fn open_task(&mut self, id: TaskId, committed: &CommittedOffsets) -> Result<Vec<PartitionOffset>, WeirError> {
         let app = &self.settings.application_id;
         let sub = &self.topology.subtopologies()[id.subtopology];
-        let changelogs: Vec<(String, Arc<str>)> = sub
+        let inputs = InputPositions::from_committed(
+            sub.source_topics.iter().map(|t| Arc::from(t.resolve(app))),
+            id.partition,
+            committed,
+        );
+        let starts = inputs.offsets().collect();
+        let mut dir_lock = match self.stores.persistent() {
+            true => Some(TaskDirLock::open(&self.task_dir(id))?),
+            false => None,
+        };
+        let phase = match dir_lock.as_mut().map_or(Ok(true), TaskDirLock::try_take)? {
+            true => Phase::Restoring(self.begin_restore(id, committed)?),
+            false => {
+                tracing::info!(
+                    task = %id,
+                    "the task's state directory is still open in its previous owner, which has not yet given the \
+                     task up; waiting for it"
+                );
+                Phase::Waiting(committed.clone())
+            }
+        };
+        self.active.insert(
+            id,
+            ActiveTask {
+                phase,
+                inputs,
+                // The first commit names this instance as the owner and
+                // moves the committed changelog offsets past the fence.
+                uncommitted: true,
+                draining: false,
+                dir_lock,
+            },
+        );
+        Ok(starts)
+    }
+
+    fn task_dir(&self, id: TaskId) -> std::path::PathBuf {
+        self.settings.app_dir().join(id.to_string())
+    }
+
+    /// Opens a task's stores, which then restore from the poll loop.
+    fn begin_restore(&self, id: TaskId, committed: &CommittedOffsets) -> Result<Restoration, WeirError> {
+        let app = &self.settings.application_id;
+        let changelogs: Vec<(String, Arc<str>)> = self.topology.subtopologies()[id.subtopology]
             .stores
             .iter()
             .map(|store| (store.clone(), Arc::from(changelog_topic(app, store))))
@@ -707,44 +762,62 @@ impl TaskManager {
         }
         let request = OpenRequest {
             id,
-            dir: self.settings.app_dir().join(id.to_string()),
+            dir: self.task_dir(id),
             changelogs,
             committed,
             exactly_once: self.is_exactly_once(),
             persistent: self.stores.persistent(),
         };
         let task_settings = task_settings(&self.settings, self.stores.as_ref(), &self.cache);
-        let restoration = Restoration::begin(&request, &mut || Task::new(&self.topology, id, &task_settings))?;
-        let inputs = InputPositions::from_committed(
-            sub.source_topics.iter().map(|t| Arc::from(t.resolve(app))),
-            id.partition,
-            committed,
-        );
-        let starts = inputs.offsets().collect();
-        self.active.insert(
-            id,
-            ActiveTask {
-                phase: Phase::Restoring(restoration),
-                inputs,
-                // The first commit names this instance as the owner and
-                // moves the committed changelog offsets past the fence.
-                uncommitted: true,
-                draining: false,
-            },
-        );
-        Ok(starts)
+        Restoration::begin(&request, &mut || Task::new(&self.topology, id, &task_settings))
     }
 
-    /// Whether a task's stores are restoring.
+    /// Opens the waiting tasks whose state directories their previous
+    /// owners have given up.
+    fn open_waiting(&mut self) -> Result<(), WeirError> {
+        let waiting: Vec<TaskId> = self
+            .active
+            .iter()
+            .filter(|(_, active)| matches!(active.phase, Phase::Waiting(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            let Some(active) = self.active.get_mut(&id) else {
+                continue;
+            };
+            if !active.dir_lock.as_mut().map_or(Ok(true), TaskDirLock::try_take)? {
+                continue;
+            }
+            let Phase::Waiting(committed) =
+                std::mem::replace(&mut active.phase, Phase::Waiting(CommittedOffsets::new()))
+            else {
+                continue;
+            };
+            tracing::info!(task = %id, "the task's state directory is free; opening the task");
+            let restoration = self.begin_restore(id, &committed)?;
+            if let Some(active) = self.active.get_mut(&id) {
+                active.phase = Phase::Restoring(restoration);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a task's stores are restoring, or waiting for their
+    /// directory: [`TaskManager::restore`] has work.
     pub(crate) fn restoring(&self) -> bool {
-        self.active.values().any(ActiveTask::is_restoring)
+        self.active.values().any(ActiveTask::is_opening)
     }
 
     /// Restores about `max_records` records of the first restoring task;
     /// a task whose stores are restored is fenced (at-least-once) and
     /// starts processing, its input resumed.
     pub(crate) fn restore(&mut self, max_records: usize) -> Result<(), WeirError> {
-        let Some((&id, active)) = self.active.iter_mut().find(|(_, active)| active.is_restoring()) else {
+        self.open_waiting()?;
+        let Some((&id, active)) = self
+            .active
+            .iter_mut()
+            .find(|(_, active)| matches!(active.phase, Phase::Restoring(_)))
+        else {
             return Ok(());
         };
         let Phase::Restoring(restoration) = &mut active.phase else {
@@ -765,6 +838,7 @@ impl TaskManager {
             inputs,
             uncommitted,
             draining,
+            dir_lock,
         }) = self.active.remove(&id)
         else {
             return Ok(());
@@ -780,6 +854,7 @@ impl TaskManager {
                 inputs,
                 uncommitted,
                 draining,
+                dir_lock,
             },
         );
         // The first commit names this instance as the task's owner and
@@ -827,10 +902,14 @@ impl TaskManager {
                 }
                 (dir, keep_restored)
             }
+            // The directory is still its previous owner's.
+            Phase::Waiting(_) => return Ok(()),
         };
         if !keep && self.stores.persistent() {
             remove_state(&dir)?;
         }
+        // Only now may the task's next owner open the directory.
+        drop(active.dir_lock);
         Ok(())
     }
 

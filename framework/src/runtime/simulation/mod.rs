@@ -128,10 +128,17 @@ impl Simulation {
             commit_answer_lost: if rng.chance(0.5) { 0.05 } else { 0.0 },
             read_error: if rng.chance(0.5) { 0.03 } else { 0.0 },
         };
-        Self::with_faults(seed, rng, faults)
+        // Half the runs make the first two slots two stream threads of one
+        // instance, on one state directory: a task the group moves between
+        // them while its previous owner stalls is opened in a directory the
+        // stalled thread still has open.
+        let shared_directory = rng.chance(0.5);
+        Self::with_faults(seed, rng, faults, shared_directory)
     }
 
-    fn with_faults(seed: u64, rng: Rng, faults: Faults) -> Self {
+    /// A run with `faults`; with `shared_directory`, slots 0 and 1 are
+    /// stream threads of one instance.
+    fn with_faults(seed: u64, rng: Rng, faults: Faults, shared_directory: bool) -> Self {
         let lookups = Rc::new(
             tokio::runtime::Builder::new_current_thread()
                 .enable_time()
@@ -172,13 +179,18 @@ impl Simulation {
                 "/tmp"
             })
             .expect("a temporary directory");
-        let slots = (0..SLOTS)
-            .map(|index| Slot {
-                state_dir: dir.path().join(format!("slot-{index}")),
-                disk: Disk::default(),
+        let mut slots: Vec<Slot> = Vec::new();
+        for index in 0..SLOTS {
+            let (state_dir, disk) = match slots.first() {
+                Some(first) if index == 1 && shared_directory => (first.state_dir.clone(), first.disk.clone()),
+                _ => (dir.path().join(format!("slot-{index}")), Disk::default()),
+            };
+            slots.push(Slot {
+                state_dir,
+                disk,
                 member: None,
-            })
-            .collect();
+            });
+        }
         Simulation {
             seed,
             rng,
@@ -190,7 +202,10 @@ impl Simulation {
             produced: 0,
             next_member: 1,
             expiries: Vec::new(),
-            events: Vec::new(),
+            events: match shared_directory {
+                true => vec!["slots 0 and 1 are stream threads of one instance, on one state directory".to_string()],
+                false => Vec::new(),
+            },
             _dir: dir,
         }
     }

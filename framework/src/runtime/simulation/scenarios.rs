@@ -12,6 +12,11 @@ use std::sync::Arc;
 
 /// A run without injected faults, whose coordinator checks generations.
 fn scripted() -> Simulation {
+    scripted_on(false)
+}
+
+/// [`scripted`], with slots 0 and 1 as `shared_directory` says.
+fn scripted_on(shared_directory: bool) -> Simulation {
     Simulation::with_faults(
         0,
         Rng::new(0),
@@ -23,6 +28,7 @@ fn scripted() -> Simulation {
             commit_answer_lost: 0.0,
             read_error: 0.0,
         },
+        shared_directory,
     )
 }
 
@@ -81,10 +87,14 @@ impl Simulation {
         self.feed(slot, next).expect("a record is processed");
     }
 
-    /// The member restores its restoring tasks to the end.
+    /// The member restores its restoring tasks to the end (a task waiting
+    /// for its directory keeps waiting).
     fn finish_restores(&mut self, slot: usize) {
         let manager = &mut self.slots[slot].member.as_mut().expect("a member").manager;
-        while manager.restoring() {
+        for _ in 0..10_000 {
+            if !manager.restoring() {
+                return;
+            }
             manager.restore(100).expect("a restore without faults");
         }
     }
@@ -354,4 +364,58 @@ fn a_lost_assignment_commits_nothing_and_drops_the_queued_records() {
         .on_revoked(&group, &held, true);
     assert_eq!(sim.commits_by(id, before), 0);
     assert_eq!(sim.member(0).producer.queued(), 0);
+}
+
+/// Two stream threads of one instance: the first stalls past its session,
+/// and the group gives its tasks to the second while the first still has
+/// their stores open. The second waits for each task's directory, its
+/// input paused, instead of stopping on stores it cannot open (or opening
+/// them under the stalled thread), and takes the tasks up once the first
+/// has noticed its loss and closed them.
+#[test]
+fn a_thread_given_a_task_its_stalled_sibling_holds_waits_for_the_directory() {
+    let mut sim = scripted_on(true);
+    let partition = partition_of("u1");
+    sim.write(user("u1", Some("u1.1@a.com")));
+    sim.write(preference("u1", true));
+    sim.start(0);
+    sim.settle();
+    sim.drain_input(0);
+    sim.commit(0);
+    let stalled = sim.member(0).id;
+    sim.slots[0].member.as_mut().expect("a member").stalled = true;
+    sim.expire(stalled);
+
+    sim.start(1);
+    sim.settle();
+    sim.write(user("u1", Some("u1.2@b.org")));
+    assert!(
+        sim.member(1).manager.restoring(),
+        "the tasks wait for their directories"
+    );
+    assert!(sim
+        .member(1)
+        .manager
+        .partitions_to_pause(false)
+        .contains(&(Arc::from(USERS), partition)));
+    assert!(sim.readable(1).is_empty(), "nothing is processed meanwhile");
+
+    sim.slots[0].member.as_mut().expect("a member").stalled = false;
+    while sim.member(0).view.borrow().generation != 0 {
+        sim.rebalance(0).expect("the stalled thread notices its loss");
+    }
+    sim.settle();
+    for slot in [0, 1] {
+        sim.drain_input(slot);
+        sim.commit(slot);
+    }
+    assert!(
+        sim.compacted(PROFILES)
+            .0
+            .get("u1")
+            .is_some_and(|p| p.contains("u1.2@b.org")),
+        "{}",
+        sim.history("u1")
+    );
+    sim.check().expect("every output and store matches the reference");
 }

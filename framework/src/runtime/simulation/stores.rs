@@ -1,19 +1,28 @@
 //! Stores for the simulation that behave like RocksDB with its write-ahead
 //! log off: what a store held at its last flush survives the member's
 //! crash (its task directory stays), anything later is lost; a deleted task
-//! directory takes the store with it.
+//! directory takes the store with it. Like RocksDB's `LOCK`, a store open
+//! in one member cannot be opened by another on the same directory.
 
 use crate::error::StoreError;
 use crate::state::{InMemoryStore, KeyValueStore, StoreReader, StoreSize, StoreSupplier};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
 
-/// What every store of a member slot held at its last flush, by task
-/// directory and store name; shared across the slot's incarnations.
-pub(super) type Disk = Arc<Mutex<HashMap<(PathBuf, String), Entries>>>;
+/// The stores of a state directory, by task directory and store name;
+/// shared across the incarnations of the slots on the directory.
+pub(super) type Disk = Arc<Mutex<DiskState>>;
+
+#[derive(Default)]
+pub(super) struct DiskState {
+    /// What each store held at its last flush.
+    flushed: HashMap<(PathBuf, String), Entries>,
+    /// The stores open now.
+    open: HashSet<(PathBuf, String)>,
+}
 
 pub(super) struct SimStores {
     pub app_dir: PathBuf,
@@ -25,14 +34,21 @@ impl StoreSupplier for SimStores {
         let dir = self.app_dir.join(task_id);
         let key = (dir.clone(), store.to_string());
         let mut disk = self.disk.lock().unwrap_or_else(|p| p.into_inner());
+        if disk.open.contains(&key) {
+            return Err(StoreError::new(
+                store,
+                std::io::Error::other(format!("{}: lock held by another open of the store", dir.display())),
+            ));
+        }
         if !dir.exists() {
-            disk.remove(&key);
+            disk.flushed.remove(&key);
             std::fs::create_dir_all(&dir).map_err(|e| StoreError::new(store, e))?;
         }
         let mut memory = InMemoryStore::new(store);
-        for (k, v) in disk.get(&key).into_iter().flatten() {
+        for (k, v) in disk.flushed.get(&key).into_iter().flatten() {
             memory.put(k, v)?;
         }
+        disk.open.insert(key.clone());
         Ok(Box::new(SimStore {
             memory,
             key,
@@ -84,6 +100,7 @@ impl KeyValueStore for SimStore {
         self.disk
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .flushed
             .insert(self.key.clone(), entries);
         Ok(())
     }
@@ -94,5 +111,15 @@ impl KeyValueStore for SimStore {
 
     fn size(&self) -> StoreSize {
         self.memory.size()
+    }
+}
+
+impl Drop for SimStore {
+    fn drop(&mut self) {
+        self.disk
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .open
+            .remove(&self.key);
     }
 }
