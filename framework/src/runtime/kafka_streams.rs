@@ -5,6 +5,7 @@ use super::config::{Settings, StoreBackend, StreamsConfig};
 use super::health::Problems;
 use super::producer::RecordSender;
 use super::query::{LocalStores, ReadOnlyStore};
+use super::state_dir_lock::try_lock_file;
 use super::stream_thread;
 use super::task_manager::{TaskManager, ThreadIo};
 use super::topics::{prepare_topics, KafkaTopicAdmin, TopicAdmin};
@@ -478,20 +479,13 @@ fn log_plan(settings: &Settings, plan: &PartitionPlan) {
 
 /// Locks `<state.dir>/<application.id>/.lock` for the life of the instance.
 fn lock_state_dir(settings: &Settings) -> Result<File, WeirError> {
-    let path = settings.app_dir().join(".lock");
-    let file =
-        File::create(&path).map_err(|e| WeirError::StateDir(format!("cannot create {}: {e}", path.display())))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(WeirError::StateDir(format!(
+    try_lock_file(&settings.app_dir().join(".lock"))?.ok_or_else(|| {
+        WeirError::StateDir(format!(
             "{} is in use by another instance of '{}'; give each instance its own state.dir",
             settings.app_dir().display(),
             settings.application_id
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(WeirError::StateDir(format!("cannot lock {}: {e}", path.display())))
-        }
-    }
+        ))
+    })
 }
 
 /// A random id kept in the state directory, so that an instance restarted on

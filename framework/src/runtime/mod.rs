@@ -43,10 +43,10 @@ mod producer;
 mod query;
 #[cfg(test)]
 mod simulation;
+mod state_dir_lock;
 mod state_manager;
 mod stream_thread;
 mod task;
-mod task_lock;
 mod task_manager;
 mod topics;
 

@@ -14,9 +14,9 @@ use super::commit::{verdict, Candidate, InputPositions, Rewinds, Verdict};
 use super::config::{ProcessingGuarantee, Settings};
 use super::gauges;
 use super::query::LocalStores;
+use super::state_dir_lock::TaskDirLock;
 use super::state_manager::{remove_state, OpenRequest, Restoration, TaskState};
 use super::task::{Task, TaskId, TaskSettings};
-use super::task_lock::TaskDirLock;
 use crate::enrich::AnswerWait;
 use crate::error::WeirError;
 use crate::metrics::{RuntimeMetrics, TaskMetrics};
@@ -36,7 +36,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where a task is in its life.
 enum Phase {
     /// Its state directory is still another's: a previous owner that has
-    /// not yet noticed that it lost the task (see [`super::task_lock`]).
+    /// not yet noticed that it lost the task (see [`super::state_dir_lock`]).
     /// Its input is paused; the restore loop tries the lock again, and
     /// opens the task from these offsets, read at its assignment.
     Waiting(CommittedOffsets),
@@ -716,7 +716,7 @@ impl TaskManager {
         );
         let starts = inputs.offsets().collect();
         let mut dir_lock = match self.stores.persistent() {
-            true => Some(TaskDirLock::open(&self.task_dir(id))?),
+            true => Some(TaskDirLock::new(&self.task_dir(id))),
             false => None,
         };
         let phase = match dir_lock.as_mut().map_or(Ok(true), TaskDirLock::try_take)? {
