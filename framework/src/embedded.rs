@@ -22,6 +22,7 @@ use rdkafka::types::RDKafkaApiKey;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientConfig;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// A running mock cluster; it stops when dropped.
 pub struct EmbeddedKafka {
@@ -127,6 +128,14 @@ impl EmbeddedKafka {
             self.cluster.broker_down(1)
         };
         changed.map_err(|e| WeirError::Kafka(format!("cannot change the mock broker: {e}")))
+    }
+
+    /// Delays every answer of the broker by `rtt`, as a distant or
+    /// overloaded broker would (zero: answers at once again).
+    pub fn set_round_trip_time(&self, rtt: Duration) -> Result<(), WeirError> {
+        self.cluster
+            .broker_round_trip_time(1, rtt)
+            .map_err(|e| WeirError::Kafka(format!("cannot change the mock broker: {e}")))
     }
 }
 

@@ -14,6 +14,7 @@ use crate::error::WeirError;
 use crate::record::OutputRecord;
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// An offset of one partition: the next record to read, as Kafka commits it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -97,8 +98,12 @@ impl From<WeirError> for CommitFailure {
 pub(crate) trait Output {
     /// Queues one record (waiting for room when the queue is full).
     fn send(&self, record: &OutputRecord) -> Result<(), WeirError>;
-    /// Serves delivery reports without waiting; a failed delivery is an error.
-    fn poll(&self) -> Result<(), WeirError>;
+    /// Serves delivery reports, waiting up to `wait` for one; a failed
+    /// delivery is an error.
+    fn poll(&self, wait: Duration) -> Result<(), WeirError>;
+    /// Whether the thread should stop processing until the brokers have
+    /// acknowledged more of what it sent (see [`super::delivery_lag`]).
+    fn behind(&self) -> bool;
     /// Waits until every queued record is acknowledged, or fails.
     fn flush(&self) -> Result<(), WeirError>;
     /// Drops the records queued and not yet sent (they belong to tasks

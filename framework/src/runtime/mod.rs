@@ -36,6 +36,7 @@ mod checkpoint;
 mod commit;
 mod config;
 mod consumer;
+mod delivery_lag;
 mod gauges;
 mod health;
 mod kafka_streams;

@@ -7,6 +7,7 @@ use super::broker::{Acknowledged, CommitFailure, GroupIdentity, Output, Partitio
 use super::config::{ClientKind, ProcessingGuarantee, Settings};
 use super::consumer::partition_list;
 use super::consumer::KafkaHeaders;
+use super::delivery_lag::DeliveryLag;
 use super::health::Problems;
 use crate::error::WeirError;
 use crate::error_handler::{dead_letter, ErrorHandler, Failure};
@@ -17,13 +18,18 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 use rdkafka::{ClientContext, Message};
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a flush or a transaction step may take before the instance
 /// gives up with an error.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// librdkafka's default `message.timeout.ms`.
+const LIBRDKAFKA_MESSAGE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What the brokers acknowledged since the producer started.
 #[derive(Default)]
@@ -61,6 +67,8 @@ fn refuses_the_record(code: RDKafkaErrorCode) -> bool {
 /// Receives delivery reports (on the thread that polls the producer).
 pub(crate) struct DeliveryTracker {
     deliveries: Mutex<Deliveries>,
+    /// Records whose delivery was reported, delivered or not.
+    settled: AtomicU64,
     problems: Arc<Problems>,
 }
 
@@ -105,6 +113,7 @@ impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        self.settled.fetch_add(1, Ordering::Relaxed);
         let opaque = Opaque(opaque);
         if !opaque.tracked() && result.is_ok() {
             return;
@@ -158,6 +167,9 @@ pub(crate) struct RecordSender {
     /// What happens to a user's output record the brokers refuse.
     on_error: ErrorHandler,
     metrics: Arc<RuntimeMetrics>,
+    /// Records handed to the producer so far.
+    sent: Cell<u64>,
+    lag: RefCell<DeliveryLag>,
 }
 
 impl RecordSender {
@@ -180,6 +192,11 @@ impl RecordSender {
         {
             config.set("message.timeout.ms", settings.clients.max_delivery_ms().to_string());
         }
+        let delivery_timeout = ["message.timeout.ms", "delivery.timeout.ms"]
+            .iter()
+            .find_map(|key| config.get(key).and_then(|v| v.trim().parse().ok()))
+            .filter(|ms| *ms > 0)
+            .map_or(LIBRDKAFKA_MESSAGE_TIMEOUT, Duration::from_millis);
         let transactional = settings.guarantee == ProcessingGuarantee::ExactlyOnceV2;
         if transactional {
             config.set("transactional.id", transactional_id);
@@ -190,6 +207,7 @@ impl RecordSender {
         let producer: BaseProducer<DeliveryTracker> = config
             .create_with_context(DeliveryTracker {
                 deliveries: Mutex::default(),
+                settled: AtomicU64::new(0),
                 problems,
             })
             .map_err(|e| WeirError::Kafka(format!("cannot create the producer: {e}")))?;
@@ -197,6 +215,8 @@ impl RecordSender {
             producer,
             on_error: settings.production_error_handler.clone(),
             metrics,
+            sent: Cell::new(0),
+            lag: RefCell::new(DeliveryLag::new(delivery_timeout)),
         };
         if transactional {
             sender.producer.init_transactions(BROKER_TIMEOUT).map_err(|e| {
@@ -291,7 +311,10 @@ impl Output for RecordSender {
         }
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.sent.set(self.sent.get() + 1);
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     record = returned;
                     self.producer.poll(Duration::from_millis(10));
@@ -317,9 +340,14 @@ impl Output for RecordSender {
         }
     }
 
-    fn poll(&self) -> Result<(), WeirError> {
-        self.producer.poll(Duration::ZERO);
+    fn poll(&self, wait: Duration) -> Result<(), WeirError> {
+        self.producer.poll(wait);
         self.check_deliveries().map(|_| ())
+    }
+
+    fn behind(&self) -> bool {
+        let settled = self.producer.context().settled.load(Ordering::Relaxed);
+        self.lag.borrow_mut().behind(Instant::now(), self.sent.get(), settled)
     }
 
     /// Flushes until no record is pending, dead letters of refused records

@@ -33,17 +33,20 @@ const MAX_BATCH: usize = 10_000;
 /// About how many changelog records one slice of a restore reads between
 /// two polls of the consumer.
 const RESTORE_SLICE: usize = 20_000;
-/// How many records go by between two checks of the enrichment backlog.
+/// How many records go by between two checks of back-pressure: the
+/// enrichment backlog, and the producer's unacknowledged records.
 const BACKPRESSURE_CHECK: u64 = 64;
-/// How long input may wait for enrichment backlog without being paused.
+/// How long input may be held back without being paused.
 ///
-/// While the backlog is at its limit the thread does not poll, so librdkafka
-/// keeps what it fetched ahead and the calls never run dry. Holding back
-/// longer pauses the input instead, so that the thread polls (and serves
-/// rebalances) while the enrichment's service is slow or down.
+/// While an enrichment backlog is at its limit, or the brokers are behind
+/// the producer, the thread does not poll, so librdkafka keeps what it
+/// fetched ahead and the calls never run dry. Holding back longer pauses
+/// the input instead, so that the thread polls (and serves rebalances)
+/// while the enrichment's service or the brokers are slow or down.
 const UNPAUSED_HOLD: Duration = Duration::from_secs(1);
-/// The longest an idle thread sleeps waiting for enrichment answers.
-const MAX_ANSWER_WAIT: Duration = Duration::from_millis(10);
+/// The longest a thread holding back sleeps waiting for enrichment answers
+/// or the brokers' acknowledgements.
+const MAX_HOLD_WAIT: Duration = Duration::from_millis(10);
 /// How often consumer lag and store sizes are published.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -405,7 +408,7 @@ fn poll_loop(
                     // Read again after the group's verdict, not now.
                     group.seek(message.topic(), message.partition(), message.offset())?;
                     drop(message);
-                    context.paused_too(await_group_verdict(consumer, manager, &stalls)?);
+                    context.paused_too(await_group_verdict(consumer, manager, &mut stalls)?);
                     break;
                 }
                 Ok(message) => {
@@ -447,7 +450,7 @@ fn poll_loop(
         metrics.processed(processed);
         manager.borrow_mut().write_back()?;
         if stalls.stalled(manager.borrow().rebalances()) {
-            context.paused_too(await_group_verdict(consumer, manager, &stalls)?);
+            context.paused_too(await_group_verdict(consumer, manager, &mut stalls)?);
             continue;
         }
         let mut manager = manager.borrow_mut();
@@ -467,7 +470,9 @@ fn poll_loop(
             last_gauges = Instant::now();
         }
         if processed == 0 && manager.holds_records() {
-            manager.wait_for_answers(answers_seen, settings.poll_interval.min(MAX_ANSWER_WAIT));
+            manager.wait_for_answers(answers_seen, settings.poll_interval.min(MAX_HOLD_WAIT));
+        } else if processed == 0 {
+            manager.wait_while_behind(settings.poll_interval.min(MAX_HOLD_WAIT))?;
         }
     }
     Ok(())
@@ -513,6 +518,11 @@ impl StallWatch {
         }
     }
 
+    /// Starts the next gap now: the wait for a verdict is no stall.
+    fn restart(&mut self) {
+        self.last = Instant::now();
+    }
+
     /// Whether the thread stood still since the last check.
     fn stalled(&mut self, rebalances: u64) -> bool {
         // One clock read per record: this runs on the hot path.
@@ -538,7 +548,7 @@ impl StallWatch {
 fn await_group_verdict(
     consumer: &BaseConsumer<StreamContext>,
     manager: &RefCell<TaskManager>,
-    stalls: &StallWatch,
+    stalls: &mut StallWatch,
 ) -> Result<Vec<(Arc<str>, i32)>, WeirError> {
     tracing::warn!(
         threshold_ms = stalls.threshold.as_millis() as u64,
@@ -561,5 +571,6 @@ fn await_group_verdict(
     if rebalances() == before {
         tracing::info!("the group kept this member; going on");
     }
+    stalls.restart();
     Ok(partitions_of(&assignment))
 }

@@ -284,10 +284,10 @@ impl TaskManager {
         self.answers.wait(mark, timeout);
     }
 
-    /// Whether a task's asynchronous work is at its limit, so that input
-    /// should pause.
+    /// Whether a task's asynchronous work is at its limit, or the brokers
+    /// are behind what the thread sent, so that input should pause.
     pub(crate) fn backpressured(&self) -> bool {
-        self.active.values().any(ActiveTask::backpressured)
+        self.active.values().any(ActiveTask::backpressured) || self.output.behind()
     }
 
     /// The input partitions that must not be read now: every one if
@@ -305,7 +305,16 @@ impl TaskManager {
 
     /// Serves the producer's delivery reports; a failed delivery stops the thread.
     pub(crate) fn poll_deliveries(&self) -> Result<(), WeirError> {
-        self.output.poll()
+        self.output.poll(Duration::ZERO)
+    }
+
+    /// Waits up to `timeout` for the brokers' acknowledgements, if the
+    /// producer holds the thread back.
+    pub(crate) fn wait_while_behind(&self, timeout: Duration) -> Result<(), WeirError> {
+        match self.output.behind() {
+            true => self.output.poll(timeout),
+            false => Ok(()),
+        }
     }
 
     /// Sets the gauges of every active task: each input partition's lag

@@ -25,6 +25,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A record in a partition log.
 #[derive(Debug, Clone)]
@@ -368,8 +369,13 @@ impl Output for ProducerPort {
         Ok(())
     }
 
-    fn poll(&self) -> Result<(), WeirError> {
+    fn poll(&self, _wait: Duration) -> Result<(), WeirError> {
         Ok(())
+    }
+
+    /// The model's deliveries never time out.
+    fn behind(&self) -> bool {
+        false
     }
 
     fn flush(&self) -> Result<(), WeirError> {

@@ -1,0 +1,134 @@
+//! Back-pressure from the producer: whether a stream thread should stop
+//! processing until the brokers have acknowledged more of what it sent.
+//!
+//! A thread processes as fast as it reads, and every record it processes
+//! queues outputs. Against brokers slower than the processing the queue
+//! would grow until a record waits longer than `message.timeout.ms` and its
+//! delivery fails, which stops the thread. So the thread holds back while
+//! its unacknowledged records would take more than a quarter of that
+//! timeout to drain at the rate the brokers have been acknowledging, or the
+//! oldest of them has waited that long already.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Records that may always be outstanding, so that a thread whose rate is
+/// not measured yet (or was measured while little was sent) can start.
+const MIN_OUTSTANDING: u64 = 100;
+/// How long the acknowledgement rate is measured over.
+const RATE_WINDOW: Duration = Duration::from_millis(200);
+
+/// What a producer sent and had acknowledged, seen over time.
+#[derive(Debug)]
+pub(crate) struct DeliveryLag {
+    /// The longest an outstanding record should wait, and the longest the
+    /// outstanding records should take to drain.
+    limit: Duration,
+    /// `(when, records sent by then)`, from the first mark not wholly
+    /// acknowledged yet: the front's time bounds the oldest outstanding
+    /// record's send time from above.
+    marks: VecDeque<(Instant, u64)>,
+    /// Acknowledgements per second, measured while records were
+    /// outstanding (an idle producer says nothing of the brokers).
+    rate: f64,
+    /// Where the current measurement of the rate started: `(when,
+    /// acknowledged by then)`; `None` while nothing is outstanding.
+    window: Option<(Instant, u64)>,
+}
+
+impl DeliveryLag {
+    /// A producer whose records time out after `delivery_timeout`.
+    pub(crate) fn new(delivery_timeout: Duration) -> Self {
+        DeliveryLag {
+            limit: delivery_timeout / 4,
+            marks: VecDeque::new(),
+            rate: 0.0,
+            window: None,
+        }
+    }
+
+    /// Whether the thread should hold back at `now`, with `sent` records
+    /// sent and `acknowledged` of them settled (delivered or failed) so far.
+    pub(crate) fn behind(&mut self, now: Instant, sent: u64, acknowledged: u64) -> bool {
+        if self.marks.back().is_none_or(|&(_, marked)| marked < sent) {
+            self.marks.push_back((now, sent));
+        }
+        while self.marks.front().is_some_and(|&(_, marked)| marked <= acknowledged) {
+            self.marks.pop_front();
+        }
+        let outstanding = sent.saturating_sub(acknowledged);
+        match self.window {
+            _ if outstanding == 0 => self.window = None,
+            None => self.window = Some((now, acknowledged)),
+            Some((start, acknowledged_then)) => {
+                let elapsed = now.saturating_duration_since(start);
+                if elapsed >= RATE_WINDOW {
+                    self.rate = acknowledged.saturating_sub(acknowledged_then) as f64 / elapsed.as_secs_f64();
+                    self.window = Some((now, acknowledged));
+                }
+            }
+        }
+        let oldest_wait = self
+            .marks
+            .front()
+            .map_or(Duration::ZERO, |&(sent_by, _)| now.saturating_duration_since(sent_by));
+        let drainable = (self.rate * self.limit.as_secs_f64()) as u64;
+        oldest_wait > self.limit || outstanding > drainable.max(MIN_OUTSTANDING)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(4);
+
+    #[test]
+    fn a_few_records_in_flight_are_never_behind() {
+        let mut lag = DeliveryLag::new(TIMEOUT);
+        let start = Instant::now();
+        assert!(!lag.behind(start, 0, 0));
+        assert!(!lag.behind(start, MIN_OUTSTANDING, 0));
+        assert!(lag.behind(start, MIN_OUTSTANDING + 1, 0), "no rate measured yet");
+        assert!(!lag.behind(start + Duration::from_millis(10), MIN_OUTSTANDING + 1, 1));
+    }
+
+    #[test]
+    fn the_backlog_may_be_what_the_measured_rate_drains_in_a_quarter_of_the_timeout() {
+        let mut lag = DeliveryLag::new(TIMEOUT);
+        let start = Instant::now();
+        // 10,000 acknowledgements a second, with a backlog all along.
+        for step in 0..=10u64 {
+            let now = start + RATE_WINDOW * step as u32;
+            let acknowledged = 2_000 * step;
+            lag.behind(now, acknowledged + 50, acknowledged);
+        }
+        let now = start + RATE_WINDOW * 10;
+        assert!(!lag.behind(now, 20_000 + 10_000, 20_000), "drains in 1 s");
+        assert!(lag.behind(now, 20_000 + 10_001, 20_000), "drains in more than 1 s");
+    }
+
+    #[test]
+    fn a_record_waiting_a_quarter_of_the_timeout_holds_the_thread_back() {
+        let mut lag = DeliveryLag::new(TIMEOUT);
+        let start = Instant::now();
+        assert!(!lag.behind(start, 10, 0));
+        assert!(!lag.behind(start + Duration::from_millis(999), 10, 0));
+        assert!(lag.behind(start + Duration::from_millis(1001), 10, 0));
+        assert!(!lag.behind(start + Duration::from_millis(1002), 10, 10), "acknowledged");
+    }
+
+    #[test]
+    fn an_idle_producer_keeps_the_rate_it_measured_under_load() {
+        let mut lag = DeliveryLag::new(TIMEOUT);
+        let start = Instant::now();
+        lag.behind(start, 5_000, 0);
+        lag.behind(start + RATE_WINDOW, 5_000, 2_000);
+        lag.behind(start + RATE_WINDOW * 2, 5_000, 5_000);
+        // Idle for a while, then a burst: 10,000 acknowledgements a second
+        // allow a backlog of 10,000.
+        let later = start + Duration::from_secs(10);
+        assert!(!lag.behind(later, 5_000, 5_000));
+        assert!(!lag.behind(later, 15_000, 5_000));
+    }
+}
