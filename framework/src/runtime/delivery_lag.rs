@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 /// not measured yet (or was measured while little was sent) can start.
 const MIN_OUTSTANDING: u64 = 100;
 /// How long the acknowledgement rate is measured over.
-const RATE_WINDOW: Duration = Duration::from_millis(200);
+const RATE_WINDOW: Duration = Duration::from_millis(50);
 
 /// What a producer sent and had acknowledged, seen over time.
 #[derive(Debug)]
@@ -28,12 +28,15 @@ pub(crate) struct DeliveryLag {
     /// acknowledged yet: the front's time bounds the oldest outstanding
     /// record's send time from above.
     marks: VecDeque<(Instant, u64)>,
-    /// Acknowledgements per second, measured while records were
-    /// outstanding (an idle producer says nothing of the brokers).
+    /// Acknowledgements per second the brokers can take: the rate measured
+    /// over a window in which the thread held back, else the highest
+    /// measured (a thread that sends little says little of the brokers).
     rate: f64,
     /// Where the current measurement of the rate started: `(when,
-    /// acknowledged by then)`; `None` while nothing is outstanding.
+    /// acknowledged by then)`.
     window: Option<(Instant, u64)>,
+    /// Whether the thread was held back in the current window.
+    held: bool,
 }
 
 impl DeliveryLag {
@@ -44,6 +47,7 @@ impl DeliveryLag {
             marks: VecDeque::new(),
             rate: 0.0,
             window: None,
+            held: false,
         }
     }
 
@@ -56,24 +60,27 @@ impl DeliveryLag {
         while self.marks.front().is_some_and(|&(_, marked)| marked <= acknowledged) {
             self.marks.pop_front();
         }
-        let outstanding = sent.saturating_sub(acknowledged);
         match self.window {
-            _ if outstanding == 0 => self.window = None,
             None => self.window = Some((now, acknowledged)),
             Some((start, acknowledged_then)) => {
                 let elapsed = now.saturating_duration_since(start);
                 if elapsed >= RATE_WINDOW {
-                    self.rate = acknowledged.saturating_sub(acknowledged_then) as f64 / elapsed.as_secs_f64();
+                    let measured = acknowledged.saturating_sub(acknowledged_then) as f64 / elapsed.as_secs_f64();
+                    self.rate = if self.held { measured } else { self.rate.max(measured) };
                     self.window = Some((now, acknowledged));
+                    self.held = false;
                 }
             }
         }
+        let outstanding = sent.saturating_sub(acknowledged);
         let oldest_wait = self
             .marks
             .front()
             .map_or(Duration::ZERO, |&(sent_by, _)| now.saturating_duration_since(sent_by));
         let drainable = (self.rate * self.limit.as_secs_f64()) as u64;
-        oldest_wait > self.limit || outstanding > drainable.max(MIN_OUTSTANDING)
+        let behind = oldest_wait > self.limit || outstanding > drainable.max(MIN_OUTSTANDING);
+        self.held |= behind;
+        behind
     }
 }
 
@@ -116,6 +123,38 @@ mod tests {
         assert!(!lag.behind(start + Duration::from_millis(999), 10, 0));
         assert!(lag.behind(start + Duration::from_millis(1001), 10, 0));
         assert!(!lag.behind(start + Duration::from_millis(1002), 10, 10), "acknowledged");
+    }
+
+    #[test]
+    fn a_thread_that_holds_back_learns_the_brokers_rate_within_a_window_or_two() {
+        let mut lag = DeliveryLag::new(TIMEOUT);
+        let start = Instant::now();
+        // Brokers that acknowledge 100 records every 10 ms, 10,000 a second.
+        let (mut sent, mut acknowledged) = (0, 0);
+        for tick in 0..=40u32 {
+            let now = start + Duration::from_millis(10) * tick;
+            acknowledged = sent.min(acknowledged + 100);
+            while !lag.behind(now, sent, acknowledged) {
+                sent += 100;
+            }
+        }
+        let drainable = sent - acknowledged;
+        assert!((9_000..=11_000).contains(&drainable), "{drainable} may be outstanding");
+    }
+
+    #[test]
+    fn a_rate_measured_while_holding_back_falls_when_the_brokers_slow_down() {
+        let mut lag = DeliveryLag::new(TIMEOUT);
+        let start = Instant::now();
+        lag.behind(start, 50_000, 0);
+        lag.behind(start + RATE_WINDOW, 50_000, 20_000);
+        assert!(!lag.behind(start + RATE_WINDOW, 100_000, 20_000), "100,000 a second");
+        // Then 1,000 a second: the oldest record waits, the thread holds back
+        // and the next window measures the slower rate.
+        let slow = start + Duration::from_millis(1_500);
+        assert!(lag.behind(slow, 100_000, 21_000), "the oldest waited over a second");
+        assert!(lag.behind(slow + RATE_WINDOW, 100_000, 21_200));
+        assert_eq!(lag.rate.round(), 1_000.0, "measured while holding back");
     }
 
     #[test]
