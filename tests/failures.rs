@@ -11,12 +11,22 @@ use weir::record::Header;
 use weir::runtime::{KafkaStreams, StreamsState};
 use weir::serde::Utf8;
 use weir::testing::kafka::eventually;
-use weir::{Consumed, Produced, StreamsBuilder};
+use weir::{Consumed, Produced, StreamsBuilder, Topology};
 use weir_e2e::cluster::Cluster;
 use weir_e2e::http::http_get;
 
 const PARTITIONS: i32 = 4;
 const WAIT: Duration = Duration::from_secs(90);
+
+/// `input` → `map` of each value → `output`, in UTF-8.
+fn mapping(input: &str, output: &str, map: impl Fn(String) -> String + Send + Sync + 'static) -> Topology {
+    let builder = StreamsBuilder::new();
+    builder
+        .stream(input, Consumed::with(Utf8, Utf8))
+        .map_values(map)
+        .to(output, Produced::with(Utf8, Utf8));
+    builder.build().unwrap()
+}
 
 #[test]
 fn a_panic_in_a_stream_thread_stops_the_instance_with_its_message() {
@@ -28,15 +38,11 @@ fn a_panic_in_a_stream_thread_stops_the_instance_with_its_message() {
         .config("panics", state.path())
         .set("num.stream.threads", "2")
         .set("commit.interval.ms", "100");
-    let builder = StreamsBuilder::new();
-    builder
-        .stream(&input, Consumed::with(Utf8, Utf8))
-        .map_values(|word: String| {
-            assert!(word != "boom", "the word was {word}");
-            word.to_uppercase()
-        })
-        .to(&output, Produced::with(Utf8, Utf8));
-    let mut streams = cluster.streams(builder.build().unwrap(), &config);
+    let topology = mapping(&input, &output, |word: String| {
+        assert!(word != "boom", "the word was {word}");
+        word.to_uppercase()
+    });
+    let mut streams = cluster.streams(topology, &config);
     let ops = OpsServer::start("127.0.0.1:0".parse().unwrap(), streams.status_handle()).unwrap();
     streams.start().unwrap();
     assert!(streams.wait_for_state(StreamsState::Running, WAIT));
@@ -122,12 +128,7 @@ fn a_record_the_brokers_refuse_goes_to_the_production_error_handler() {
     let input = cluster.create_topic("documents", 1);
     let output = cluster.create_topic("documents-out", 1);
     let dead_letters = cluster.create_topic("documents-refused", 1);
-    let builder = StreamsBuilder::new();
-    builder
-        .stream(&input, Consumed::with(Utf8, Utf8))
-        .map_values(|size: String| "x".repeat(size.parse().unwrap_or(0)))
-        .to(&output, Produced::with(Utf8, Utf8));
-    let topology = builder.build().unwrap();
+    let topology = mapping(&input, &output, |size: String| "x".repeat(size.parse().unwrap_or(0)));
     let producer = cluster.producer();
     for (key, size) in [("a", "10"), ("big", "700000"), ("b", "20")] {
         producer
@@ -201,12 +202,7 @@ fn aborted_transactions_rewind_with_a_growing_wait_and_stop_when_they_persist() 
     let kafka = cluster.embedded_kafka().expect("the in-process cluster");
     let input = cluster.create_topic("counted", 1);
     let output = cluster.create_topic("counted-out", 1);
-    let builder = StreamsBuilder::new();
-    builder
-        .stream(&input, Consumed::with(Utf8, Utf8))
-        .map_values(|v: String| v.to_uppercase())
-        .to(&output, Produced::with(Utf8, Utf8));
-    let topology = builder.build().unwrap();
+    let topology = mapping(&input, &output, |v: String| v.to_uppercase());
     let producer = cluster.producer();
     let send = |key: &str| {
         producer
@@ -334,11 +330,7 @@ fn brokers_slower_than_the_processing_hold_the_thread_back_instead_of_timing_rec
     let kafka = cluster.embedded_kafka().expect("the in-process cluster");
     let input = cluster.create_topic("slow-acks", 1);
     let output = cluster.create_topic("slow-acks-out", 1);
-    let builder = StreamsBuilder::new();
-    builder
-        .stream(&input, Consumed::with(Utf8, Utf8))
-        .map_values(|v: String| v.to_uppercase())
-        .to(&output, Produced::with(Utf8, Utf8));
+    let topology = mapping(&input, &output, |v: String| v.to_uppercase());
     let producer = cluster.producer();
     for n in 0..RECORDS {
         let key = format!("k{n}");
@@ -351,7 +343,7 @@ fn brokers_slower_than_the_processing_hold_the_thread_back_instead_of_timing_rec
     let config = cluster
         .config("slow-acks", state.path())
         .set("producer.batch.num.messages", "1");
-    let mut streams = cluster.streams(builder.build().unwrap(), &config);
+    let mut streams = cluster.streams(topology, &config);
     streams.start().unwrap();
     let servers = cluster.bootstrap_servers();
     // A commit comes after its outputs are acknowledged.
@@ -383,21 +375,17 @@ fn a_thread_that_stood_still_less_than_its_session_goes_on() {
     let cluster = Cluster::embedded();
     let input = cluster.create_topic("sleepy", 1);
     let output = cluster.create_topic("sleepy-out", 1);
-    let builder = StreamsBuilder::new();
-    builder
-        .stream(&input, Consumed::with(Utf8, Utf8))
-        .map_values(|v: String| {
-            if v == "slow" {
-                std::thread::sleep(Duration::from_secs(2));
-            }
-            v.to_uppercase()
-        })
-        .to(&output, Produced::with(Utf8, Utf8));
+    let topology = mapping(&input, &output, |v: String| {
+        if v == "slow" {
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        v.to_uppercase()
+    });
     let state = tempfile::tempdir().unwrap();
     let config = cluster
         .config("sleepy", state.path())
         .set("consumer.heartbeat.interval.ms", "3000");
-    let mut streams = cluster.streams(builder.build().unwrap(), &config);
+    let mut streams = cluster.streams(topology, &config);
     streams.start().unwrap();
     let producer = cluster.producer();
     for (key, value) in [("a", "first"), ("b", "slow"), ("c", "after"), ("d", "last")] {

@@ -147,6 +147,25 @@ impl Simulation {
         self.commit(slot);
     }
 
+    /// A member in slot 0 processes and commits u1's user and preference,
+    /// then stalls past its session, and the group, settled without it,
+    /// gives its tasks to a new member in slot 1; returns the stalled
+    /// member's id.
+    fn stall_the_first_owner(&mut self) -> u64 {
+        self.write(user("u1", Some("u1.1@a.com")));
+        self.write(preference("u1", true));
+        self.start(0);
+        self.settle();
+        self.drain_input(0);
+        self.commit(0);
+        let stalled = self.member(0).id;
+        self.slots[0].member.as_mut().expect("a member").stalled = true;
+        self.expire(stalled);
+        self.start(1);
+        self.settle();
+        stalled
+    }
+
     /// Commits that `member` made after the cluster's clock read `since`.
     fn commits_by(&self, member: u64, since: u64) -> usize {
         let cluster = self.cluster.borrow();
@@ -314,18 +333,7 @@ fn a_stale_member_that_wakes_up_commits_nothing_over_the_new_owner() {
     let mut sim = scripted();
     sim.cluster.borrow_mut().faults.fences_commits = false;
     let partition = partition_of("u1");
-    sim.write(user("u1", Some("u1.1@a.com")));
-    sim.write(preference("u1", true));
-    sim.start(0);
-    sim.settle();
-    sim.drain_input(0);
-    sim.commit(0);
-    let stale = sim.member(0).id;
-    sim.slots[0].member.as_mut().expect("a member").stalled = true;
-    sim.expire(stale);
-
-    sim.start(1);
-    sim.settle();
+    let stale = sim.stall_the_first_owner();
     let woke_at = sim.cluster.borrow().clock;
     sim.slots[0].member.as_mut().expect("a member").stalled = false;
     sim.write(user("u1", Some("u1.2@b.org")));
@@ -376,18 +384,7 @@ fn a_lost_assignment_commits_nothing_and_drops_the_queued_records() {
 fn a_thread_given_a_task_its_stalled_sibling_holds_waits_for_the_directory() {
     let mut sim = scripted_on(true);
     let partition = partition_of("u1");
-    sim.write(user("u1", Some("u1.1@a.com")));
-    sim.write(preference("u1", true));
-    sim.start(0);
-    sim.settle();
-    sim.drain_input(0);
-    sim.commit(0);
-    let stalled = sim.member(0).id;
-    sim.slots[0].member.as_mut().expect("a member").stalled = true;
-    sim.expire(stalled);
-
-    sim.start(1);
-    sim.settle();
+    sim.stall_the_first_owner();
     sim.write(user("u1", Some("u1.2@b.org")));
     assert!(
         sim.member(1).manager.restoring(),
