@@ -104,15 +104,18 @@ mod tests {
     fn the_backlog_may_be_what_the_measured_rate_drains_in_a_quarter_of_the_timeout() {
         let mut lag = DeliveryLag::new(TIMEOUT);
         let start = Instant::now();
-        // 10,000 acknowledgements a second, with a backlog all along.
-        for step in 0..=10u64 {
-            let now = start + RATE_WINDOW * step as u32;
-            let acknowledged = 2_000 * step;
-            lag.behind(now, acknowledged + 50, acknowledged);
+        // 10,000 acknowledgements a second, with a small backlog all along.
+        let per_window = per_window(10_000.0);
+        for step in 0..=10u32 {
+            let acknowledged = per_window * u64::from(step);
+            lag.behind(start + RATE_WINDOW * step, acknowledged + 50, acknowledged);
         }
-        let now = start + RATE_WINDOW * 10;
-        assert!(!lag.behind(now, 20_000 + 10_000, 20_000), "drains in 1 s");
-        assert!(lag.behind(now, 20_000 + 10_001, 20_000), "drains in more than 1 s");
+        let (now, acknowledged) = (start + RATE_WINDOW * 10, per_window * 10);
+        assert!(!lag.behind(now, acknowledged + 10_000, acknowledged), "drains in 1 s");
+        assert!(
+            lag.behind(now, acknowledged + 10_001, acknowledged),
+            "drains in more than 1 s"
+        );
     }
 
     #[test]
@@ -146,14 +149,21 @@ mod tests {
     fn a_rate_measured_while_holding_back_falls_when_the_brokers_slow_down() {
         let mut lag = DeliveryLag::new(TIMEOUT);
         let start = Instant::now();
-        lag.behind(start, 50_000, 0);
-        lag.behind(start + RATE_WINDOW, 50_000, 20_000);
-        assert!(!lag.behind(start + RATE_WINDOW, 100_000, 20_000), "100,000 a second");
+        let fast = per_window(100_000.0);
+        assert!(lag.behind(start, 50_000, 0));
+        lag.behind(start + RATE_WINDOW, 50_000, fast);
+        assert!(
+            !lag.behind(start + RATE_WINDOW, 100_000, fast),
+            "100,000 a second drain the backlog in a second"
+        );
         // Then 1,000 a second: the oldest record waits, the thread holds back
         // and the next window measures the slower rate.
         let slow = start + Duration::from_millis(1_500);
-        assert!(lag.behind(slow, 100_000, 21_000), "the oldest waited over a second");
-        assert!(lag.behind(slow + RATE_WINDOW, 100_000, 21_200));
+        assert!(
+            lag.behind(slow, 100_000, fast + 1_000),
+            "the oldest waited over a second"
+        );
+        assert!(lag.behind(slow + RATE_WINDOW, 100_000, fast + 1_000 + per_window(1_000.0)));
         assert_eq!(lag.rate.round(), 1_000.0, "measured while holding back");
     }
 
@@ -161,13 +171,22 @@ mod tests {
     fn an_idle_producer_keeps_the_rate_it_measured_under_load() {
         let mut lag = DeliveryLag::new(TIMEOUT);
         let start = Instant::now();
-        lag.behind(start, 5_000, 0);
-        lag.behind(start + RATE_WINDOW, 5_000, 2_000);
-        lag.behind(start + RATE_WINDOW * 2, 5_000, 5_000);
-        // Idle for a while, then a burst: 10,000 acknowledgements a second
-        // allow a backlog of 10,000.
+        assert!(lag.behind(start, 5_000, 0));
+        lag.behind(start + RATE_WINDOW, 5_000, 5_000);
+        let measured = lag.rate;
+        assert!(measured > 0.0);
         let later = start + Duration::from_secs(10);
         assert!(!lag.behind(later, 5_000, 5_000));
-        assert!(!lag.behind(later, 15_000, 5_000));
+        assert_eq!(lag.rate, measured, "ten idle seconds say nothing of the brokers");
+        let drainable = (measured * (TIMEOUT / 4).as_secs_f64()) as u64;
+        assert!(
+            !lag.behind(later, 5_000 + drainable, 5_000),
+            "a burst may use what the brokers took before"
+        );
+    }
+
+    /// Acknowledgements in one window of the rate's measurement.
+    fn per_window(per_second: f64) -> u64 {
+        (per_second * RATE_WINDOW.as_secs_f64()).round() as u64
     }
 }
