@@ -489,11 +489,15 @@ impl ClientProperties {
     }
 }
 
+/// librdkafka's names of the producer's delivery timeout (the second is an
+/// alias of the first).
+pub(crate) const DELIVERY_TIMEOUT_KEYS: [&str; 2] = ["message.timeout.ms", "delivery.timeout.ms"];
+
 /// A producer's delivery timeout must not outlast a stalled member's
 /// session (see [`ClientProperties::max_delivery_ms`]).
 fn check_delivery_timeout(clients: &ClientProperties, problems: &mut Vec<String>) {
     let bound = clients.max_delivery_ms();
-    for key in ["message.timeout.ms", "delivery.timeout.ms"] {
+    for key in DELIVERY_TIMEOUT_KEYS {
         let Some(value) = clients.value(ClientKind::Producer, key) else {
             continue;
         };

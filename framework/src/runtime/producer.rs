@@ -4,7 +4,7 @@
 //! consumed offsets in transactions.
 
 use super::broker::{Acknowledged, CommitFailure, GroupIdentity, Output, PartitionOffset};
-use super::config::{ClientKind, ProcessingGuarantee, Settings};
+use super::config::{ClientKind, ProcessingGuarantee, Settings, DELIVERY_TIMEOUT_KEYS};
 use super::consumer::partition_list;
 use super::consumer::KafkaHeaders;
 use super::delivery_lag::DeliveryLag;
@@ -187,12 +187,12 @@ impl RecordSender {
         config.set("partitioner", "murmur2_random");
         config.set("enable.idempotence", "true");
         if settings.guarantee == ProcessingGuarantee::AtLeastOnce
-            && config.get("message.timeout.ms").is_none()
-            && config.get("delivery.timeout.ms").is_none()
+            && DELIVERY_TIMEOUT_KEYS.iter().all(|key| config.get(key).is_none())
         {
             config.set("message.timeout.ms", settings.clients.max_delivery_ms().to_string());
         }
-        let delivery_timeout = ["message.timeout.ms", "delivery.timeout.ms"]
+        // 0, no timeout, is taken for librdkafka's default.
+        let delivery_timeout = DELIVERY_TIMEOUT_KEYS
             .iter()
             .find_map(|key| config.get(key).and_then(|v| v.trim().parse().ok()))
             .filter(|ms| *ms > 0)

@@ -147,17 +147,22 @@ impl Simulation {
         self.commit(slot);
     }
 
-    /// A member in slot 0 processes and commits u1's user and preference,
-    /// then stalls past its session, and the group, settled without it,
-    /// gives its tasks to a new member in slot 1; returns the stalled
-    /// member's id.
-    fn stall_the_first_owner(&mut self) -> u64 {
+    /// A member in slot 0 joins u1's user and preference and commits.
+    fn first_owner_joins_u1(&mut self) {
         self.write(user("u1", Some("u1.1@a.com")));
         self.write(preference("u1", true));
         self.start(0);
         self.settle();
         self.drain_input(0);
         self.commit(0);
+    }
+
+    /// [`Simulation::first_owner_joins_u1`], then the member stalls past
+    /// its session, and the group, settled without it,
+    /// gives its tasks to a new member in slot 1; returns the stalled
+    /// member's id.
+    fn stall_the_first_owner(&mut self) -> u64 {
+        self.first_owner_joins_u1();
         let stalled = self.member(0).id;
         self.slots[0].member.as_mut().expect("a member").stalled = true;
         self.expire(stalled);
@@ -210,12 +215,7 @@ fn a_second_failover_does_not_lose_a_tombstone_the_first_owner_left_uncommitted(
         .map(|n| format!("u{n}"))
         .find(|k| partition_of(k) == partition)
         .expect("a key on the same partition");
-    sim.write(user("u1", Some("u1.1@a.com")));
-    sim.write(preference("u1", true));
-    sim.start(0);
-    sim.settle();
-    sim.drain_input(0);
-    sim.commit(0);
+    sim.first_owner_joins_u1();
     assert!(sim.compacted(PROFILES).0.contains_key("u1"));
 
     let email = format!("{other}.1@b.org");
