@@ -3,7 +3,7 @@
 use super::{required_serde, store_getter, Data, Graph, Grouped, KStream, KTable, Materialized};
 use crate::processor::aggregate::{Adder, Counted, CountedSerde, StreamAggregateNode, Subtractor, TableAggregateNode};
 use crate::processor::table::MappedGetter;
-use crate::processor::{GetterRef, StoreRepublisher};
+use crate::processor::{GetterRef, TableEmitter};
 use crate::record::Change;
 use crate::serde::{ChangeSerde, SerdeRef, I64};
 use crate::topology::StoreLayout;
@@ -101,19 +101,15 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         let node = g.add_processor("KSTREAM-AGGREGATE", &[input], vec![store.clone()], {
             let getter = getter.clone();
             move |task, out| {
-                let store = getter.typed(task)?;
-                task.republish_with(
-                    &getter.name,
-                    StoreRepublisher {
-                        store: store.clone(),
-                        view: |aggregate| aggregate,
-                        out: out.clone(),
-                    },
-                );
-                Ok(StreamAggregateNode {
-                    store,
-                    adder: adder.clone(),
+                let table = Rc::new(TableEmitter {
+                    store: getter.typed(task)?,
+                    view: |aggregate| aggregate,
                     out,
+                });
+                task.keep_table(&getter.name, table.clone());
+                Ok(StreamAggregateNode {
+                    table,
+                    adder: adder.clone(),
                 })
             }
         });
@@ -204,20 +200,16 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
         let node = g.add_processor("KTABLE-AGGREGATE", &[input], vec![store.clone()], {
             let store_access = store_access.clone();
             move |task, out| {
-                let store = store_access.typed(task)?;
-                task.republish_with(
-                    &store_access.name,
-                    StoreRepublisher {
-                        store: store.clone(),
-                        view: |counted: Counted<A>| counted.aggregate,
-                        out: out.clone(),
-                    },
-                );
+                let table = Rc::new(TableEmitter {
+                    store: store_access.typed(task)?,
+                    view: |counted: Counted<A>| counted.aggregate,
+                    out,
+                });
+                task.keep_table(&store_access.name, table.clone());
                 Ok(TableAggregateNode {
-                    store,
+                    table,
                     adder: adder.clone(),
                     subtractor: subtractor.clone(),
-                    out,
                 })
             }
         });

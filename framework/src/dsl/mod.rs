@@ -29,7 +29,7 @@ pub use ktable::KTable;
 
 use crate::error::{SerdeError, WeirError};
 use crate::error_handler::ErrorHandler;
-use crate::processor::{GetterRef, StoreRepublisher};
+use crate::processor::{GetterRef, TableEmitter};
 use crate::runtime::TaskBuilder;
 use crate::serde::{Encoded, Nullable, Serde, SerdeRef};
 use crate::topology::{StoreLayout, TopicRef, Topology, TopologyBuilder};
@@ -106,16 +106,13 @@ fn materialize<K: Data, V: Data>(
     let node = graph.add_processor("KTABLE-SOURCE", &[input], vec![store.clone()], {
         let getter = getter.clone();
         move |task, out| {
-            let store = getter.typed(task)?;
-            task.republish_with(
-                &getter.name,
-                StoreRepublisher {
-                    store: store.clone(),
-                    view: |row| row,
-                    out: out.clone(),
-                },
-            );
-            Ok(crate::processor::table::TableSourceNode { store, out })
+            let table = Rc::new(TableEmitter {
+                store: getter.typed(task)?,
+                view: |row| row,
+                out,
+            });
+            task.keep_table(&getter.name, table.clone());
+            Ok(crate::processor::table::TableSourceNode { table })
         }
     });
     drop(graph);

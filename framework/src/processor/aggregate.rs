@@ -6,11 +6,10 @@
 //! group, so that a group whose last row leaves is deleted (a tombstone
 //! downstream) instead of lingering as an "empty" aggregate.
 
-use super::{Forwarder, Processor, ProcessorContext};
+use super::{Forwarder, Processor, ProcessorContext, TableEmitter, View};
 use crate::error::{SerdeError, WeirError};
 use crate::record::{Change, Record};
 use crate::serde::{Encoded, Serde, SerdeRef};
-use crate::state::TypedStore;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -20,20 +19,15 @@ pub(crate) type Adder<K, V, A> = Arc<dyn Fn(&K, V, Option<A>) -> A + Send + Sync
 pub(crate) type Subtractor<K, V, A> = Arc<dyn Fn(&K, V, A) -> A + Send + Sync>;
 
 pub(crate) struct StreamAggregateNode<K, V, A> {
-    pub store: Rc<TypedStore<K, A>>,
+    pub table: Rc<TableEmitter<K, A, A>>,
     pub adder: Adder<K, V, A>,
-    pub out: Forwarder<K, Change<A>>,
 }
 
 impl<K: Clone + 'static, V, A: Clone + 'static> Processor<K, V> for StreamAggregateNode<K, V, A> {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, V>) -> Result<(), WeirError> {
-        let old = self.store.get(&record.key)?;
+        let old = self.table.store.get(&record.key, View::Latest)?;
         let new = (self.adder)(&record.key, record.value, old.clone());
-        self.store.put(ctx, &record.key, Some(&new))?;
-        self.out.forward(
-            ctx,
-            Record::new(record.key, Change::new(Some(new), old), record.timestamp),
-        )
+        self.table.emit(ctx, record.key, Some(new), old)
     }
 }
 
@@ -113,17 +107,16 @@ impl<A: 'static> Serde<Counted<A>> for CountedSerde<A> {
 }
 
 pub(crate) struct TableAggregateNode<K, V, A> {
-    pub store: Rc<TypedStore<K, Counted<A>>>,
+    pub table: Rc<TableEmitter<K, Counted<A>, A>>,
     pub adder: Adder<K, V, A>,
     pub subtractor: Subtractor<K, V, A>,
-    pub out: Forwarder<K, Change<A>>,
 }
 
 impl<K: Clone + 'static, V, A: Clone + 'static> Processor<K, Change<V>> for TableAggregateNode<K, V, A> {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, Change<V>>) -> Result<(), WeirError> {
         let key = &record.key;
-        let current = self.store.get(key)?;
-        let previous = current.as_ref().map(|c| c.aggregate.clone());
+        let current = self.table.store.get(key, View::Latest)?;
+        let previous = current.clone();
         let (mut members, mut aggregate) = match current {
             Some(c) => (c.members, Some(c.aggregate)),
             None => (0, None),
@@ -144,8 +137,6 @@ impl<K: Clone + 'static, V, A: Clone + 'static> Processor<K, Change<V>> for Tabl
         if stored.is_none() && previous.is_none() {
             return Ok(());
         }
-        self.store.put(ctx, key, stored.as_ref())?;
-        let change = Change::new(stored.map(|c| c.aggregate), previous);
-        self.out.forward(ctx, Record::new(record.key, change, record.timestamp))
+        self.table.emit(ctx, record.key, stored, previous)
     }
 }

@@ -7,7 +7,7 @@
 //! that they leave in the order they came. Answers arrive on a channel that
 //! the task drains through [`AsyncNode::complete`] between input records.
 
-use super::{send_dead_letter, Forwarder, Processor, ProcessorContext, RecordCollector};
+use super::{send_dead_letter, Forwarder, Processor, ProcessorContext, RecordCollector, View};
 use crate::enrich::{Caller, Completion, DeadLetters, LookupError};
 use crate::error::WeirError;
 use crate::metrics::{SkipReason, TaskMetrics};
@@ -107,7 +107,7 @@ pub(crate) struct Cache<Q, R> {
 
 impl<Q: 'static, R: Clone + 'static> Cache<Q, R> {
     fn fresh(&self, query: &Q) -> Result<Option<R>, WeirError> {
-        Ok(self.store.get(query)?.and_then(|cached| match self.ttl {
+        Ok(self.store.get(query, View::Latest)?.and_then(|cached| match self.ttl {
             Some(ttl) if !fresh_at(cached.fetched_at_ms, now_ms(), ttl) => None,
             _ => Some(cached.answer),
         }))

@@ -8,7 +8,7 @@
 //! side re-emits the joined row, and a row that stops existing becomes a
 //! tombstone.
 
-use super::{Forwarder, GetterRef, Processor, ProcessorContext, ValueGetter};
+use super::{Forwarder, GetterRef, Processor, ProcessorContext, ValueGetter, View};
 use crate::error::WeirError;
 use crate::record::{Change, Record};
 use std::sync::Arc;
@@ -16,6 +16,9 @@ use std::sync::Arc;
 pub(crate) type Combine<A, B, R> = Arc<dyn Fn(Option<&A>, Option<&B>) -> Option<R> + Send + Sync>;
 
 /// One side of a table-table join; `combine` takes this side's value first.
+/// The other side's value is the one its downstream was last told, so
+/// that the old joined row forwarded is the new one forwarded before, even
+/// while the other side's latest change is deferred.
 pub(crate) struct TableJoinNode<K, VThis, VOther, R> {
     pub other: GetterRef<K, VOther>,
     pub combine: Combine<VThis, VOther, R>,
@@ -26,7 +29,7 @@ impl<K: Clone + 'static, VThis, VOther, R: Clone + 'static> Processor<K, Change<
     for TableJoinNode<K, VThis, VOther, R>
 {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, Change<VThis>>) -> Result<(), WeirError> {
-        let other = self.other.get(&record.key)?;
+        let other = self.other.get(&record.key, View::Forwarded)?;
         let change = Change::new(
             (self.combine)(record.value.new.as_ref(), other.as_ref()),
             (self.combine)(record.value.old.as_ref(), other.as_ref()),
@@ -46,9 +49,9 @@ pub(crate) struct JoinGetter<K, A, B, R> {
 }
 
 impl<K, A, B, R> ValueGetter<K, R> for JoinGetter<K, A, B, R> {
-    fn get(&self, key: &K) -> Result<Option<R>, WeirError> {
-        let left = self.left.get(key)?;
-        let right = self.right.get(key)?;
+    fn get(&self, key: &K, view: View) -> Result<Option<R>, WeirError> {
+        let left = self.left.get(key, view)?;
+        let right = self.right.get(key, view)?;
         Ok((self.combine)(left.as_ref(), right.as_ref()))
     }
 }
@@ -67,7 +70,7 @@ pub(crate) struct StreamTableJoinNode<K, V, TV, R> {
 
 impl<K: Clone + 'static, V, TV, R: Clone + 'static> Processor<K, V> for StreamTableJoinNode<K, V, TV, R> {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, V>) -> Result<(), WeirError> {
-        let row = self.table.get(&record.key)?;
+        let row = self.table.get(&record.key, View::Latest)?;
         match (self.join)(&record.value, row.as_ref()) {
             Some(joined) => self.out.forward(ctx, Record::new(record.key, joined, record.timestamp)),
             None => Ok(()),

@@ -85,37 +85,74 @@ pub(crate) fn send_dead_letter(
     ctx.collector.send(dead_letter(topic, failure, record));
 }
 
-/// Says a table's current row for a key again, downstream of the node that
-/// keeps the table in a store.
+/// A table kept in a store, as the task drives it from outside its nodes:
+/// to say rows again, and to pass on the changes its store's cache
+/// deferred.
 ///
-/// At-least-once: when a task takes over from an owner that failed after
-/// its last commit, its stores roll back to that commit, but what the
-/// owner published since (sink records, repartition records) stays in the
-/// topics. Processing the same records again need not publish the same
-/// changes (the task's inputs may interleave differently this time), so a
-/// row published after the commit could stand for ever. The task therefore
-/// has its tables republish the keys the rolled-back writes touched (see
-/// the state manager), and what follows from them is published again,
-/// deletions included. A task's tables share one key type; keys are typed
-/// by the store they were read from, so a key read from one table's
-/// changelog is republished by every table of its type.
-pub(crate) trait Republish {
+/// *Republishing.* At-least-once: when a task takes over from an owner that
+/// failed after its last commit, its stores roll back to that commit, but
+/// what the owner published since (sink records, repartition records) stays
+/// in the topics. Processing the same records again need not publish the
+/// same changes (the task's inputs may interleave differently this time),
+/// so a row published after the commit could stand for ever. The task
+/// therefore has its tables republish the keys the rolled-back writes
+/// touched (see the state manager), and what follows from them is
+/// published again, deletions included. A task's tables share one key
+/// type; keys are typed by the store they were read from, so a key read
+/// from one table's changelog is republished by every table of its type.
+///
+/// *Deferred changes.* See [`crate::state`]'s cache: the task releases
+/// them before it commits, and each goes downstream through
+/// [`StoreTable::forward_released`].
+pub(crate) trait StoreTable {
     /// A key as this table's store holds it, typed.
     fn decode(&self, key: &[u8]) -> Result<Box<dyn Any>, WeirError>;
     /// Forwards the current row of `key` (ignored when it is not this
     /// table's key type).
     fn republish(&self, ctx: &mut ProcessorContext<'_>, key: &dyn Any) -> Result<(), WeirError>;
+    /// Forwards a change the store's cache deferred, from the stored value
+    /// downstream was last told to the stored value now.
+    fn forward_released(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        key: &[u8],
+        new: Option<&[u8]>,
+        old: Option<&[u8]>,
+    ) -> Result<(), WeirError>;
 }
 
-/// Republishes the table kept in a store (`view` turns a stored value into
-/// the table's row).
-pub(crate) struct StoreRepublisher<K, S, V> {
+/// How a node that keeps a table in a store writes the table and passes
+/// its changes on: at once, or, when the store's cache defers changes, at
+/// the task's next release, merged with the key's later changes. `view`
+/// turns a stored value into the table's row.
+pub(crate) struct TableEmitter<K, S, V> {
     pub store: Rc<crate::state::TypedStore<K, S>>,
     pub view: fn(S) -> V,
     pub out: Forwarder<K, Change<V>>,
 }
 
-impl<K: Clone + 'static, S: 'static, V: Clone + 'static> Republish for StoreRepublisher<K, S, V> {
+impl<K: Clone + 'static, S: 'static, V: Clone + 'static> TableEmitter<K, S, V> {
+    /// Writes `new` for `key`, whose stored value was `old`, and passes
+    /// the change on (now or later, see above). While tables republish,
+    /// nothing is deferred: a republished row must reach downstream even
+    /// when it is unchanged.
+    pub(crate) fn emit(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        key: K,
+        new: Option<S>,
+        old: Option<S>,
+    ) -> Result<(), WeirError> {
+        if self.store.defers() && !ctx.republishing {
+            return self.store.put_deferred(ctx, &key, new.as_ref());
+        }
+        self.store.put(ctx, &key, new.as_ref())?;
+        let change = Change::new(new.map(self.view), old.map(self.view));
+        self.out.forward(ctx, Record::new(key, change, ctx.timestamp))
+    }
+}
+
+impl<K: Clone + 'static, S: 'static, V: Clone + 'static> StoreTable for TableEmitter<K, S, V> {
     fn decode(&self, key: &[u8]) -> Result<Box<dyn Any>, WeirError> {
         Ok(Box::new(self.store.decode_key(key)?))
     }
@@ -124,9 +161,24 @@ impl<K: Clone + 'static, S: 'static, V: Clone + 'static> Republish for StoreRepu
         let Some(key) = key.downcast_ref::<K>() else {
             return Ok(());
         };
-        let row = self.store.get(key)?.map(self.view);
+        let row = self.store.get(key, View::Latest)?.map(self.view);
         let change = Change::new(row.clone(), row);
         self.out.forward(ctx, Record::new(key.clone(), change, ctx.timestamp))
+    }
+
+    fn forward_released(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        key: &[u8],
+        new: Option<&[u8]>,
+        old: Option<&[u8]>,
+    ) -> Result<(), WeirError> {
+        let change = Change::new(
+            self.store.decode_value(new)?.map(self.view),
+            self.store.decode_value(old)?.map(self.view),
+        );
+        let key = self.store.decode_key(key)?;
+        self.out.forward(ctx, Record::new(key, change, ctx.timestamp))
     }
 }
 
@@ -139,9 +191,21 @@ pub(crate) trait Processor<K, V> {
 /// parents (merges, both sides of a join).
 pub(crate) type ProcessorRef<K, V> = Rc<RefCell<dyn Processor<K, V>>>;
 
-/// Reads the current value of a key of a table, whatever node computes it.
+/// Which value of a table's key a lookup wants, where a store's cache
+/// defers changes (see [`crate::state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum View {
+    /// The latest write: what a stream record is joined with.
+    Latest,
+    /// What downstream was last told: what a table-table join combines a
+    /// change with, so that the old value it forwards is the joined row it
+    /// forwarded before.
+    Forwarded,
+}
+
+/// Reads the value of a key of a table, whatever node computes it.
 pub(crate) trait ValueGetter<K, V> {
-    fn get(&self, key: &K) -> Result<Option<V>, WeirError>;
+    fn get(&self, key: &K, view: View) -> Result<Option<V>, WeirError>;
 }
 
 pub(crate) type GetterRef<K, V> = Rc<dyn ValueGetter<K, V>>;

@@ -1,36 +1,35 @@
 //! Table nodes: materializing a topic as a table, and the stateless table
 //! operations (filter, map_values, to_stream) with their value getters.
 
-use super::{Forwarder, GetterRef, Processor, ProcessorContext, ValueGetter};
+use super::{Forwarder, GetterRef, Processor, ProcessorContext, TableEmitter, ValueGetter, View};
 use crate::error::WeirError;
 use crate::record::{Change, Record};
-use crate::state::TypedStore;
 use std::rc::Rc;
 use std::sync::Arc;
 
 /// Upserts each record into the table's store (a `None` value deletes) and
-/// forwards the change with the value it replaced.
+/// passes the change on with the value it replaced.
 pub(crate) struct TableSourceNode<K, V> {
-    pub store: Rc<TypedStore<K, V>>,
-    pub out: Forwarder<K, Change<V>>,
+    pub table: Rc<TableEmitter<K, V, V>>,
 }
 
 impl<K: Clone + 'static, V: Clone + 'static> Processor<K, Option<V>> for TableSourceNode<K, V> {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, Option<V>>) -> Result<(), WeirError> {
-        let old = self.store.get(&record.key)?;
+        let old = self.table.store.get(&record.key, View::Latest)?;
         let Record { key, value, timestamp } = record;
-        let change = Change::new(value, old);
         // Deleting an absent key changes nothing: no write, no downstream
         // tombstone (a Debezium delete is followed by a second tombstone),
         // unless the tables republish their rows.
-        if change.is_noop() {
+        if value.is_none() && old.is_none() {
             return match ctx.republishing {
-                true => self.out.forward(ctx, Record::new(key, change, timestamp)),
+                true => self
+                    .table
+                    .out
+                    .forward(ctx, Record::new(key, Change::new(None, None), timestamp)),
                 false => Ok(()),
             };
         }
-        self.store.put(ctx, &key, change.new.as_ref())?;
-        self.out.forward(ctx, Record::new(key, change, timestamp))
+        self.table.emit(ctx, key, value, old)
     }
 }
 
@@ -64,8 +63,8 @@ pub(crate) struct MappedGetter<K, V, VR> {
 }
 
 impl<K, V, VR> ValueGetter<K, VR> for MappedGetter<K, V, VR> {
-    fn get(&self, key: &K) -> Result<Option<VR>, WeirError> {
-        Ok(self.parent.get(key)?.and_then(|v| (self.mapper)(key, v)))
+    fn get(&self, key: &K, view: View) -> Result<Option<VR>, WeirError> {
+        Ok(self.parent.get(key, view)?.and_then(|v| (self.mapper)(key, v)))
     }
 }
 

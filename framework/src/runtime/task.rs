@@ -5,7 +5,7 @@ use crate::error_handler::ErrorHandler;
 use crate::metrics::TaskMetrics;
 use crate::processor::enrich::AsyncNode;
 use crate::processor::source::RawSource;
-use crate::processor::{ProcessorContext, RecordCollector, Republish};
+use crate::processor::{ProcessorContext, RecordCollector, StoreTable};
 use crate::record::{now_ms, InputRecord, OutputRecord, SourceMetadata};
 use crate::serde::SerdeRef;
 use crate::state::handle::Changelog;
@@ -49,7 +49,7 @@ pub(crate) struct TaskBuilder<'a> {
     settings: &'a TaskSettings<'a>,
     stores: BTreeMap<String, Rc<RefCell<StoreHandle>>>,
     async_nodes: Vec<Rc<dyn AsyncNode>>,
-    republishers: BTreeMap<String, Box<dyn Republish>>,
+    tables: BTreeMap<String, Rc<dyn StoreTable>>,
 }
 
 impl TaskBuilder<'_> {
@@ -98,9 +98,10 @@ impl TaskBuilder<'_> {
         self.async_nodes.push(node);
     }
 
-    /// Names how the table kept in `store` says its rows again.
-    pub(crate) fn republish_with(&mut self, store: &str, republisher: impl Republish + 'static) {
-        self.republishers.insert(store.to_string(), Box::new(republisher));
+    /// Names the table kept in `store`: it says its rows again and passes
+    /// on the changes the store's cache deferred.
+    pub(crate) fn keep_table(&mut self, store: &str, table: Rc<dyn StoreTable>) {
+        self.tables.insert(store.to_string(), table);
     }
 }
 
@@ -120,8 +121,8 @@ pub struct Task {
     stores: BTreeMap<String, Rc<RefCell<StoreHandle>>>,
     /// Enrichments, which hold records until their answers arrive.
     async_nodes: Vec<Rc<dyn AsyncNode>>,
-    /// By store: how its table says its rows again.
-    republishers: BTreeMap<String, Box<dyn Republish>>,
+    /// By store: the table kept in it.
+    tables: BTreeMap<String, Rc<dyn StoreTable>>,
     collector: RecordCollector,
     metrics: TaskMetrics,
 }
@@ -139,7 +140,7 @@ impl Task {
             settings,
             stores: BTreeMap::new(),
             async_nodes: Vec::new(),
-            republishers: BTreeMap::new(),
+            tables: BTreeMap::new(),
         };
         let mut instances: HashMap<usize, Box<dyn Any>> = HashMap::new();
         let mut sources = HashMap::default();
@@ -183,7 +184,7 @@ impl Task {
             sources,
             stores: builder.stores,
             async_nodes: builder.async_nodes,
-            republishers: builder.republishers,
+            tables: builder.tables,
             collector: RecordCollector::default(),
             metrics: TaskMetrics::default(),
         })
@@ -218,15 +219,11 @@ impl Task {
             metrics: &mut self.metrics,
             republishing: false,
         };
-        source.node.process_raw(&mut ctx, record).map_err(|cause| match cause {
-            located @ WeirError::Processing { .. } => located,
-            cause => WeirError::Processing {
-                topic: metadata.topic.to_string(),
-                partition: metadata.partition,
-                offset,
-                cause: Box::new(cause),
-            },
-        })
+        source
+            .node
+            .process_raw(&mut ctx, record)
+            .map_err(|cause| located_at(&metadata, cause))?;
+        self.release_deferred_if_full()
     }
 
     /// Passes on the records whose asynchronous work (enrichment) finished
@@ -237,7 +234,55 @@ impl Task {
         for node in &self.async_nodes {
             released += node.complete(&mut self.collector, &mut self.metrics)?;
         }
+        self.release_deferred_if_full()?;
         Ok(released)
+    }
+
+    /// Passes on every table change the stores' caches deferred (see
+    /// [`crate::state`]), with its changelog record, and what follows from
+    /// them downstream, until no store of the task defers any: the task
+    /// calls it before every commit, so that a commit's changelog offsets
+    /// cover every write of the input records before its input offsets.
+    /// The outputs join [`Task::drain_output`].
+    pub fn release_deferred(&mut self) -> Result<(), WeirError> {
+        loop {
+            let mut released_any = false;
+            for (name, table) in &self.tables {
+                let released = self.stores[name].borrow_mut().release(&mut self.collector)?;
+                released_any |= !released.is_empty();
+                // Each key's change is passed on alone: downstream of a
+                // table, only its own key is read from it.
+                for change in released {
+                    let mut ctx = ProcessorContext {
+                        timestamp: change.timestamp,
+                        source: &change.source,
+                        collector: &mut self.collector,
+                        metrics: &mut self.metrics,
+                        republishing: false,
+                    };
+                    table
+                        .forward_released(&mut ctx, &change.key, change.new.as_deref(), change.old.as_deref())
+                        .map_err(|cause| located_at(&change.source, cause))?;
+                }
+            }
+            // What was released may have written tables downstream.
+            if !released_any {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Releases the deferred changes early when one store's have outgrown
+    /// their share of the cache.
+    fn release_deferred_if_full(&mut self) -> Result<(), WeirError> {
+        match self
+            .tables
+            .keys()
+            .any(|name| self.stores[name].borrow().deferred_full())
+        {
+            true => self.release_deferred(),
+            false => Ok(()),
+        }
     }
 
     /// Records held by asynchronous nodes, not yet passed on.
@@ -319,10 +364,10 @@ impl Task {
 
     /// Has every table of the task say its current row again, downstream,
     /// for each key of `keys` (raw, as `store` holds them; see
-    /// [`Republish`]). A store without a table (an enrichment's cache) has
+    /// [`StoreTable`]). A store without a table (an enrichment's cache) has
     /// no keys to give.
     pub(crate) fn republish(&mut self, store: &str, keys: &mut dyn Iterator<Item = &[u8]>) -> Result<(), WeirError> {
-        let Some(decoder) = self.republishers.get(store) else {
+        let Some(decoder) = self.tables.get(store) else {
             return Ok(());
         };
         let keys: Vec<Box<dyn Any>> = keys.map(|key| decoder.decode(key)).collect::<Result<_, _>>()?;
@@ -342,9 +387,9 @@ impl Task {
             metrics: &mut self.metrics,
             republishing: true,
         };
-        for republisher in self.republishers.values() {
+        for table in self.tables.values() {
             for key in &keys {
-                republisher.republish(&mut ctx, key.as_ref())?;
+                table.republish(&mut ctx, key.as_ref())?;
             }
         }
         Ok(())
@@ -363,5 +408,18 @@ impl Task {
             }
             None => Ok(false),
         }
+    }
+}
+
+/// `cause`, naming the input record it happened at unless it does already.
+fn located_at(source: &SourceMetadata, cause: WeirError) -> WeirError {
+    match cause {
+        located @ WeirError::Processing { .. } => located,
+        cause => WeirError::Processing {
+            topic: source.topic.to_string(),
+            partition: source.partition,
+            offset: source.offset,
+            cause: Box::new(cause),
+        },
     }
 }

@@ -255,6 +255,19 @@ impl TaskManager {
             .try_for_each(Task::write_back)
     }
 
+    /// Passes on the table changes the running tasks' store caches
+    /// deferred, with what follows from them; the outputs go to the
+    /// producer. Every commit starts with it.
+    fn release_deferred(&mut self) -> Result<(), WeirError> {
+        for task in self.active.values_mut().filter_map(ActiveTask::running) {
+            task.release_deferred()?;
+            for output in task.drain_output() {
+                self.output.send(&output)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Passes on the records whose enrichment finished; their outputs go to
     /// the producer.
     pub(crate) fn complete_async(&mut self) -> Result<(), WeirError> {
@@ -384,6 +397,7 @@ impl TaskManager {
     /// Flushes, then commits each committable task's offsets; returns the
     /// offsets committed per task.
     fn commit_at_least_once(&mut self, group: &dyn Group) -> Result<BTreeMap<TaskId, Vec<PartitionOffset>>, WeirError> {
+        self.release_deferred()?;
         self.output.flush()?;
         let mut offsets = Vec::new();
         let mut committed = BTreeMap::new();
@@ -445,6 +459,7 @@ impl TaskManager {
     /// Exactly-once: one transaction holds every task's writes, so it
     /// commits only when no task holds records, with every task's inputs.
     fn commit_transaction(&mut self, group: &dyn Group) -> Result<bool, CommitFailure> {
+        self.release_deferred()?;
         let held = self.holds_records();
         for active in self.active.values_mut() {
             active.draining = held && active.held_records() > 0;
@@ -521,6 +536,7 @@ impl TaskManager {
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         loop {
             let mark = self.answers.mark();
+            self.release_deferred()?;
             self.complete_async()?;
             self.poll_deliveries()?;
             if !self.holds_records() || Instant::now() >= deadline {

@@ -1,14 +1,22 @@
 //! The record cache in front of each store: recently read values, so that a
 //! join or an aggregation looking up the same keys again does not search
-//! RocksDB's memtables each time, and the writes of the current batch of
-//! records, which reach the store together as one write batch.
+//! RocksDB's memtables each time; the writes of the current batch of
+//! records, which reach the store together as one write batch; and, for a
+//! store that keeps a table, the table's changes not yet passed on.
 //!
 //! Writes are cached only until the end of the batch of records being
 //! processed (the stream thread writes them back before it commits, and
 //! after every poll batch), so the store, its readers on other threads
 //! (interactive queries) and its checkpoint see them shortly after, and a
-//! flush always covers them. What goes downstream and to the changelog is
-//! unchanged: every update is forwarded and logged as it happens.
+//! flush always covers them.
+//!
+//! A table's change may be *deferred* instead of passed on at once (as
+//! Kafka Streams' caching stores do): the cache remembers the value
+//! downstream was last told, and the task releases the deferred changes at
+//! its next commit, or sooner when they outgrow their share of the budget.
+//! Consecutive updates of a key in between go downstream, and to the
+//! changelog, as one change from the value last passed on to the latest;
+//! an update that ends where it started goes nowhere.
 //!
 //! Reads are kept in two generations: a hit in the older one moves the
 //! entry to the newer, and when the newer one outgrows half the store's
@@ -18,6 +26,8 @@
 
 use super::{KeyValueStore, StoreWrite};
 use crate::error::StoreError;
+use crate::record::SourceMetadata;
+use indexmap::IndexMap;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -62,6 +72,25 @@ impl CacheBudget {
     }
 }
 
+/// A table's change not yet passed on: the value downstream was last told,
+/// and where the latest write of the key came from.
+struct Deferred {
+    forwarded: Value,
+    timestamp: i64,
+    source: SourceMetadata,
+}
+
+/// A deferred change, released: what downstream was last told of `key`
+/// (`old`), the store's value now (`new`), and the latest write's record.
+#[derive(Debug)]
+pub(crate) struct Released {
+    pub key: Box<[u8]>,
+    pub old: Value,
+    pub new: Value,
+    pub timestamp: i64,
+    pub source: SourceMetadata,
+}
+
 /// The cache of one store of one task.
 pub(crate) struct StoreCache {
     /// Writes not yet in the store; they shadow everything else.
@@ -69,6 +98,10 @@ pub(crate) struct StoreCache {
     newer: Map<Value>,
     older: Map<Value>,
     newer_bytes: usize,
+    /// In the order their keys were first deferred, which is the order
+    /// they are released in.
+    deferred: IndexMap<Box<[u8]>, Deferred, foldhash::fast::RandomState>,
+    deferred_bytes: usize,
     budget: Rc<CacheBudget>,
 }
 
@@ -80,8 +113,16 @@ impl StoreCache {
             newer: Map::default(),
             older: Map::default(),
             newer_bytes: 0,
+            deferred: IndexMap::default(),
+            deferred_bytes: 0,
             budget,
         }
+    }
+
+    /// Whether table changes are deferred: a budget of 0 turns the cache
+    /// off, and every change is passed on as it happens.
+    pub(crate) fn defers(&self) -> bool {
+        self.budget.bytes > 0
     }
 
     /// Calls `read` with `key`'s value, from the cache or else from `store`
@@ -108,9 +149,86 @@ impl StoreCache {
         Ok(result)
     }
 
+    /// Calls `read` with the value of `key` that downstream was last told:
+    /// the latest, unless a change of it is deferred.
+    pub(crate) fn get_forwarded<R>(
+        &mut self,
+        store: &dyn KeyValueStore,
+        key: &[u8],
+        read: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, StoreError> {
+        match self.deferred.get(key) {
+            Some(deferred) => Ok(read(deferred.forwarded.as_deref())),
+            None => self.get(store, key, read),
+        }
+    }
+
     /// Takes a write; it reaches the store at the next write-back.
     pub(crate) fn write(&mut self, key: &[u8], value: Option<&[u8]>) {
         self.pending.insert(key.into(), value.map(Into::into));
+    }
+
+    /// Takes a write of a table whose change is deferred until
+    /// [`StoreCache::release`]; `timestamp` and `source` are the record's
+    /// that wrote it.
+    pub(crate) fn defer(
+        &mut self,
+        store: &dyn KeyValueStore,
+        key: &[u8],
+        value: Option<&[u8]>,
+        timestamp: i64,
+        source: &SourceMetadata,
+    ) -> Result<(), StoreError> {
+        match self.deferred.get_mut(key) {
+            Some(deferred) => {
+                deferred.timestamp = timestamp;
+                deferred.source.clone_from(source);
+            }
+            None => {
+                let forwarded: Value = self.get(store, key, |value| value.map(Box::from))?;
+                // The key twice (here and pending), the value passed on and
+                // the latest one.
+                self.deferred_bytes += 2 * key.len()
+                    + forwarded.as_ref().map_or(0, |v| v.len())
+                    + value.map_or(0, <[u8]>::len)
+                    + 2 * ENTRY_OVERHEAD;
+                let deferred = Deferred {
+                    forwarded,
+                    timestamp,
+                    source: source.clone(),
+                };
+                self.deferred.insert(key.into(), deferred);
+            }
+        }
+        self.write(key, value);
+        Ok(())
+    }
+
+    /// Whether the deferred changes have outgrown their half of the
+    /// store's share of the budget, so that they should be released now.
+    pub(crate) fn deferred_full(&self) -> bool {
+        self.deferred_bytes > self.budget.per_store() / 2
+    }
+
+    /// Takes every deferred change, in the order its key was first
+    /// deferred, leaving out those whose key ended where it started.
+    pub(crate) fn release(&mut self, store: &dyn KeyValueStore) -> Result<Vec<Released>, StoreError> {
+        let deferred = std::mem::take(&mut self.deferred);
+        self.deferred_bytes = 0;
+        let mut released = Vec::with_capacity(deferred.len());
+        for (key, deferred) in deferred {
+            let new = self.get(store, &key, |value| value.map(Box::from))?;
+            if new != deferred.forwarded {
+                released.push(Released {
+                    key,
+                    old: deferred.forwarded,
+                    new,
+                    timestamp: deferred.timestamp,
+                    source: deferred.source,
+                });
+            }
+        }
+        Ok(released)
     }
 
     /// Writes the pending writes to `store` in one batch; they stay cached
@@ -135,11 +253,12 @@ impl StoreCache {
     }
 
     /// Forgets every cached read, after the store was written around the
-    /// cache (a restore). Pending writes must have been written back.
+    /// cache (a restore). Pending writes must have been written back, and
+    /// no change may be deferred.
     pub(crate) fn forget_reads(&mut self) {
         debug_assert!(
-            self.pending.is_empty(),
-            "writes were pending while the store was restored"
+            self.pending.is_empty() && self.deferred.is_empty(),
+            "writes were pending or deferred while the store was restored"
         );
         self.newer = Map::default();
         self.older = Map::default();
@@ -157,7 +276,9 @@ impl StoreCache {
             Some(replaced) => self.newer_bytes = self.newer_bytes - replaced.map_or(0, |v| v.len()) + value_len,
             None => self.newer_bytes += key_len + value_len + ENTRY_OVERHEAD,
         }
-        if self.newer_bytes > share / 2 {
+        // Reads take at most half the share (two generations of a quarter
+        // each); deferred changes the other half.
+        if self.newer_bytes > share / 4 {
             self.older = std::mem::take(&mut self.newer);
             self.newer_bytes = 0;
         }

@@ -1,9 +1,9 @@
 //! A task's view of one store: logging to the changelog and typed access.
 
-use super::cache::{CacheBudget, StoreCache};
+use super::cache::{CacheBudget, Released, StoreCache};
 use super::{KeyValueStore, StoreReader, StoreSize, StoreWrite};
 use crate::error::{SerdeError, WeirError};
-use crate::processor::{ProcessorContext, RecordCollector, ValueGetter};
+use crate::processor::{ProcessorContext, RecordCollector, ValueGetter, View};
 use crate::record::{OutputKind, OutputRecord, RawRecord};
 use crate::serde::{Encoded, SerdeRef};
 use std::cell::RefCell;
@@ -58,6 +58,20 @@ impl StoreHandle {
         Ok(self.cache.get(self.store.as_ref(), key, read)?)
     }
 
+    /// Calls `read` with the value of `key` downstream was last told.
+    pub(crate) fn get_forwarded<R>(
+        &mut self,
+        key: &[u8],
+        read: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, WeirError> {
+        Ok(self.cache.get_forwarded(self.store.as_ref(), key, read)?)
+    }
+
+    /// Whether the table kept in this store defers its changes.
+    pub(crate) fn defers(&self) -> bool {
+        self.cache.defers()
+    }
+
     /// Writes `value` (deletes on `None`) and logs the write.
     pub(crate) fn write(
         &mut self,
@@ -68,6 +82,34 @@ impl StoreHandle {
         self.cache.write(key, value);
         self.log(ctx.collector, key, value, ctx.timestamp);
         Ok(())
+    }
+
+    /// Writes `value` (deletes on `None`) and defers the change and its
+    /// changelog record to [`StoreHandle::release`].
+    pub(crate) fn defer(
+        &mut self,
+        ctx: &ProcessorContext<'_>,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), WeirError> {
+        Ok(self
+            .cache
+            .defer(self.store.as_ref(), key, value, ctx.timestamp, ctx.source)?)
+    }
+
+    /// Whether the deferred changes should be released before the commit.
+    pub(crate) fn deferred_full(&self) -> bool {
+        self.cache.deferred_full()
+    }
+
+    /// Takes the deferred changes and logs each key's latest value; the
+    /// caller passes the changes on.
+    pub(crate) fn release(&mut self, collector: &mut RecordCollector) -> Result<Vec<Released>, WeirError> {
+        let released = self.cache.release(self.store.as_ref())?;
+        for change in &released {
+            self.log(collector, &change.key, change.new.as_deref(), change.timestamp);
+        }
+        Ok(released)
     }
 
     /// Logs `key`'s current value again (a deletion when it has none).
@@ -161,19 +203,55 @@ impl<K: 'static, V: 'static> TypedStore<K, V> {
         Ok(self.key_serde.deserialize(&self.serde_topic, Some(bytes))?)
     }
 
-    pub(crate) fn get(&self, key: &K) -> Result<Option<V>, WeirError> {
+    /// A value as the store holds it, typed.
+    pub(crate) fn decode_value(&self, bytes: Option<&[u8]>) -> Result<Option<V>, WeirError> {
+        Ok(bytes
+            .map(|bytes| self.value_serde.deserialize(&self.serde_topic, Some(bytes)))
+            .transpose()?)
+    }
+
+    /// `key`'s value: the latest, or with [`View::Forwarded`] the one
+    /// downstream was last told.
+    pub(crate) fn get(&self, key: &K, view: View) -> Result<Option<V>, WeirError> {
         let mut buffers = self.buffers.borrow_mut();
         self.encode_key(key, &mut buffers.0)?;
-        let value = self.handle.borrow_mut().get(&buffers.0, |bytes| {
-            bytes
-                .map(|bytes| self.value_serde.deserialize(&self.serde_topic, Some(bytes)))
-                .transpose()
-        })?;
-        Ok(value?)
+        let mut handle = self.handle.borrow_mut();
+        let decode = |bytes: Option<&[u8]>| self.decode_value(bytes);
+        match view {
+            View::Latest => handle.get(&buffers.0, decode)?,
+            View::Forwarded => handle.get_forwarded(&buffers.0, decode)?,
+        }
+    }
+
+    /// Whether the table kept in this store defers its changes (see
+    /// [`super::cache`]).
+    pub(crate) fn defers(&self) -> bool {
+        self.handle.borrow().defers()
     }
 
     /// Writes `value` for `key`, or deletes `key` when `value` is `None`.
     pub(crate) fn put(&self, ctx: &mut ProcessorContext<'_>, key: &K, value: Option<&V>) -> Result<(), WeirError> {
+        self.write(ctx, key, value, false)
+    }
+
+    /// Writes like [`TypedStore::put`], deferring the change and its
+    /// changelog record until the task releases them.
+    pub(crate) fn put_deferred(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        key: &K,
+        value: Option<&V>,
+    ) -> Result<(), WeirError> {
+        self.write(ctx, key, value, true)
+    }
+
+    fn write(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        key: &K,
+        value: Option<&V>,
+        deferred: bool,
+    ) -> Result<(), WeirError> {
         let mut buffers = self.buffers.borrow_mut();
         let (key_buf, value_buf) = &mut *buffers;
         self.encode_key(key, key_buf)?;
@@ -189,12 +267,16 @@ impl<K: 'static, V: 'static> TypedStore<K, V> {
             }
             None => None,
         };
-        self.handle.borrow_mut().write(ctx, key_buf, value_bytes)
+        let mut handle = self.handle.borrow_mut();
+        match deferred {
+            true => handle.defer(ctx, key_buf, value_bytes),
+            false => handle.write(ctx, key_buf, value_bytes),
+        }
     }
 }
 
 impl<K: 'static, V: 'static> ValueGetter<K, V> for TypedStore<K, V> {
-    fn get(&self, key: &K) -> Result<Option<V>, WeirError> {
-        TypedStore::get(self, key)
+    fn get(&self, key: &K, view: View) -> Result<Option<V>, WeirError> {
+        TypedStore::get(self, key, view)
     }
 }

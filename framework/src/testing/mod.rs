@@ -427,7 +427,13 @@ impl DriverState {
                 .tasks
                 .get_mut(&task_id)
                 .expect("a task per sub-topology and partition");
-            if let Err(error) = task.process(&topic, offset, &record.as_input()) {
+            // Each record's table changes are passed on before the next
+            // record, as if the task committed after every record, so
+            // that the outputs show every update.
+            let processed = task
+                .process(&topic, offset, &record.as_input())
+                .and_then(|()| task.release_deferred());
+            if let Err(error) = processed {
                 // What the failed record produced before failing is not sent,
                 // as a runtime would not commit it.
                 task.drain_output();
@@ -475,6 +481,7 @@ impl DriverState {
             for id in ids {
                 let task = self.tasks.get_mut(&id).expect("listed");
                 if task.held_records() > 0 && task.complete_async()? > 0 {
+                    task.release_deferred()?;
                     self.route_outputs(id, &mut queue)?;
                 }
             }

@@ -25,7 +25,7 @@ mod workload;
 use self::cluster::{ConsumerView, Faults, ModelGroup, ModelProducer, ModelReader, ProducerPort, SharedCluster};
 use self::rng::Rng;
 use self::stores::{Disk, SimStores};
-use self::workload::{Generator, Reference, DOMAIN_MEMBERS, PARTITIONS, PREFERENCES, PROFILES, TAGGED, USERS};
+use self::workload::{Generator, Reference, DOMAIN_MEMBERS, EMAILS, PARTITIONS, PREFERENCES, PROFILES, TAGGED, USERS};
 use super::query::LocalStores;
 use super::state_manager::FENCE_KEY;
 use super::task_manager::{Processed, TaskManager, ThreadIo};
@@ -160,7 +160,7 @@ impl Simulation {
             clock: 0,
             commits: Vec::new(),
         };
-        for topic in [USERS, PREFERENCES] {
+        for topic in [USERS, PREFERENCES, EMAILS] {
             cluster.create_topic(topic, PARTITIONS);
         }
         for topic in &plan.internal_topics {
@@ -221,8 +221,10 @@ impl Simulation {
         let config = StreamsConfig::new(APPLICATION, "simulated:9092")
             .set("state.dir", self.slots[slot].state_dir.to_string_lossy())
             .set("application.server", format!("member-{id}:80"))
-            // Small enough that the store caches drop entries all the time.
-            .set("statestore.cache.max.bytes", "2048");
+            // Every other member passes every table change on at once;
+            // the others' store caches are small enough to drop entries and
+            // release deferred changes all the time.
+            .set("statestore.cache.max.bytes", if id % 2 == 0 { "2048" } else { "0" });
         let settings = Arc::new(config.settings().expect("valid settings"));
         let stores = Arc::new(SimStores {
             app_dir: settings.app_dir(),
@@ -522,9 +524,18 @@ impl Simulation {
         }
     }
 
-    /// Writes one input record, and applies it to the reference.
+    /// Writes one input record (an email also to [`EMAILS`]), and applies
+    /// it to the reference.
     fn write(&mut self, change: workload::Change) {
         self.reference.apply(&change);
+        if change.topic == USERS && change.value.is_some() {
+            self.append(EMAILS, &change);
+        }
+        self.append(change.topic, &change);
+        self.produced += 1;
+    }
+
+    fn append(&mut self, topic: &str, change: &workload::Change) {
         let stored = cluster::Stored {
             key: Some(change.key.clone().into_bytes()),
             value: change.value.clone(),
@@ -533,8 +544,7 @@ impl Simulation {
             at: 0,
             zombie: false,
         };
-        self.cluster.borrow_mut().append(&Arc::from(change.topic), None, stored);
-        self.produced += 1;
+        self.cluster.borrow_mut().append(&Arc::from(topic), None, stored);
     }
 
     /// The random phase: input arrives while members process, crash,

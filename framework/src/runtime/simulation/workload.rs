@@ -10,6 +10,9 @@ use crate::{Consumed, Grouped, Materialized, Produced, Serdes, StreamsBuilder, T
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) const USERS: &str = "users";
+/// Every email a user takes, as a stream (the simulation writes each
+/// email to `users` and here).
+pub(super) const EMAILS: &str = "emails";
 pub(super) const PREFERENCES: &str = "preferences";
 pub(super) const PROFILES: &str = "profiles";
 pub(super) const TAGGED: &str = "tagged";
@@ -18,8 +21,11 @@ pub(super) const PARTITIONS: i32 = 3;
 
 /// users ⋈ preferences → `profiles` (`email:dark`); each profile enriched
 /// by a lookup (cached) → the table `tagged` and the topic `tagged`
-/// (`email:dark#tag`); users re-keyed by email domain → the set of users
-/// ever seen per domain → `domain-members`. Lookups run on `runtime`, which
+/// (`email:dark#tag`); the stream of emails re-keyed by domain → the set
+/// of users ever seen per domain → `domain-members`. The set is read from
+/// a stream, not from the users table's changes: a table's consecutive
+/// changes may reach downstream merged (see the store cache), so a user's
+/// passing email need not. Lookups run on `runtime`, which
 /// the simulation drives.
 pub(super) fn topology(runtime: tokio::runtime::Handle) -> Topology {
     let builder = StreamsBuilder::new();
@@ -39,9 +45,8 @@ pub(super) fn topology(runtime: tokio::runtime::Handle) -> Topology {
     );
     tagged.to(TAGGED, Produced::with(Utf8, Nullable(Utf8)));
     tagged.to_table(TAGGED, Serdes::with(Utf8, Utf8));
-    users
-        .to_stream()
-        .flat_map_values(|email: Option<String>| email)
+    builder
+        .stream(EMAILS, Consumed::with(Utf8, Utf8))
         .group_by(|_, email| domain(email), Grouped::with(Utf8, Utf8).named("by-domain"))
         .aggregate(
             BTreeSet::new,
