@@ -2,6 +2,10 @@
 //! several partitions, against a reference computed from the inputs' state.
 //! After every input record, the compacted view of the output (last value
 //! per key) must equal the reference; so must the final one.
+//!
+//! Each runs twice: committing after every record, and committing at random
+//! points only, so that the store caches merge a key's consecutive changes
+//! in between (the view is compared after each commit).
 
 mod common;
 
@@ -9,7 +13,7 @@ use common::backends;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use weir::serde::{Json, Utf8, I64};
-use weir::testing::{TestInputTopic, TestStores};
+use weir::testing::{TestInputTopic, TestStores, TopologyTestDriver};
 use weir::{Consumed, Grouped, KTable, Materialized, Produced, StreamsBuilder};
 
 const PARTITIONS: i32 = 3;
@@ -20,17 +24,40 @@ struct Update {
     left: bool,
     key: u8,
     value: Option<u8>,
+    /// Whether the driver commits after it, when it does not after each record.
+    commit: bool,
 }
 
 fn updates() -> impl Strategy<Value = Vec<Update>> {
     prop::collection::vec(
-        (any::<bool>(), 0u8..8, prop::option::weighted(0.75, 0u8..4)).prop_map(|(left, key, value)| Update {
-            left,
-            key,
-            value,
-        }),
+        (
+            any::<bool>(),
+            0u8..8,
+            prop::option::weighted(0.75, 0u8..4),
+            prop::bool::weighted(0.25),
+        )
+            .prop_map(|(left, key, value, commit)| Update {
+                left,
+                key,
+                value,
+                commit,
+            }),
         1..60,
     )
+}
+
+/// Whether the view is to be compared after `updates[i]`: after every
+/// update when the driver commits after each record, else after the
+/// updates it commits after (and the last), committing first.
+fn committed_after(driver: &TopologyTestDriver, each_record: bool, updates: &[Update], i: usize) -> bool {
+    if each_record {
+        return true;
+    }
+    if !updates[i].commit && i + 1 < updates.len() {
+        return false;
+    }
+    driver.commit().unwrap();
+    true
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -78,11 +105,16 @@ fn pipe_update(inputs: &[TestInputTopic<String, u8>; 2], state: &mut [BTreeMap<S
     }
 }
 
-fn check_table_join(kind: JoinKind, stores: TestStores, updates: &[Update]) -> Result<(), TestCaseError> {
+fn check_table_join(
+    kind: JoinKind,
+    stores: TestStores,
+    each_record: bool,
+    updates: &[Update],
+) -> Result<(), TestCaseError> {
     let builder = StreamsBuilder::new();
     let joined = join_tables(&builder, kind);
     joined.to("out", Produced::with(Utf8, Json::new()));
-    let driver = common::driver(builder.build().unwrap(), stores, PARTITIONS);
+    let driver = common::committing(builder.build().unwrap(), stores, PARTITIONS, each_record);
     let inputs = [
         driver.input_topic("left", Utf8, Json::<u8>::new()),
         driver.input_topic("right", Utf8, Json::<u8>::new()),
@@ -91,8 +123,11 @@ fn check_table_join(kind: JoinKind, stores: TestStores, updates: &[Update]) -> R
     let output = driver.output_topic("out", Utf8, Json::<Joined>::new());
 
     let mut view: HashMap<String, Joined> = HashMap::new();
-    for update in updates {
+    for (i, update) in updates.iter().enumerate() {
         pipe_update(&inputs, &mut state, update);
+        if !committed_after(&driver, each_record, updates, i) {
+            continue;
+        }
         apply(&mut view, output.read_key_values().unwrap());
         let expected: HashMap<String, Joined> = state[0]
             .keys()
@@ -127,8 +162,15 @@ fn events() -> impl Strategy<Value = Vec<Event>> {
 }
 
 /// Stream-table joins emit events, so the whole output sequence is checked:
-/// each stream record joined with the table row current at its arrival.
-fn check_stream_table_join(left_join: bool, stores: TestStores, events: &[Event]) -> Result<(), TestCaseError> {
+/// each stream record joined with the table row current at its arrival,
+/// even while the row's change is deferred (`each_record` false: the
+/// driver never commits).
+fn check_stream_table_join(
+    left_join: bool,
+    stores: TestStores,
+    each_record: bool,
+    events: &[Event],
+) -> Result<(), TestCaseError> {
     let builder = StreamsBuilder::new();
     let table = builder.table("table", Consumed::with(Utf8, Json::<u8>::new()));
     let stream = builder.stream("stream", Consumed::with(Utf8, Json::<u8>::new()));
@@ -138,7 +180,7 @@ fn check_stream_table_join(left_join: bool, stores: TestStores, events: &[Event]
         stream.join(&table, |v, row| (*v, Some(*row)))
     };
     joined.to("out", Produced::with(Utf8, Json::new()));
-    let driver = common::driver(builder.build().unwrap(), stores, PARTITIONS);
+    let driver = common::committing(builder.build().unwrap(), stores, PARTITIONS, each_record);
     let table_in = driver.input_topic("table", Utf8, Json::<u8>::new());
     let stream_in = driver.input_topic("stream", Utf8, Json::<u8>::new());
 
@@ -179,7 +221,7 @@ fn check_stream_table_join(left_join: bool, stores: TestStores, events: &[Event]
 
 /// Rows `key → (group, amount)` grouped by `group`: the count and the sum of
 /// each group must follow every upsert, move and delete.
-fn check_table_aggregation(stores: TestStores, updates: &[Update]) -> Result<(), TestCaseError> {
+fn check_table_aggregation(stores: TestStores, each_record: bool, updates: &[Update]) -> Result<(), TestCaseError> {
     let builder = StreamsBuilder::new();
     let grouped = builder.table("rows", Consumed::with(Utf8, Json::<u8>::new())).group_by(
         |_, v| (format!("g{}", v % 3), i64::from(*v)),
@@ -196,14 +238,14 @@ fn check_table_aggregation(stores: TestStores, updates: &[Update]) -> Result<(),
             Materialized::with(Json::new()),
         )
         .to("sums", Produced::with(Utf8, Json::new()));
-    let driver = common::driver(builder.build().unwrap(), stores, PARTITIONS);
+    let driver = common::committing(builder.build().unwrap(), stores, PARTITIONS, each_record);
     let input = driver.input_topic("rows", Utf8, Json::<u8>::new());
     let counts_out = driver.output_topic("counts", Utf8, I64);
     let sums_out = driver.output_topic("sums", Utf8, Json::<i64>::new());
 
     let mut rows: BTreeMap<String, u8> = BTreeMap::new();
     let (mut counts, mut sums) = (HashMap::new(), HashMap::new());
-    for update in updates {
+    for (i, update) in updates.iter().enumerate() {
         // Use both sides' keys as one key space: more rows per group.
         let key = format!("k{}{}", update.key, u8::from(update.left));
         match update.value {
@@ -215,6 +257,9 @@ fn check_table_aggregation(stores: TestStores, updates: &[Update]) -> Result<(),
                 input.pipe_tombstone(key.clone()).unwrap();
                 rows.remove(&key);
             }
+        }
+        if !committed_after(&driver, each_record, updates, i) {
+            continue;
         }
         apply(&mut counts, counts_out.read_key_values().unwrap());
         apply(&mut sums, sums_out.read_key_values().unwrap());
@@ -232,7 +277,12 @@ fn check_table_aggregation(stores: TestStores, updates: &[Update]) -> Result<(),
 
 /// A table aggregation over a join result: the join's old values must be
 /// right too, or the subtraction of a replaced joined row goes wrong.
-fn check_aggregation_over_join(kind: JoinKind, stores: TestStores, updates: &[Update]) -> Result<(), TestCaseError> {
+fn check_aggregation_over_join(
+    kind: JoinKind,
+    stores: TestStores,
+    each_record: bool,
+    updates: &[Update],
+) -> Result<(), TestCaseError> {
     let builder = StreamsBuilder::new();
     let joined = join_tables(&builder, kind);
     joined
@@ -247,7 +297,7 @@ fn check_aggregation_over_join(kind: JoinKind, stores: TestStores, updates: &[Up
             Materialized::with(Json::new()),
         )
         .to("sums", Produced::with(Utf8, Json::new()));
-    let driver = common::driver(builder.build().unwrap(), stores, PARTITIONS);
+    let driver = common::committing(builder.build().unwrap(), stores, PARTITIONS, each_record);
     let inputs = [
         driver.input_topic("left", Utf8, Json::<u8>::new()),
         driver.input_topic("right", Utf8, Json::<u8>::new()),
@@ -255,8 +305,11 @@ fn check_aggregation_over_join(kind: JoinKind, stores: TestStores, updates: &[Up
     let mut state: [BTreeMap<String, u8>; 2] = Default::default();
     let output = driver.output_topic("sums", Utf8, Json::<i64>::new());
     let mut view = HashMap::new();
-    for update in updates {
+    for (i, update) in updates.iter().enumerate() {
         pipe_update(&inputs, &mut state, update);
+        if !committed_after(&driver, each_record, updates, i) {
+            continue;
+        }
         apply(&mut view, output.read_key_values().unwrap());
         let mut expected = HashMap::new();
         for k in state[0]
@@ -270,6 +323,13 @@ fn check_aggregation_over_join(kind: JoinKind, stores: TestStores, updates: &[Up
         prop_assert_eq!(&view, &expected, "after {:?}", update);
     }
     Ok(())
+}
+
+/// Each store backend, committing after each record and not.
+fn runs() -> impl Iterator<Item = (TestStores, bool)> {
+    backends()
+        .into_iter()
+        .flat_map(|stores| [(stores, true), (stores, false)])
 }
 
 fn apply<V>(view: &mut HashMap<String, V>, updates: Vec<(String, Option<V>)>) {
@@ -286,52 +346,52 @@ proptest! {
 
     #[test]
     fn table_inner_join_matches_the_reference(updates in updates()) {
-        for stores in backends() {
-            check_table_join(JoinKind::Inner, stores, &updates)?;
+        for (stores, each_record) in runs() {
+            check_table_join(JoinKind::Inner, stores, each_record, &updates)?;
         }
     }
 
     #[test]
     fn table_left_join_matches_the_reference(updates in updates()) {
-        for stores in backends() {
-            check_table_join(JoinKind::Left, stores, &updates)?;
+        for (stores, each_record) in runs() {
+            check_table_join(JoinKind::Left, stores, each_record, &updates)?;
         }
     }
 
     #[test]
     fn table_outer_join_matches_the_reference(updates in updates()) {
-        for stores in backends() {
-            check_table_join(JoinKind::Outer, stores, &updates)?;
+        for (stores, each_record) in runs() {
+            check_table_join(JoinKind::Outer, stores, each_record, &updates)?;
         }
     }
 
     #[test]
     fn stream_table_inner_join_matches_the_reference(events in events()) {
-        for stores in backends() {
-            check_stream_table_join(false, stores, &events)?;
+        for (stores, each_record) in runs() {
+            check_stream_table_join(false, stores, each_record, &events)?;
         }
     }
 
     #[test]
     fn stream_table_left_join_matches_the_reference(events in events()) {
-        for stores in backends() {
-            check_stream_table_join(true, stores, &events)?;
+        for (stores, each_record) in runs() {
+            check_stream_table_join(true, stores, each_record, &events)?;
         }
     }
 
     #[test]
     fn aggregations_over_each_join_kind_match_the_reference(updates in updates()) {
-        for stores in backends() {
+        for (stores, each_record) in runs() {
             for kind in [JoinKind::Inner, JoinKind::Left, JoinKind::Outer] {
-                check_aggregation_over_join(kind, stores, &updates)?;
+                check_aggregation_over_join(kind, stores, each_record, &updates)?;
             }
         }
     }
 
     #[test]
     fn table_aggregation_matches_the_reference(updates in updates()) {
-        for stores in backends() {
-            check_table_aggregation(stores, &updates)?;
+        for (stores, each_record) in runs() {
+            check_table_aggregation(stores, each_record, &updates)?;
         }
     }
 }

@@ -381,6 +381,147 @@ mod tests {
         assert_eq!(budget.stores.get(), 0);
     }
 
+    fn source(offset: i64) -> SourceMetadata {
+        SourceMetadata {
+            topic: "input".into(),
+            partition: 0,
+            offset,
+        }
+    }
+
+    #[test]
+    fn deferred_changes_of_a_key_are_released_as_one_from_the_value_last_passed_on() {
+        let mut store = counting();
+        store.inner.put(b"a", b"0").unwrap();
+        let mut cache = StoreCache::new(CacheBudget::new(1 << 20));
+        cache.defer(&store, b"a", Some(b"1"), 10, &source(0)).unwrap();
+        cache.defer(&store, b"b", Some(b"5"), 11, &source(1)).unwrap();
+        cache.defer(&store, b"a", Some(b"2"), 12, &source(2)).unwrap();
+        cache.defer(&store, b"c", Some(b"7"), 13, &source(3)).unwrap();
+        cache.defer(&store, b"c", None, 14, &source(4)).unwrap();
+        let forwarded =
+            |cache: &mut StoreCache, key: &[u8]| cache.get_forwarded(&store, key, |v| v.map(<[u8]>::to_vec)).unwrap();
+        assert_eq!(
+            forwarded(&mut cache, b"a"),
+            Some(b"0".to_vec()),
+            "downstream still knows 0"
+        );
+        assert_eq!(
+            read(&mut cache, &store, b"a"),
+            Some(b"2".to_vec()),
+            "readers see the latest"
+        );
+        let released = cache.release(&store).unwrap();
+        let summary: Vec<_> = released
+            .iter()
+            .map(|r| {
+                (
+                    r.key.to_vec(),
+                    r.old.as_deref().map(<[u8]>::to_vec),
+                    r.new.as_deref().map(<[u8]>::to_vec),
+                    r.timestamp,
+                    r.source.offset,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (b"a".to_vec(), Some(b"0".to_vec()), Some(b"2".to_vec()), 12, 2),
+                (b"b".to_vec(), None, Some(b"5".to_vec()), 11, 1),
+            ],
+            "c was created and deleted in between: nothing to pass on"
+        );
+        assert_eq!(forwarded(&mut cache, b"a"), Some(b"2".to_vec()));
+        assert!(cache.release(&store).unwrap().is_empty());
+    }
+
+    #[test]
+    fn deferred_changes_outgrow_half_the_share_of_the_budget() {
+        let store = counting();
+        let mut cache = StoreCache::new(CacheBudget::new(2_000));
+        let mut key = 0u32;
+        while !cache.deferred_full() {
+            cache
+                .defer(&store, &key.to_be_bytes(), Some(&[0; 20]), 0, &source(0))
+                .unwrap();
+            key += 1;
+        }
+        assert!((5..=15).contains(&key), "{key} changes of about 100 bytes filled 1,000");
+        cache.release(&store).unwrap();
+        assert!(!cache.deferred_full());
+        assert!(
+            !StoreCache::new(CacheBudget::new(0)).defers(),
+            "a budget of 0 passes every change on"
+        );
+    }
+
+    #[derive(Debug, Clone)]
+    enum Deferral {
+        Defer(u8, Option<u8>),
+        ReadForwarded(u8),
+        Release,
+    }
+
+    fn deferral() -> impl Strategy<Value = Deferral> {
+        prop_oneof![
+            6 => (0u8..12, proptest::option::of(0u8..3)).prop_map(|(k, v)| Deferral::Defer(k, v)),
+            2 => (0u8..12).prop_map(Deferral::ReadForwarded),
+            1 => Just(Deferral::Release),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the writes and releases, each released change starts
+        /// from what downstream was last told of its key and ends at the
+        /// key's latest value, never the same; and once released, nothing
+        /// differs between the two.
+        #[test]
+        fn released_changes_chain_from_what_downstream_saw_to_the_latest(
+            steps in proptest::collection::vec(deferral(), 1..120),
+            budget in 0usize..3000,
+        ) {
+            let mut store = counting();
+            let mut cache = StoreCache::new(CacheBudget::new(budget.max(1)));
+            let mut latest: BTreeMap<u8, u8> = BTreeMap::new();
+            let mut seen: BTreeMap<u8, u8> = BTreeMap::new();
+            let release = |cache: &mut StoreCache, store: &Counting, latest: &BTreeMap<u8, u8>, seen: &mut BTreeMap<u8, u8>| -> Result<(), TestCaseError> {
+                for change in cache.release(store).unwrap() {
+                    let key = change.key[0];
+                    prop_assert_eq!(change.old.as_deref().map(|v| v[0]), seen.get(&key).copied());
+                    prop_assert_eq!(change.new.as_deref().map(|v| v[0]), latest.get(&key).copied());
+                    prop_assert_ne!(&change.old, &change.new);
+                    match change.new {
+                        Some(v) => seen.insert(key, v[0]),
+                        None => seen.remove(&key),
+                    };
+                }
+                prop_assert_eq!(&*seen, latest);
+                Ok(())
+            };
+            for (i, step) in steps.into_iter().enumerate() {
+                match step {
+                    Deferral::Defer(k, v) => {
+                        cache.defer(&store, &[k], v.as_ref().map(std::slice::from_ref), i as i64, &source(i as i64)).unwrap();
+                        match v {
+                            Some(v) => latest.insert(k, v),
+                            None => latest.remove(&k),
+                        };
+                    }
+                    Deferral::ReadForwarded(k) => {
+                        let forwarded = cache.get_forwarded(&store, &[k], |v| v.map(|v| v[0])).unwrap();
+                        prop_assert_eq!(forwarded, seen.get(&k).copied());
+                    }
+                    Deferral::Release => release(&mut cache, &store, &latest, &mut seen)?,
+                }
+                if i % 7 == 0 {
+                    cache.write_back(&mut store).unwrap();
+                }
+            }
+            release(&mut cache, &store, &latest, &mut seen)?;
+        }
+    }
+
     #[derive(Debug, Clone)]
     enum Step {
         Read(u8),

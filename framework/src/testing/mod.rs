@@ -68,6 +68,13 @@ pub struct TestDriverConfig {
     /// How long a pipe waits for enrichments to answer before it fails
     /// (default 30 s).
     pub async_timeout: Duration,
+    /// Whether the driver commits after every record (the default), so
+    /// that every update of a table reaches downstream. Without, the
+    /// changes the store caches defer wait for
+    /// [`TopologyTestDriver::commit`], and the consecutive updates of a key
+    /// in between reach downstream as one change, as between two commits
+    /// of a running application.
+    pub commit_each_record: bool,
 }
 
 impl Default for TestDriverConfig {
@@ -80,6 +87,7 @@ impl Default for TestDriverConfig {
             default_error_handler: ErrorHandler::Fail,
             production_error_handler: ErrorHandler::Fail,
             async_timeout: Duration::from_secs(30),
+            commit_each_record: true,
         }
     }
 }
@@ -117,6 +125,11 @@ impl TestDriverConfig {
 
     pub fn async_timeout(mut self, timeout: Duration) -> Self {
         self.async_timeout = timeout;
+        self
+    }
+
+    pub fn commit_each_record(mut self, commit_each_record: bool) -> Self {
+        self.commit_each_record = commit_each_record;
         self
     }
 }
@@ -357,6 +370,33 @@ impl TopologyTestDriver {
     pub fn flush(&self) -> Result<(), WeirError> {
         self.state.borrow_mut().tasks.values_mut().try_for_each(Task::flush)
     }
+
+    /// Passes on the table changes the store caches deferred, and
+    /// processes what they lead to, as a commit of a running application
+    /// does first; only needed without
+    /// [`TestDriverConfig::commit_each_record`].
+    ///
+    /// ```
+    /// use weir::serde::{Json, Utf8};
+    /// use weir::testing::{TestDriverConfig, TestRecord, TopologyTestDriver};
+    /// use weir::{Consumed, Produced, StreamsBuilder};
+    ///
+    /// let builder = StreamsBuilder::new();
+    /// builder
+    ///     .table("prefs", Consumed::with(Utf8, Json::<bool>::new()))
+    ///     .to("out", Produced::with(Utf8, Json::new()));
+    /// let config = TestDriverConfig::default().commit_each_record(false);
+    /// let driver = TopologyTestDriver::with_config(builder.build().unwrap(), config).unwrap();
+    /// let prefs = driver.input_topic("prefs", Utf8, Json::<bool>::new());
+    /// prefs.pipe_all([true, false, true].map(|dark| TestRecord::new("u1".to_string(), Some(dark)))).unwrap();
+    /// let out = driver.output_topic("out", Utf8, Json::<bool>::new());
+    /// assert!(out.read_key_values().unwrap().is_empty(), "deferred until the commit");
+    /// driver.commit().unwrap();
+    /// assert_eq!(out.read_key_values().unwrap(), [("u1".to_string(), Some(true))]);
+    /// ```
+    pub fn commit(&self) -> Result<(), WeirError> {
+        self.state.borrow_mut().commit()
+    }
 }
 
 impl DriverState {
@@ -414,6 +454,25 @@ impl DriverState {
         processed.and(written_back)
     }
 
+    /// Releases every task's deferred table changes and processes what they
+    /// lead to (through repartition topics, other tasks' deferred changes),
+    /// until none is left.
+    fn commit(&mut self) -> Result<(), WeirError> {
+        loop {
+            let mut queue = VecDeque::new();
+            let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+            for id in ids {
+                self.tasks.get_mut(&id).expect("listed").release_deferred()?;
+                self.route_outputs(id, &mut queue)?;
+            }
+            if queue.is_empty() {
+                return self.tasks.values_mut().try_for_each(Task::write_back);
+            }
+            self.process_queue(queue)?;
+            self.settle_async()?;
+        }
+    }
+
     /// Processes queued input records, and the records they write to topics
     /// the topology reads, until none is left.
     fn process_queue(&mut self, mut queue: VecDeque<(String, i32, i64, usize)>) -> Result<(), WeirError> {
@@ -427,12 +486,15 @@ impl DriverState {
                 .tasks
                 .get_mut(&task_id)
                 .expect("a task per sub-topology and partition");
-            // Each record's table changes are passed on before the next
-            // record, as if the task committed after every record, so
-            // that the outputs show every update.
+            // Committing after each record passes its table changes on
+            // before the next record, so that the outputs show every update.
+            let commit_each_record = self.config.commit_each_record;
             let processed = task
                 .process(&topic, offset, &record.as_input())
-                .and_then(|()| task.release_deferred());
+                .and_then(|()| match commit_each_record {
+                    true => task.release_deferred(),
+                    false => Ok(()),
+                });
             if let Err(error) = processed {
                 // What the failed record produced before failing is not sent,
                 // as a runtime would not commit it.
@@ -481,7 +543,9 @@ impl DriverState {
             for id in ids {
                 let task = self.tasks.get_mut(&id).expect("listed");
                 if task.held_records() > 0 && task.complete_async()? > 0 {
-                    task.release_deferred()?;
+                    if self.config.commit_each_record {
+                        task.release_deferred()?;
+                    }
                     self.route_outputs(id, &mut queue)?;
                 }
             }

@@ -19,11 +19,22 @@ pub fn backends() -> [TestStores; 2] {
 
 /// A driver with every topic on `partitions` partitions.
 pub fn driver(topology: Topology, stores: TestStores, partitions: i32) -> TopologyTestDriver {
+    committing(topology, stores, partitions, true)
+}
+
+/// [`driver`], committing after each record or only when told.
+pub fn committing(
+    topology: Topology,
+    stores: TestStores,
+    partitions: i32,
+    commit_each_record: bool,
+) -> TopologyTestDriver {
     TopologyTestDriver::with_config(
         topology,
         TestDriverConfig::default()
             .default_partitions(partitions)
-            .stores(stores),
+            .stores(stores)
+            .commit_each_record(commit_each_record),
     )
     .expect("the topology is valid")
 }
