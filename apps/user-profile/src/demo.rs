@@ -56,6 +56,9 @@ pub struct DemoOptions {
     /// pipeline's and the generator's (for instance `batch.num.messages=1`
     /// for a broker that cannot serve a fetch from inside a batch).
     pub producer_settings: Vec<(String, String)>,
+    /// weir settings of the pipeline over the demo's own (for instance
+    /// `statestore.cache.max.bytes=0` to pass every table change on at once).
+    pub settings: Vec<(String, String)>,
 }
 
 impl Default for DemoOptions {
@@ -72,6 +75,7 @@ impl Default for DemoOptions {
             settle_timeout: Duration::from_secs(600),
             bootstrap_servers: None,
             producer_settings: Vec::new(),
+            settings: Vec::new(),
         }
     }
 }
@@ -141,6 +145,9 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
         .set("consumer.fetch.wait.max.ms", "10");
     for (key, value) in &options.producer_settings {
         config = config.set(format!("producer.{key}"), value);
+    }
+    for (key, value) in &options.settings {
+        config = config.set(key, value);
     }
     let service_url = MappingService::at(format!("http://{}", service.address()));
     let topology = run_topology(&topics, &service_url, &format)?;

@@ -15,6 +15,7 @@ use weir::runtime::{KafkaStreams, StreamsConfig};
 use weir::{Topology, WeirError};
 
 const DEFAULT_APPLICATION_ID: &str = "user-profile";
+const DEFAULT_COMMIT_INTERVAL_MS: &str = "1000";
 
 /// weir allocates per record (decoded rows, output records); mimalloc
 /// does that at a fraction of glibc's cost.
@@ -158,6 +159,10 @@ struct DemoArgs {
     /// pipeline's and the generator's; may be repeated.
     #[arg(long = "producer", value_parser = key_value)]
     producer_settings: Vec<(String, String)>,
+    /// A weir setting (`key=value`, e.g. `statestore.cache.max.bytes=0`)
+    /// of the pipeline, over the demo's own; may be repeated.
+    #[arg(long = "set", value_parser = key_value)]
+    settings: Vec<(String, String)>,
 }
 
 fn key_value(text: &str) -> Result<(String, String), String> {
@@ -251,6 +256,7 @@ fn run(command: Command) -> Result<ExitCode, WeirError> {
                 avro: args.format == FormatName::Avro,
                 bootstrap_servers: args.bootstrap_servers,
                 producer_settings: args.producer_settings,
+                settings: args.settings,
                 ..DemoOptions::default()
             })?;
             if report.verified.is_err() {
@@ -304,17 +310,24 @@ impl PipelineArgs {
     }
 
     /// The TOML file (if any) under the environment, with `application.id`
-    /// defaulting to `user-profile`.
+    /// defaulting to `user-profile` and `commit.interval.ms` to 1000.
     fn streams_config(&self) -> Result<StreamsConfig, WeirError> {
         let file = match &self.config {
             Some(path) => StreamsConfig::from_toml_file(path)?,
             None => StreamsConfig::default(),
         };
-        let config = file.merge(StreamsConfig::from_env());
-        Ok(match config.get("application.id") {
-            Some(_) => config,
-            None => config.set("application.id", DEFAULT_APPLICATION_ID),
-        })
+        let mut config = file.merge(StreamsConfig::from_env());
+        for (key, default) in [
+            ("application.id", DEFAULT_APPLICATION_ID),
+            // A profile's change waits in the store caches for the next
+            // commit (see weir's store cache); a second keeps it fresh.
+            ("commit.interval.ms", DEFAULT_COMMIT_INTERVAL_MS),
+        ] {
+            if config.get(key).is_none() {
+                config = config.set(key, default);
+            }
+        }
+        Ok(config)
     }
 }
 

@@ -224,7 +224,7 @@ impl Simulation {
             // Every other member passes every table change on at once;
             // the others' store caches are small enough to drop entries and
             // release deferred changes all the time.
-            .set("statestore.cache.max.bytes", if id % 2 == 0 { "2048" } else { "0" });
+            .set("statestore.cache.max.bytes", if id.is_multiple_of(2) { "2048" } else { "0" });
         let settings = Arc::new(config.settings().expect("valid settings"));
         let stores = Arc::new(SimStores {
             app_dir: settings.app_dir(),
