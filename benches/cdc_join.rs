@@ -39,7 +39,7 @@ use user_profile::pipeline::{join_topology, run_topology, Format, MappingService
 use weir::avro::SchemaRegistry;
 use weir::embedded::EmbeddedKafka;
 use weir::serde::SerdeRef;
-use weir::testing::kafka::read_compacted;
+use weir::testing::kafka::read_topic;
 use weir::testing::schema_registry::TestSchemaRegistry;
 use weir_benches::{rate, App};
 
@@ -172,17 +172,17 @@ fn main() {
         if whole_pipeline { "" } else { &ratio }
     );
 
-    let profiles = verify_compacted(
+    let (profiles, profile_records) = verify_compacted(
         &kafka,
         &topics.profiles,
         &format,
         &format.profile_serde(),
         &generator.expected_profiles(),
     );
-    println!("user-profile verified: {profiles} profiles as the events imply");
+    println!("user-profile verified: {profiles} profiles as the events imply, in {profile_records} records");
     if let Some(service) = service {
         let expected = generator.expected_god_objects(|id| format!("u2-{id}"));
-        let god_objects = verify_compacted(
+        let (god_objects, god_object_records) = verify_compacted(
             &kafka,
             &topics.god_objects,
             &format,
@@ -190,25 +190,40 @@ fn main() {
             &expected,
         );
         println!(
-            "user-god-object verified: {god_objects} god objects, {} service calls",
+            "user-god-object verified: {god_objects} god objects in {god_object_records} records, {} service calls",
             service.controls().requests()
         );
     }
 }
 
 /// Reads `topic` (user-id keys in `format`) compacted and fails unless it
-/// holds exactly `expected`; returns how many keys it holds.
+/// holds exactly `expected`; returns how many keys it holds and how many
+/// records it took (a table's consecutive changes merge in the store
+/// caches between commits).
 fn verify_compacted<V: PartialEq + 'static>(
     kafka: &EmbeddedKafka,
     topic: &str,
     format: &Format,
     value_serde: &SerdeRef<V>,
     expected: &BTreeMap<i64, V>,
-) -> usize {
-    let view: BTreeMap<i64, V> = read_compacted(kafka.bootstrap_servers(), topic, &format.key_serde(), value_serde)
-        .unwrap_or_else(|e| panic!("{topic} read back: {e}"))
-        .into_iter()
-        .collect();
+) -> (usize, usize) {
+    let records = read_topic(kafka.bootstrap_servers(), topic).unwrap_or_else(|e| panic!("{topic} read back: {e}"));
+    let mut view = BTreeMap::new();
+    for read in &records {
+        let key: i64 = format
+            .key_serde()
+            .deserialize(topic, read.record.key.as_deref())
+            .unwrap_or_else(|e| panic!("a key of {topic}: {e}"));
+        match read.record.value.as_deref() {
+            Some(bytes) => view.insert(
+                key,
+                value_serde
+                    .deserialize(topic, Some(bytes))
+                    .unwrap_or_else(|e| panic!("a value of {topic}: {e}")),
+            ),
+            None => view.remove(&key),
+        };
+    }
     assert!(
         &view == expected,
         "{topic} does not hold what the events imply: {} keys, {} expected, {} differ",
@@ -219,5 +234,5 @@ fn verify_compacted<V: PartialEq + 'static>(
             .filter(|(key, value)| view.get(key) != Some(value))
             .count()
     );
-    view.len()
+    (view.len(), records.len())
 }
