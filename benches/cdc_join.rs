@@ -104,8 +104,14 @@ fn main() {
     // Compressed as the CDC input is: the embedded cluster keeps only the
     // last 5 MB of each partition, and the repartition topic must not
     // outgrow that before it is read.
-    let clients: Vec<(&str, String)> = [("producer.compression.type", "lz4".to_string())]
-        .into_iter()
+    // The user-profile application's own setting: a user's consecutive
+    // changes merge between commits (`statestore.cache.merge=false` on the
+    // command line passes every update on).
+    let clients: Vec<(&str, String)> = [
+        ("producer.compression.type", "lz4".to_string()),
+        ("statestore.cache.merge", "true".to_string()),
+    ]
+    .into_iter()
         .chain(extra_clients.iter().map(|(key, value)| (key.as_str(), value.clone())))
         .collect();
     let floor = weir_benches::floor::pass_through(

@@ -181,7 +181,7 @@ struct Pipeline {
 
 impl Pipeline {
     fn new(topology: &Topology, stores: &dyn StoreSupplier, partition: i32) -> Self {
-        let cache = CacheBudget::new(64 << 20);
+        let cache = CacheBudget::new(64 << 20, false);
         let settings = TaskSettings {
             application_id: "bench",
             stores,

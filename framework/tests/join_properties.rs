@@ -3,9 +3,9 @@
 //! After every input record, the compacted view of the output (last value
 //! per key) must equal the reference; so must the final one.
 //!
-//! Each runs twice: committing after every record, and committing at random
-//! points only, so that the store caches merge a key's consecutive changes
-//! in between (the view is compared after each commit).
+//! Each runs twice: with every change passed on at once, and with tables'
+//! changes merged between commits at random points (the view is compared
+//! after each commit).
 
 mod common;
 
@@ -47,10 +47,10 @@ fn updates() -> impl Strategy<Value = Vec<Update>> {
 }
 
 /// Whether the view is to be compared after `updates[i]`: after every
-/// update when the driver commits after each record, else after the
-/// updates it commits after (and the last), committing first.
-fn committed_after(driver: &TopologyTestDriver, each_record: bool, updates: &[Update], i: usize) -> bool {
-    if each_record {
+/// update when every change is passed on at once, else after the updates
+/// the driver commits after (and the last), committing first.
+fn committed_after(driver: &TopologyTestDriver, merge: bool, updates: &[Update], i: usize) -> bool {
+    if !merge {
         return true;
     }
     if !updates[i].commit && i + 1 < updates.len() {
@@ -105,16 +105,11 @@ fn pipe_update(inputs: &[TestInputTopic<String, u8>; 2], state: &mut [BTreeMap<S
     }
 }
 
-fn check_table_join(
-    kind: JoinKind,
-    stores: TestStores,
-    each_record: bool,
-    updates: &[Update],
-) -> Result<(), TestCaseError> {
+fn check_table_join(kind: JoinKind, stores: TestStores, merge: bool, updates: &[Update]) -> Result<(), TestCaseError> {
     let builder = StreamsBuilder::new();
     let joined = join_tables(&builder, kind);
     joined.to("out", Produced::with(Utf8, Json::new()));
-    let driver = common::committing(builder.build().unwrap(), stores, PARTITIONS, each_record);
+    let driver = common::merging(builder.build().unwrap(), stores, PARTITIONS, merge);
     let inputs = [
         driver.input_topic("left", Utf8, Json::<u8>::new()),
         driver.input_topic("right", Utf8, Json::<u8>::new()),
@@ -125,7 +120,7 @@ fn check_table_join(
     let mut view: HashMap<String, Joined> = HashMap::new();
     for (i, update) in updates.iter().enumerate() {
         pipe_update(&inputs, &mut state, update);
-        if !committed_after(&driver, each_record, updates, i) {
+        if !committed_after(&driver, merge, updates, i) {
             continue;
         }
         apply(&mut view, output.read_key_values().unwrap());
@@ -163,12 +158,12 @@ fn events() -> impl Strategy<Value = Vec<Event>> {
 
 /// Stream-table joins emit events, so the whole output sequence is checked:
 /// each stream record joined with the table row current at its arrival,
-/// even while the row's change is deferred (`each_record` false: the
-/// driver never commits).
+/// even while the row's change is deferred (`merge`: the driver never
+/// commits).
 fn check_stream_table_join(
     left_join: bool,
     stores: TestStores,
-    each_record: bool,
+    merge: bool,
     events: &[Event],
 ) -> Result<(), TestCaseError> {
     let builder = StreamsBuilder::new();
@@ -180,7 +175,7 @@ fn check_stream_table_join(
         stream.join(&table, |v, row| (*v, Some(*row)))
     };
     joined.to("out", Produced::with(Utf8, Json::new()));
-    let driver = common::committing(builder.build().unwrap(), stores, PARTITIONS, each_record);
+    let driver = common::merging(builder.build().unwrap(), stores, PARTITIONS, merge);
     let table_in = driver.input_topic("table", Utf8, Json::<u8>::new());
     let stream_in = driver.input_topic("stream", Utf8, Json::<u8>::new());
 
@@ -221,7 +216,7 @@ fn check_stream_table_join(
 
 /// Rows `key → (group, amount)` grouped by `group`: the count and the sum of
 /// each group must follow every upsert, move and delete.
-fn check_table_aggregation(stores: TestStores, each_record: bool, updates: &[Update]) -> Result<(), TestCaseError> {
+fn check_table_aggregation(stores: TestStores, merge: bool, updates: &[Update]) -> Result<(), TestCaseError> {
     let builder = StreamsBuilder::new();
     let grouped = builder.table("rows", Consumed::with(Utf8, Json::<u8>::new())).group_by(
         |_, v| (format!("g{}", v % 3), i64::from(*v)),
@@ -238,7 +233,7 @@ fn check_table_aggregation(stores: TestStores, each_record: bool, updates: &[Upd
             Materialized::with(Json::new()),
         )
         .to("sums", Produced::with(Utf8, Json::new()));
-    let driver = common::committing(builder.build().unwrap(), stores, PARTITIONS, each_record);
+    let driver = common::merging(builder.build().unwrap(), stores, PARTITIONS, merge);
     let input = driver.input_topic("rows", Utf8, Json::<u8>::new());
     let counts_out = driver.output_topic("counts", Utf8, I64);
     let sums_out = driver.output_topic("sums", Utf8, Json::<i64>::new());
@@ -258,7 +253,7 @@ fn check_table_aggregation(stores: TestStores, each_record: bool, updates: &[Upd
                 rows.remove(&key);
             }
         }
-        if !committed_after(&driver, each_record, updates, i) {
+        if !committed_after(&driver, merge, updates, i) {
             continue;
         }
         apply(&mut counts, counts_out.read_key_values().unwrap());
@@ -280,7 +275,7 @@ fn check_table_aggregation(stores: TestStores, each_record: bool, updates: &[Upd
 fn check_aggregation_over_join(
     kind: JoinKind,
     stores: TestStores,
-    each_record: bool,
+    merge: bool,
     updates: &[Update],
 ) -> Result<(), TestCaseError> {
     let builder = StreamsBuilder::new();
@@ -297,7 +292,7 @@ fn check_aggregation_over_join(
             Materialized::with(Json::new()),
         )
         .to("sums", Produced::with(Utf8, Json::new()));
-    let driver = common::committing(builder.build().unwrap(), stores, PARTITIONS, each_record);
+    let driver = common::merging(builder.build().unwrap(), stores, PARTITIONS, merge);
     let inputs = [
         driver.input_topic("left", Utf8, Json::<u8>::new()),
         driver.input_topic("right", Utf8, Json::<u8>::new()),
@@ -307,7 +302,7 @@ fn check_aggregation_over_join(
     let mut view = HashMap::new();
     for (i, update) in updates.iter().enumerate() {
         pipe_update(&inputs, &mut state, update);
-        if !committed_after(&driver, each_record, updates, i) {
+        if !committed_after(&driver, merge, updates, i) {
             continue;
         }
         apply(&mut view, output.read_key_values().unwrap());
@@ -325,11 +320,12 @@ fn check_aggregation_over_join(
     Ok(())
 }
 
-/// Each store backend, committing after each record and not.
+/// Each store backend, passing every change on at once and merging them
+/// between commits.
 fn runs() -> impl Iterator<Item = (TestStores, bool)> {
     backends()
         .into_iter()
-        .flat_map(|stores| [(stores, true), (stores, false)])
+        .flat_map(|stores| [(stores, false), (stores, true)])
 }
 
 fn apply<V>(view: &mut HashMap<String, V>, updates: Vec<(String, Option<V>)>) {
@@ -346,52 +342,52 @@ proptest! {
 
     #[test]
     fn table_inner_join_matches_the_reference(updates in updates()) {
-        for (stores, each_record) in runs() {
-            check_table_join(JoinKind::Inner, stores, each_record, &updates)?;
+        for (stores, merge) in runs() {
+            check_table_join(JoinKind::Inner, stores, merge, &updates)?;
         }
     }
 
     #[test]
     fn table_left_join_matches_the_reference(updates in updates()) {
-        for (stores, each_record) in runs() {
-            check_table_join(JoinKind::Left, stores, each_record, &updates)?;
+        for (stores, merge) in runs() {
+            check_table_join(JoinKind::Left, stores, merge, &updates)?;
         }
     }
 
     #[test]
     fn table_outer_join_matches_the_reference(updates in updates()) {
-        for (stores, each_record) in runs() {
-            check_table_join(JoinKind::Outer, stores, each_record, &updates)?;
+        for (stores, merge) in runs() {
+            check_table_join(JoinKind::Outer, stores, merge, &updates)?;
         }
     }
 
     #[test]
     fn stream_table_inner_join_matches_the_reference(events in events()) {
-        for (stores, each_record) in runs() {
-            check_stream_table_join(false, stores, each_record, &events)?;
+        for (stores, merge) in runs() {
+            check_stream_table_join(false, stores, merge, &events)?;
         }
     }
 
     #[test]
     fn stream_table_left_join_matches_the_reference(events in events()) {
-        for (stores, each_record) in runs() {
-            check_stream_table_join(true, stores, each_record, &events)?;
+        for (stores, merge) in runs() {
+            check_stream_table_join(true, stores, merge, &events)?;
         }
     }
 
     #[test]
     fn aggregations_over_each_join_kind_match_the_reference(updates in updates()) {
-        for (stores, each_record) in runs() {
+        for (stores, merge) in runs() {
             for kind in [JoinKind::Inner, JoinKind::Left, JoinKind::Outer] {
-                check_aggregation_over_join(kind, stores, each_record, &updates)?;
+                check_aggregation_over_join(kind, stores, merge, &updates)?;
             }
         }
     }
 
     #[test]
     fn table_aggregation_matches_the_reference(updates in updates()) {
-        for (stores, each_record) in runs() {
-            check_table_aggregation(stores, each_record, &updates)?;
+        for (stores, merge) in runs() {
+            check_table_aggregation(stores, merge, &updates)?;
         }
     }
 }

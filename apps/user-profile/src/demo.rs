@@ -137,6 +137,8 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
         .set("state.dir", state.path().to_string_lossy())
         .set("consumer.session.timeout.ms", "6000")
         .set("num.stream.threads", options.stream_threads.to_string())
+        // As `run` does: a user's consecutive changes merged per commit.
+        .set("statestore.cache.merge", "true")
         // Frequent commits keep the counters the summary reads fresh.
         .set("commit.interval.ms", "500")
         // The in-process cluster holds a fetch that finds nothing for the

@@ -15,7 +15,15 @@ use weir::runtime::{KafkaStreams, StreamsConfig};
 use weir::{Topology, WeirError};
 
 const DEFAULT_APPLICATION_ID: &str = "user-profile";
-const DEFAULT_COMMIT_INTERVAL_MS: &str = "1000";
+/// The pipeline's weir settings where the configuration has none: its
+/// outputs are compacted topics, so a user's consecutive changes may reach
+/// them merged, each commit passing on one change per user; a commit every
+/// second keeps that fresh.
+const APP_DEFAULTS: [(&str, &str); 3] = [
+    ("application.id", DEFAULT_APPLICATION_ID),
+    ("statestore.cache.merge", "true"),
+    ("commit.interval.ms", "1000"),
+];
 
 /// weir allocates per record (decoded rows, output records); mimalloc
 /// does that at a fraction of glibc's cost.
@@ -309,20 +317,14 @@ impl PipelineArgs {
         Topics::with_prefix(&self.topic_prefix)
     }
 
-    /// The TOML file (if any) under the environment, with `application.id`
-    /// defaulting to `user-profile` and `commit.interval.ms` to 1000.
+    /// The TOML file (if any) under the environment, over [`APP_DEFAULTS`].
     fn streams_config(&self) -> Result<StreamsConfig, WeirError> {
         let file = match &self.config {
             Some(path) => StreamsConfig::from_toml_file(path)?,
             None => StreamsConfig::default(),
         };
         let mut config = file.merge(StreamsConfig::from_env());
-        for (key, default) in [
-            ("application.id", DEFAULT_APPLICATION_ID),
-            // A profile's change waits in the store caches for the next
-            // commit (see weir's store cache); a second keeps it fresh.
-            ("commit.interval.ms", DEFAULT_COMMIT_INTERVAL_MS),
-        ] {
+        for (key, default) in APP_DEFAULTS {
             if config.get(key).is_none() {
                 config = config.set(key, default);
             }

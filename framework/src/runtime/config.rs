@@ -71,6 +71,11 @@ pub const WEIR_KEYS: &[(&str, &str)] = &[
          batch being processed, which reach the stores in one write batch (default: 67108864; 0 caches no reads)",
     ),
     (
+        "statestore.cache.merge",
+        "true to hold a table's changes in the store cache until the next commit and pass on one change per key \
+         (Kafka Streams' caching); false (default) passes every update on at once",
+    ),
+    (
         "default.error.handler",
         "for records that cannot be deserialized: fail (default), log_and_continue, or dead_letter:<topic>",
     ),
@@ -326,6 +331,16 @@ impl StreamsConfig {
             memtable_bytes: number("rocksdb.memtable.bytes", defaults.memtable_bytes as u64) as usize,
         };
         let cache_max_bytes = number("statestore.cache.max.bytes", DEFAULT_CACHE_MAX_BYTES as u64) as usize;
+        let merge_table_changes = match self.get("statestore.cache.merge").map(str::trim) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                problems.push(format!(
+                    "invalid 'statestore.cache.merge' {other:?}: expected true or false"
+                ));
+                false
+            }
+        };
         if stream_threads == 0 {
             problems.push("invalid 'num.stream.threads' \"0\": an instance needs at least one stream thread".into());
         }
@@ -389,6 +404,7 @@ impl StreamsConfig {
             store_backend,
             rocksdb,
             cache_max_bytes,
+            merge_table_changes,
             default_error_handler,
             production_error_handler,
             application_server,
@@ -531,6 +547,9 @@ pub struct Settings {
     /// The store caches' memory, shared by all stream threads
     /// (`statestore.cache.max.bytes`).
     pub cache_max_bytes: usize,
+    /// Whether tables' changes wait in the store caches until the next
+    /// commit, merged per key (`statestore.cache.merge`).
+    pub merge_table_changes: bool,
     pub default_error_handler: ErrorHandler,
     /// What happens to an output record that cannot be serialized or that
     /// the brokers refuse (too large, invalid).
@@ -626,6 +645,9 @@ mod tests {
         assert_eq!(settings.cache_max_bytes, 64 << 20);
         let uncached = base().set("statestore.cache.max.bytes", "0").settings().unwrap();
         assert_eq!(uncached.cache_max_bytes, 0);
+        assert!(!settings.merge_table_changes);
+        let merging = base().set("statestore.cache.merge", "true").settings().unwrap();
+        assert!(merging.merge_table_changes);
     }
 
     #[test]
@@ -641,6 +663,7 @@ mod tests {
             .set("application.server", "localhost")
             .set("num.stream.threads", "0")
             .set("statestore.cache.max.bytes", "lots")
+            .set("statestore.cache.merge", "yes")
             .settings()
             .unwrap_err()
             .to_string();
@@ -657,6 +680,7 @@ mod tests {
             "invalid 'application.server' \"localhost\": expected host:port",
             "invalid 'num.stream.threads' \"0\"",
             "invalid 'statestore.cache.max.bytes' \"lots\"",
+            "invalid 'statestore.cache.merge' \"yes\": expected true or false",
         ] {
             assert!(error.contains(expected), "missing {expected:?} in: {error}");
         }

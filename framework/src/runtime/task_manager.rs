@@ -181,7 +181,10 @@ impl TaskManager {
             std::process::id()
         );
         let rewinds = Rewinds::new(settings.max_rewinds);
-        let cache = CacheBudget::new(settings.cache_max_bytes / settings.stream_threads.max(1));
+        let cache = CacheBudget::new(
+            settings.cache_max_bytes / settings.stream_threads.max(1),
+            settings.merge_table_changes,
+        );
         TaskManager {
             cache,
             thread,

@@ -10,8 +10,8 @@
 //! (interactive queries) and its checkpoint see them shortly after, and a
 //! flush always covers them.
 //!
-//! A table's change may be *deferred* instead of passed on at once (as
-//! Kafka Streams' caching stores do): the cache remembers the value
+//! With `statestore.cache.merge`, a table's change is *deferred* instead
+//! of passed on at once (as Kafka Streams' caching stores do): the cache remembers the value
 //! downstream was last told, and the task releases the deferred changes at
 //! its next commit, or sooner when they outgrow their share of the budget.
 //! Consecutive updates of a key in between go downstream, and to the
@@ -49,20 +49,26 @@ const ENTRY_OVERHEAD: usize = 64;
 /// [`crate::runtime::TaskSettings`].
 ///
 /// ```
-/// let budget = weir::state::CacheBudget::new(16 << 20);
+/// let budget = weir::state::CacheBudget::new(16 << 20, false);
 /// # let _ = budget;
 /// ```
 #[derive(Debug)]
 pub struct CacheBudget {
     bytes: usize,
+    /// Whether tables' changes are deferred and merged (half the budget).
+    merges: bool,
     stores: Cell<usize>,
 }
 
 impl CacheBudget {
-    /// A budget of `bytes` for one thread's stores; 0 caches no reads.
-    pub fn new(bytes: usize) -> Rc<CacheBudget> {
+    /// A budget of `bytes` for one thread's stores; 0 caches nothing. With
+    /// `merge_table_changes` (`statestore.cache.merge`), half of it holds
+    /// tables' changes until the task's next commit, merged per key;
+    /// without, every table change is passed on at once.
+    pub fn new(bytes: usize, merge_table_changes: bool) -> Rc<CacheBudget> {
         Rc::new(CacheBudget {
             bytes,
+            merges: merge_table_changes,
             stores: Cell::new(0),
         })
     }
@@ -119,10 +125,10 @@ impl StoreCache {
         }
     }
 
-    /// Whether table changes are deferred: a budget of 0 turns the cache
-    /// off, and every change is passed on as it happens.
+    /// Whether table changes are deferred: only with a merging budget of
+    /// more than 0.
     pub(crate) fn defers(&self) -> bool {
-        self.budget.bytes > 0
+        self.budget.merges && self.budget.bytes > 0
     }
 
     /// Calls `read` with `key`'s value, from the cache or else from `store`
@@ -276,9 +282,10 @@ impl StoreCache {
             Some(replaced) => self.newer_bytes = self.newer_bytes - replaced.map_or(0, |v| v.len()) + value_len,
             None => self.newer_bytes += key_len + value_len + ENTRY_OVERHEAD,
         }
-        // Reads take at most half the share (two generations of a quarter
-        // each); deferred changes the other half.
-        if self.newer_bytes > share / 4 {
+        // Two generations of reads: each half the share, or a quarter when
+        // deferred changes take the other half.
+        let generation = if self.budget.merges { share / 4 } else { share / 2 };
+        if self.newer_bytes > generation {
             self.older = std::mem::take(&mut self.newer);
             self.newer_bytes = 0;
         }
@@ -352,7 +359,7 @@ mod tests {
     #[test]
     fn a_batch_of_writes_reaches_the_store_at_once_and_reads_hit_the_cache() {
         let mut store = counting();
-        let mut cache = StoreCache::new(CacheBudget::new(1 << 20));
+        let mut cache = StoreCache::new(CacheBudget::new(1 << 20, false));
         cache.write(b"a", Some(b"1"));
         cache.write(b"b", Some(b"2"));
         cache.write(b"a", None);
@@ -371,7 +378,7 @@ mod tests {
 
     #[test]
     fn the_stores_of_a_thread_share_its_budget() {
-        let budget = CacheBudget::new(1000);
+        let budget = CacheBudget::new(1000, false);
         let first = StoreCache::new(budget.clone());
         assert_eq!(budget.per_store(), 1000);
         let second = StoreCache::new(budget.clone());
@@ -393,7 +400,7 @@ mod tests {
     fn deferred_changes_of_a_key_are_released_as_one_from_the_value_last_passed_on() {
         let mut store = counting();
         store.inner.put(b"a", b"0").unwrap();
-        let mut cache = StoreCache::new(CacheBudget::new(1 << 20));
+        let mut cache = StoreCache::new(CacheBudget::new(1 << 20, true));
         cache.defer(&store, b"a", Some(b"1"), 10, &source(0)).unwrap();
         cache.defer(&store, b"b", Some(b"5"), 11, &source(1)).unwrap();
         cache.defer(&store, b"a", Some(b"2"), 12, &source(2)).unwrap();
@@ -439,7 +446,7 @@ mod tests {
     #[test]
     fn deferred_changes_outgrow_half_the_share_of_the_budget() {
         let store = counting();
-        let mut cache = StoreCache::new(CacheBudget::new(2_000));
+        let mut cache = StoreCache::new(CacheBudget::new(2_000, true));
         let mut key = 0u32;
         while !cache.deferred_full() {
             cache
@@ -451,8 +458,12 @@ mod tests {
         cache.release(&store).unwrap();
         assert!(!cache.deferred_full());
         assert!(
-            !StoreCache::new(CacheBudget::new(0)).defers(),
+            !StoreCache::new(CacheBudget::new(0, true)).defers(),
             "a budget of 0 passes every change on"
+        );
+        assert!(
+            !StoreCache::new(CacheBudget::new(2_000, false)).defers(),
+            "so does one that does not merge"
         );
     }
 
@@ -482,7 +493,7 @@ mod tests {
             budget in 0usize..3000,
         ) {
             let mut store = counting();
-            let mut cache = StoreCache::new(CacheBudget::new(budget.max(1)));
+            let mut cache = StoreCache::new(CacheBudget::new(budget.max(1), true));
             let mut latest: BTreeMap<u8, u8> = BTreeMap::new();
             let mut seen: BTreeMap<u8, u8> = BTreeMap::new();
             let release = |cache: &mut StoreCache, store: &Counting, latest: &BTreeMap<u8, u8>, seen: &mut BTreeMap<u8, u8>| -> Result<(), TestCaseError> {
@@ -552,7 +563,7 @@ mod tests {
                 store.inner.put(&[*k], &[*v]).unwrap();
             }
             let mut model: BTreeMap<u8, u8> = initial;
-            let mut cache = StoreCache::new(CacheBudget::new(budget));
+            let mut cache = StoreCache::new(CacheBudget::new(budget, false));
             for step in steps {
                 match step {
                     Step::Read(k) => {

@@ -68,13 +68,11 @@ pub struct TestDriverConfig {
     /// How long a pipe waits for enrichments to answer before it fails
     /// (default 30 s).
     pub async_timeout: Duration,
-    /// Whether the driver commits after every record (the default), so
-    /// that every update of a table reaches downstream. Without, the
-    /// changes the store caches defer wait for
-    /// [`TopologyTestDriver::commit`], and the consecutive updates of a key
-    /// in between reach downstream as one change, as between two commits
-    /// of a running application.
-    pub commit_each_record: bool,
+    /// As `statestore.cache.merge` in a running application: tables' changes
+    /// wait in the store caches for [`TopologyTestDriver::commit`], and the
+    /// consecutive updates of a key in between reach downstream as one
+    /// change. Off by default: every update is passed on at once.
+    pub merge_table_changes: bool,
 }
 
 impl Default for TestDriverConfig {
@@ -87,7 +85,7 @@ impl Default for TestDriverConfig {
             default_error_handler: ErrorHandler::Fail,
             production_error_handler: ErrorHandler::Fail,
             async_timeout: Duration::from_secs(30),
-            commit_each_record: true,
+            merge_table_changes: false,
         }
     }
 }
@@ -128,8 +126,8 @@ impl TestDriverConfig {
         self
     }
 
-    pub fn commit_each_record(mut self, commit_each_record: bool) -> Self {
-        self.commit_each_record = commit_each_record;
+    pub fn merge_table_changes(mut self, merge: bool) -> Self {
+        self.merge_table_changes = merge;
         self
     }
 }
@@ -239,7 +237,7 @@ impl TopologyTestDriver {
                 (Box::new(RocksDbStores::new(dir.path().join(&app), rocks)), Some(dir))
             }
         };
-        let cache = CacheBudget::new(DEFAULT_CACHE_MAX_BYTES);
+        let cache = CacheBudget::new(DEFAULT_CACHE_MAX_BYTES, config.merge_table_changes);
         let settings = TaskSettings {
             application_id: &app,
             stores: supplier.as_ref(),
@@ -373,8 +371,8 @@ impl TopologyTestDriver {
 
     /// Passes on the table changes the store caches deferred, and
     /// processes what they lead to, as a commit of a running application
-    /// does first; only needed without
-    /// [`TestDriverConfig::commit_each_record`].
+    /// does first; only needed with
+    /// [`TestDriverConfig::merge_table_changes`].
     ///
     /// ```
     /// use weir::serde::{Json, Utf8};
@@ -385,7 +383,7 @@ impl TopologyTestDriver {
     /// builder
     ///     .table("prefs", Consumed::with(Utf8, Json::<bool>::new()))
     ///     .to("out", Produced::with(Utf8, Json::new()));
-    /// let config = TestDriverConfig::default().commit_each_record(false);
+    /// let config = TestDriverConfig::default().merge_table_changes(true);
     /// let driver = TopologyTestDriver::with_config(builder.build().unwrap(), config).unwrap();
     /// let prefs = driver.input_topic("prefs", Utf8, Json::<bool>::new());
     /// prefs.pipe_all([true, false, true].map(|dark| TestRecord::new("u1".to_string(), Some(dark)))).unwrap();
@@ -486,16 +484,7 @@ impl DriverState {
                 .tasks
                 .get_mut(&task_id)
                 .expect("a task per sub-topology and partition");
-            // Committing after each record passes its table changes on
-            // before the next record, so that the outputs show every update.
-            let commit_each_record = self.config.commit_each_record;
-            let processed = task
-                .process(&topic, offset, &record.as_input())
-                .and_then(|()| match commit_each_record {
-                    true => task.release_deferred(),
-                    false => Ok(()),
-                });
-            if let Err(error) = processed {
+            if let Err(error) = task.process(&topic, offset, &record.as_input()) {
                 // What the failed record produced before failing is not sent,
                 // as a runtime would not commit it.
                 task.drain_output();
@@ -543,9 +532,6 @@ impl DriverState {
             for id in ids {
                 let task = self.tasks.get_mut(&id).expect("listed");
                 if task.held_records() > 0 && task.complete_async()? > 0 {
-                    if self.config.commit_each_record {
-                        task.release_deferred()?;
-                    }
                     self.route_outputs(id, &mut queue)?;
                 }
             }

@@ -19,22 +19,17 @@ pub fn backends() -> [TestStores; 2] {
 
 /// A driver with every topic on `partitions` partitions.
 pub fn driver(topology: Topology, stores: TestStores, partitions: i32) -> TopologyTestDriver {
-    committing(topology, stores, partitions, true)
+    merging(topology, stores, partitions, false)
 }
 
-/// [`driver`], committing after each record or only when told.
-pub fn committing(
-    topology: Topology,
-    stores: TestStores,
-    partitions: i32,
-    commit_each_record: bool,
-) -> TopologyTestDriver {
+/// [`driver`], with tables' changes merged until `driver.commit()` or not.
+pub fn merging(topology: Topology, stores: TestStores, partitions: i32, merge: bool) -> TopologyTestDriver {
     TopologyTestDriver::with_config(
         topology,
         TestDriverConfig::default()
             .default_partitions(partitions)
             .stores(stores)
-            .commit_each_record(commit_each_record),
+            .merge_table_changes(merge),
     )
     .expect("the topology is valid")
 }

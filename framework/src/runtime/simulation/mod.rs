@@ -221,10 +221,11 @@ impl Simulation {
         let config = StreamsConfig::new(APPLICATION, "simulated:9092")
             .set("state.dir", self.slots[slot].state_dir.to_string_lossy())
             .set("application.server", format!("member-{id}:80"))
-            // Every other member passes every table change on at once;
-            // the others' store caches are small enough to drop entries and
-            // release deferred changes all the time.
-            .set("statestore.cache.max.bytes", if id.is_multiple_of(2) { "2048" } else { "0" });
+            // Small enough that the store caches drop entries, and release
+            // deferred changes, all the time; every other member merges
+            // tables' changes.
+            .set("statestore.cache.max.bytes", "2048")
+            .set("statestore.cache.merge", id.is_multiple_of(2).to_string());
         let settings = Arc::new(config.settings().expect("valid settings"));
         let stores = Arc::new(SimStores {
             app_dir: settings.app_dir(),
