@@ -112,8 +112,8 @@ fn main() {
         ("statestore.cache.merge", "true".to_string()),
     ]
     .into_iter()
-        .chain(extra_clients.iter().map(|(key, value)| (key.as_str(), value.clone())))
-        .collect();
+    .chain(extra_clients.iter().map(|(key, value)| (key.as_str(), value.clone())))
+    .collect();
     let floor = weir_benches::floor::pass_through(
         &kafka,
         &[&topics.users, &topics.preferences],

@@ -10,8 +10,11 @@
 //!    ([`InputPositions`] starts from the group's committed offsets, read
 //!    in the same request as the changelog offsets), and a task whose
 //!    asynchronous nodes hold records does not commit: their upstream
-//!    store writes are done, their input offsets must not be. At a commit
-//!    point such a task's input pauses until its records are released
+//!    store writes are done, their input offsets must not be. A commit
+//!    point first passes on the table changes the store caches deferred
+//!    (their changelog records are store writes of input records before
+//!    the input offsets), which may hand enrichments more records to hold.
+//!    At a commit point such a task's input pauses until its records are released
 //!    (under exactly-once, where one transaction holds every task's
 //!    writes, no task commits until none holds records).
 //! 2. Only the current owner commits: a task whose input partitions are

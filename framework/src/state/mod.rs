@@ -6,9 +6,10 @@
 //!   threads (interactive queries) while the task writes.
 //! - [`StoreSupplier`]: opens one store per task and store name; this is
 //!   where the backend and its memory budget are chosen.
-//! - `StoreCache` (crate-internal): recent reads and the current batch's
-//!   writes in front of a store, within a per-thread budget
-//!   (`statestore.cache.max.bytes`).
+//! - `StoreCache` (crate-internal): recent reads, the current batch's
+//!   writes and (with `statestore.cache.merge`) a table's changes deferred
+//!   until the task's next commit, in front of a store, within a
+//!   per-thread budget (`statestore.cache.max.bytes`).
 //! - `StoreHandle` (crate-internal): a task's store, its cache and its
 //!   changelog; every write through it is also sent to
 //!   `<application.id>-<store>-changelog`.
