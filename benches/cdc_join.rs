@@ -13,7 +13,7 @@
 //! the same pipeline, decoding another format.
 //!
 //! In the same run, on the same events, the pass-through floor (see
-//! `weir_benches::floor`) does the same Kafka I/O with no processing; the
+//! `user_profile::floor`) does the same Kafka I/O with no processing; the
 //! benchmark prints both rates and their ratio, and fails unless the
 //! compacted `user-profile` holds exactly the profiles the events imply.
 //!
@@ -114,7 +114,7 @@ fn main() {
     .into_iter()
     .chain(extra_clients.iter().map(|(key, value)| (key.as_str(), value.clone())))
     .collect();
-    let floor = weir_benches::floor::pass_through(
+    let floor = user_profile::floor::pass_through(
         &kafka,
         &[&topics.users, &topics.preferences],
         PARTITIONS,

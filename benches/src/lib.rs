@@ -5,8 +5,6 @@
 //! Each benchmark is a `harness = false` program under `benches/` that
 //! prints a table; run them with `cargo bench -p weir-benches`.
 
-pub mod floor;
-
 /// The allocator `user-profile` runs with: weir allocates per record
 /// (decoded rows, output records), and glibc's allocator costs a tenth of
 /// a stream thread's time here. The floor runs in the same process.

@@ -86,6 +86,13 @@ pub struct DemoReport {
     pub cdc_records: u64,
     pub profiles_out: u64,
     pub god_objects_out: u64,
+    /// CDC records per second through the whole pipeline: every record
+    /// over the time to the last god object.
+    pub pipeline_rate: Option<f64>,
+    /// CDC records per second through the pass-through floor of the join
+    /// stage on the same records (see [`crate::floor`]), measured after
+    /// the pipeline closed; only on the in-process cluster.
+    pub floor_rate: Option<f64>,
     pub verified: Result<usize, String>,
 }
 
@@ -141,10 +148,7 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
         .set("statestore.cache.merge", "true")
         // Frequent commits keep the counters the summary reads fresh.
         .set("commit.interval.ms", "500")
-        // The in-process cluster holds a fetch that finds nothing for the
-        // whole wait (500 ms by default), where a broker answers as soon
-        // as records arrive; each hop of the pipeline would add that.
-        .set("consumer.fetch.wait.max.ms", "10");
+        .set(FETCH_WAIT.0, FETCH_WAIT.1);
     for (key, value) in &options.producer_settings {
         config = config.set(format!("producer.{key}"), value);
     }
@@ -216,10 +220,16 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let report = DemoReport {
+    let mut report = DemoReport {
         cdc_records: written,
         profiles_out: outputs.seen.profiles.count(),
         god_objects_out: outputs.seen.god_objects.count(),
+        pipeline_rate: outputs
+            .seen
+            .god_objects
+            .last_arrival()
+            .map(|last| written as f64 / last.as_secs_f64()),
+        floor_rate: None,
         verified,
     };
     let enrichment = topology.enrichment_metrics()["id-mapping"];
@@ -260,7 +270,58 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
     }
     outputs.stop();
     streams.close()?;
+    if let Some(kafka) = &embedded {
+        report.floor_rate = Some(run_floor(kafka, &topics, options, written, report.pipeline_rate));
+    }
     Ok(report)
+}
+
+/// The in-process cluster holds a fetch that finds nothing for the whole
+/// wait (500 ms by default), where a broker answers as soon as records
+/// arrive; each hop of the pipeline would add that.
+const FETCH_WAIT: (&str, &str) = ("consumer.fetch.wait.max.ms", "10");
+
+/// Runs the pass-through floor on the CDC records the pipeline read, with
+/// its threads and client settings, and prints it beside the pipeline's
+/// rate; returns the floor's CDC records per second.
+fn run_floor(
+    kafka: &EmbeddedKafka,
+    topics: &Topics,
+    options: &DemoOptions,
+    written: u64,
+    pipeline_rate: Option<f64>,
+) -> f64 {
+    let settings: Vec<(String, String)> = options
+        .producer_settings
+        .iter()
+        .map(|(key, value)| (format!("producer.{key}"), value.clone()))
+        .chain([(FETCH_WAIT.0.to_string(), FETCH_WAIT.1.to_string())])
+        .chain(options.settings.clone())
+        .collect();
+    let settings: Vec<(&str, String)> = settings
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.clone()))
+        .collect();
+    let took = crate::floor::pass_through(
+        kafka,
+        &[&topics.users, &topics.preferences],
+        PARTITIONS,
+        options.stream_threads,
+        2 * written,
+        &settings,
+    );
+    let floor_rate = written as f64 / took.as_secs_f64();
+    let share = pipeline_rate.map_or(String::new(), |rate| {
+        format!(
+            "; the whole pipeline ({rate:.0}/s) at {:.0}% of it",
+            100.0 * rate / floor_rate
+        )
+    });
+    println!(
+        "  pass-through floor of the join stage (the same Kafka I/O on the same records, no processing, \
+         after the pipeline closed): {floor_rate:.0}/s{share}"
+    );
+    floor_rate
 }
 
 fn topic_spec(name: &str, cleanup_policy: &'static str) -> NewTopicSpec {

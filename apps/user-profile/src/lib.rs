@@ -7,9 +7,11 @@
 //! - [`pipeline`]: the topologies of `run` and `reprocess`;
 //! - [`generator`]: Debezium change events for both tables, and the state
 //!   they imply;
-//! - [`demo`]: everything in one process, verified at the end.
+//! - [`demo`]: everything in one process, verified at the end;
+//! - [`floor`]: the Kafka I/O of the join stage alone, to measure it against.
 
 pub mod demo;
+pub mod floor;
 pub mod generator;
 pub mod model;
 pub mod pipeline;

@@ -1,7 +1,8 @@
 //! `user-profile demo` as a user runs it: on its own in-process cluster,
 //! and on a broker given by address (Tansu, or the cluster in
 //! `KAFKA_BOOTSTRAP_SERVERS`), each run verifying the god objects it ends
-//! with against what its generated changes imply.
+//! with against what its generated changes imply, and on its own cluster
+//! measuring the pass-through floor on the same records.
 
 use std::time::Duration;
 use user_profile::demo::{run_demo, DemoOptions};
@@ -30,4 +31,11 @@ fn the_demo_ends_with_exactly_the_god_objects_its_changes_imply(cluster: &Cluste
         .as_ref()
         .expect("the god objects are the ones the changes imply");
     assert!(users > 0 && report.god_objects_out >= users as u64, "{report:?}");
+    assert!(report.pipeline_rate.is_some_and(|rate| rate > 0.0), "{report:?}");
+    // The floor runs on the demo's own cluster only.
+    assert_eq!(
+        report.floor_rate.is_some_and(|rate| rate > 0.0),
+        cluster.is_embedded(),
+        "{report:?}"
+    );
 }

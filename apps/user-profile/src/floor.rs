@@ -4,8 +4,8 @@
 //! Per CDC event it reads the event, writes it to a repartition topic (by
 //! its key, murmur2), reads it back, and writes a changelog record (to the
 //! same partition) and an output record. No decoding, no stores, no join,
-//! no commit: what the broker and the clients allow. A benchmark prints
-//! weir's rate beside it.
+//! no commit: what the broker and the clients allow. The demo and the
+//! `cdc_join` benchmark print weir's rate beside it.
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
