@@ -5,7 +5,9 @@
 //! The output objects are the contract of the output topics; their Avro
 //! schemas are in `schemas/`.
 
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
 
 /// A row of the `users` table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,21 +75,33 @@ impl GodObject {
     }
 }
 
+/// Reads the flag as it comes, without buffering it as an untagged enum
+/// would (which tries each reading and builds an error for the first).
 fn bool_or_int<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Flag {
-        Bool(bool),
-        Int(i64),
+    struct Flag;
+    impl Visitor<'_> for Flag {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a boolean, 0 or 1")
+        }
+        fn visit_bool<E: de::Error>(self, flag: bool) -> Result<bool, E> {
+            Ok(flag)
+        }
+        fn visit_i64<E: de::Error>(self, number: i64) -> Result<bool, E> {
+            match number {
+                0 => Ok(false),
+                1 => Ok(true),
+                other => Err(E::custom(format!("dark_mode must be 0 or 1, not {other}"))),
+            }
+        }
+        fn visit_u64<E: de::Error>(self, number: u64) -> Result<bool, E> {
+            match i64::try_from(number) {
+                Ok(number) => self.visit_i64(number),
+                Err(_) => Err(E::custom(format!("dark_mode must be 0 or 1, not {number}"))),
+            }
+        }
     }
-    match Flag::deserialize(deserializer)? {
-        Flag::Bool(flag) => Ok(flag),
-        Flag::Int(0) => Ok(false),
-        Flag::Int(1) => Ok(true),
-        Flag::Int(other) => Err(serde::de::Error::custom(format!(
-            "dark_mode must be 0 or 1, not {other}"
-        ))),
-    }
+    deserializer.deserialize_any(Flag)
 }
 
 #[cfg(test)]
@@ -103,7 +117,18 @@ mod tests {
                 .dark_mode
         );
         assert!(!read(r#"{"user_id":1,"dark_mode":false}"#).unwrap().dark_mode);
-        let error = read(r#"{"user_id":1,"dark_mode":2}"#).unwrap_err().to_string();
-        assert!(error.contains("dark_mode must be 0 or 1"), "{error}");
+        for (json, expected) in [
+            (r#"{"user_id":1,"dark_mode":2}"#, "dark_mode must be 0 or 1, not 2"),
+            (r#"{"user_id":1,"dark_mode":-1}"#, "dark_mode must be 0 or 1, not -1"),
+            (
+                r#"{"user_id":1,"dark_mode":18446744073709551615}"#,
+                "not 18446744073709551615",
+            ),
+            (r#"{"user_id":1,"dark_mode":"1"}"#, "expected a boolean, 0 or 1"),
+            (r#"{"user_id":1,"dark_mode":null}"#, "expected a boolean, 0 or 1"),
+        ] {
+            let error = read(json).unwrap_err().to_string();
+            assert!(error.contains(expected), "{json}: {error}");
+        }
     }
 }
