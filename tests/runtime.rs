@@ -522,9 +522,12 @@ fn interactive_queries_answer_here_or_name_the_owner(cluster: &Cluster) {
 fn exactly_once_commits_in_transactions(cluster: &Cluster) {
     let setup = Setup::new(cluster);
     let state = tempfile::tempdir().unwrap();
+    // Tables' changes merged between commits: each transaction first
+    // passes on what the store caches deferred.
     let config = cluster
         .config("eos", state.path())
-        .set("processing.guarantee", "exactly_once_v2");
+        .set("processing.guarantee", "exactly_once_v2")
+        .set("statestore.cache.merge", "true");
     let mut expected = setup.seed(20);
     if !cluster.supports_transactions() {
         // The first commit finds out, and the instance stops saying why.
