@@ -39,7 +39,7 @@ use user_profile::pipeline::{join_topology, run_topology, Format, MappingService
 use weir::avro::SchemaRegistry;
 use weir::embedded::EmbeddedKafka;
 use weir::serde::SerdeRef;
-use weir::testing::kafka::read_topic;
+use weir::testing::kafka::{compact, read_topic};
 use weir::testing::schema_registry::TestSchemaRegistry;
 use weir_benches::{rate, App};
 
@@ -214,22 +214,10 @@ fn verify_compacted<V: PartialEq + 'static>(
     expected: &BTreeMap<i64, V>,
 ) -> (usize, usize) {
     let records = read_topic(kafka.bootstrap_servers(), topic).unwrap_or_else(|e| panic!("{topic} read back: {e}"));
-    let mut view = BTreeMap::new();
-    for read in &records {
-        let key: i64 = format
-            .key_serde()
-            .deserialize(topic, read.record.key.as_deref())
-            .unwrap_or_else(|e| panic!("a key of {topic}: {e}"));
-        match read.record.value.as_deref() {
-            Some(bytes) => view.insert(
-                key,
-                value_serde
-                    .deserialize(topic, Some(bytes))
-                    .unwrap_or_else(|e| panic!("a value of {topic}: {e}")),
-            ),
-            None => view.remove(&key),
-        };
-    }
+    let view: BTreeMap<i64, V> = compact(topic, &records, &format.key_serde(), value_serde)
+        .unwrap_or_else(|e| panic!("{topic} read back: {e}"))
+        .into_iter()
+        .collect();
     assert!(
         &view == expected,
         "{topic} does not hold what the events imply: {} keys, {} expected, {} differ",

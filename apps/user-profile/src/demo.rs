@@ -155,12 +155,10 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
         // As `run` does: a user's consecutive changes merged per commit.
         .set("statestore.cache.merge", "true")
         // Frequent commits keep the counters the summary reads fresh.
-        .set("commit.interval.ms", "500")
-        .set(FETCH_WAIT.0, FETCH_WAIT.1);
-    for (key, value) in &producer_settings {
-        config = config.set(format!("producer.{key}"), value);
-    }
-    for (key, value) in &options.settings {
+        .set("commit.interval.ms", "500");
+    // The floor's clients take the `consumer.` and `producer.` ones too.
+    let pipeline_settings = pipeline_settings(&producer_settings, options);
+    for (key, value) in &pipeline_settings {
         config = config.set(key, value);
     }
     let service_url = MappingService::at(format!("http://{}", service.address()));
@@ -274,7 +272,7 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
     outputs.stop();
     streams.close()?;
     if let Some(kafka) = &embedded {
-        let floor = run_floor(kafka, &topics, options, &producer_settings, written);
+        let floor = run_floor(kafka, &topics, options, &pipeline_settings, written);
         let share = report.pipeline_rate.map_or(String::new(), |rate| {
             format!(
                 "; the whole pipeline ({rate:.0}/s) at {:.0}% of it",
@@ -290,10 +288,22 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
     Ok(report)
 }
 
-/// The in-process cluster holds a fetch that finds nothing for the whole
-/// wait (500 ms by default), where a broker answers as soon as records
-/// arrive; each hop of the pipeline would add that.
-const FETCH_WAIT: (&str, &str) = ("consumer.fetch.wait.max.ms", "10");
+/// The pipeline's settings beyond the demo's own: a short fetch wait (the
+/// in-process cluster holds a fetch that finds nothing for the whole wait,
+/// 500 ms by default, where a broker answers as soon as records arrive, and
+/// each hop of the pipeline would add that), every producer's settings,
+/// then the settings given.
+fn pipeline_settings(producer_settings: &[(String, String)], options: &DemoOptions) -> Vec<(String, String)> {
+    [("consumer.fetch.wait.max.ms".to_string(), "10".to_string())]
+        .into_iter()
+        .chain(
+            producer_settings
+                .iter()
+                .map(|(key, value)| (format!("producer.{key}"), value.clone())),
+        )
+        .chain(options.settings.iter().cloned())
+        .collect()
+}
 
 /// Runs the pass-through floor on the CDC records the pipeline read, with
 /// its threads and client settings; returns its CDC records per second.
@@ -301,16 +311,10 @@ fn run_floor(
     kafka: &EmbeddedKafka,
     topics: &Topics,
     options: &DemoOptions,
-    producer_settings: &[(String, String)],
+    pipeline_settings: &[(String, String)],
     written: u64,
 ) -> f64 {
-    let settings: Vec<(String, String)> = producer_settings
-        .iter()
-        .map(|(key, value)| (format!("producer.{key}"), value.clone()))
-        .chain([(FETCH_WAIT.0.to_string(), FETCH_WAIT.1.to_string())])
-        .chain(options.settings.clone())
-        .collect();
-    let settings: Vec<(&str, String)> = settings
+    let settings: Vec<(&str, String)> = pipeline_settings
         .iter()
         .map(|(key, value)| (key.as_str(), value.clone()))
         .collect();

@@ -106,7 +106,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
                     view: |aggregate| aggregate,
                     out,
                 });
-                task.keep_table(&getter.name, table.clone());
+                task.keep_table(&getter.name, table.clone())?;
                 Ok(StreamAggregateNode {
                     table,
                     adder: adder.clone(),
@@ -205,7 +205,7 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
                     view: |counted: Counted<A>| counted.aggregate,
                     out,
                 });
-                task.keep_table(&store_access.name, table.clone());
+                task.keep_table(&store_access.name, table.clone())?;
                 Ok(TableAggregateNode {
                     table,
                     adder: adder.clone(),

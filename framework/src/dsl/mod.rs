@@ -111,7 +111,7 @@ fn materialize<K: Data, V: Data>(
                 view: |row| row,
                 out,
             });
-            task.keep_table(&getter.name, table.clone());
+            task.keep_table(&getter.name, table.clone())?;
             Ok(crate::processor::table::TableSourceNode { table })
         }
     });

@@ -49,7 +49,14 @@ pub(crate) struct TaskBuilder<'a> {
     settings: &'a TaskSettings<'a>,
     stores: BTreeMap<String, Rc<RefCell<StoreHandle>>>,
     async_nodes: Vec<Rc<dyn AsyncNode>>,
-    tables: BTreeMap<String, Rc<dyn StoreTable>>,
+    tables: BTreeMap<String, KeptTable>,
+}
+
+/// A table kept in a store, beside the store, so that the task reaches both
+/// without a lookup by name on every record.
+struct KeptTable {
+    table: Rc<dyn StoreTable>,
+    store: Rc<RefCell<StoreHandle>>,
 }
 
 impl TaskBuilder<'_> {
@@ -100,8 +107,16 @@ impl TaskBuilder<'_> {
 
     /// Names the table kept in `store`: it says its rows again and passes
     /// on the changes the store's cache deferred.
-    pub(crate) fn keep_table(&mut self, store: &str, table: Rc<dyn StoreTable>) {
-        self.tables.insert(store.to_string(), table);
+    pub(crate) fn keep_table(&mut self, store: &str, table: Rc<dyn StoreTable>) -> Result<(), WeirError> {
+        let store_handle = self.store(store)?;
+        self.tables.insert(
+            store.to_string(),
+            KeptTable {
+                table,
+                store: store_handle,
+            },
+        );
+        Ok(())
     }
 }
 
@@ -122,7 +137,7 @@ pub struct Task {
     /// Enrichments, which hold records until their answers arrive.
     async_nodes: Vec<Rc<dyn AsyncNode>>,
     /// By store: the table kept in it.
-    tables: BTreeMap<String, Rc<dyn StoreTable>>,
+    tables: BTreeMap<String, KeptTable>,
     collector: RecordCollector,
     metrics: TaskMetrics,
 }
@@ -247,8 +262,8 @@ impl Task {
     pub fn release_deferred(&mut self) -> Result<(), WeirError> {
         loop {
             let mut released_any = false;
-            for (name, table) in &self.tables {
-                let released = self.stores[name].borrow_mut().release(&mut self.collector)?;
+            for KeptTable { table, store } in self.tables.values() {
+                let released = store.borrow_mut().release(&mut self.collector)?;
                 released_any |= !released.is_empty();
                 // Each key's change is passed on alone: downstream of a
                 // table, only its own key is read from it.
@@ -275,11 +290,7 @@ impl Task {
     /// Releases the deferred changes early when one store's have outgrown
     /// their share of the cache.
     fn release_deferred_if_full(&mut self) -> Result<(), WeirError> {
-        match self
-            .tables
-            .keys()
-            .any(|name| self.stores[name].borrow().deferred_full())
-        {
+        match self.tables.values().any(|kept| kept.store.borrow().deferred_full()) {
             true => self.release_deferred(),
             false => Ok(()),
         }
@@ -367,7 +378,7 @@ impl Task {
     /// [`StoreTable`]). A store without a table (an enrichment's cache) has
     /// no keys to give.
     pub(crate) fn republish(&mut self, store: &str, keys: &mut dyn Iterator<Item = &[u8]>) -> Result<(), WeirError> {
-        let Some(decoder) = self.tables.get(store) else {
+        let Some(KeptTable { table: decoder, .. }) = self.tables.get(store) else {
             return Ok(());
         };
         let keys: Vec<Box<dyn Any>> = keys.map(|key| decoder.decode(key)).collect::<Result<_, _>>()?;
@@ -387,7 +398,7 @@ impl Task {
             metrics: &mut self.metrics,
             republishing: true,
         };
-        for table in self.tables.values() {
+        for KeptTable { table, .. } in self.tables.values() {
             for key in &keys {
                 table.republish(&mut ctx, key.as_ref())?;
             }

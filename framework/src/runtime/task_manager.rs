@@ -240,9 +240,7 @@ impl TaskManager {
             return Ok(Processed::NotYet);
         };
         task.process(topic, offset, record)?;
-        for output in task.drain_output() {
-            self.output.send(&output)?;
-        }
+        send_output(self.output.as_ref(), task)?;
         active.inputs.processed(topic, offset);
         active.uncommitted = true;
         Ok(Processed::Done)
@@ -264,9 +262,7 @@ impl TaskManager {
     fn release_deferred(&mut self) -> Result<(), WeirError> {
         for task in self.active.values_mut().filter_map(ActiveTask::running) {
             task.release_deferred()?;
-            for output in task.drain_output() {
-                self.output.send(&output)?;
-            }
+            send_output(self.output.as_ref(), task)?;
         }
         Ok(())
     }
@@ -275,11 +271,8 @@ impl TaskManager {
     /// the producer.
     pub(crate) fn complete_async(&mut self) -> Result<(), WeirError> {
         for task in self.active.values_mut().filter_map(ActiveTask::running) {
-            if task.complete_async()? > 0 {
-                for output in task.drain_output() {
-                    self.output.send(&output)?;
-                }
-            }
+            task.complete_async()?;
+            send_output(self.output.as_ref(), task)?;
         }
         Ok(())
     }
@@ -1001,4 +994,9 @@ fn task_settings<'a>(
         production_error_handler: &settings.production_error_handler,
         cache,
     }
+}
+
+/// Sends what `task` produced since the last call to the producer.
+fn send_output(output: &dyn Output, task: &mut Task) -> Result<(), WeirError> {
+    task.drain_output().try_for_each(|record| output.send(&record))
 }

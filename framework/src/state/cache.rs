@@ -11,17 +11,18 @@
 //! flush always covers them.
 //!
 //! With `statestore.cache.merge`, a table's change is *deferred* instead
-//! of passed on at once (as Kafka Streams' caching stores do): the cache remembers the value
-//! downstream was last told, and the task releases the deferred changes at
-//! its next commit, or sooner when they outgrow their share of the budget.
+//! of passed on at once (as Kafka Streams' caching stores do): the cache
+//! remembers the value downstream was last told, and the task releases the
+//! deferred changes at its next commit, or sooner when they outgrow their
+//! half of the store's share of the budget.
 //! Consecutive updates of a key in between go downstream, and to the
 //! changelog, as one change from the value last passed on to the latest;
 //! an update that ends where it started goes nowhere.
 //!
 //! Reads are kept in two generations: a hit in the older one moves the
 //! entry to the newer, and when the newer one outgrows half the store's
-//! share of the budget, the older is dropped and the newer takes its
-//! place. That keeps what is read often at the cost of a map lookup,
+//! share of the budget (a quarter when deferred changes take the other
+//! half), the older is dropped and the newer takes its place. That keeps what is read often at the cost of a map lookup,
 //! within the budget, without the bookkeeping of an exact LRU.
 
 use super::{KeyValueStore, StoreWrite};

@@ -305,8 +305,19 @@ pub fn read_compacted<K: Eq + Hash, V>(
     key_serde: &impl Serde<K>,
     value_serde: &impl Serde<V>,
 ) -> Result<HashMap<K, V>, WeirError> {
+    compact(topic, &read_topic(bootstrap_servers, topic)?, key_serde, value_serde)
+}
+
+/// [`read_compacted`] of records already read from `topic` (by
+/// [`read_topic`]), for a caller that also looks at the records.
+pub fn compact<K: Eq + Hash, V>(
+    topic: &str,
+    records: &[ReadRecord],
+    key_serde: &impl Serde<K>,
+    value_serde: &impl Serde<V>,
+) -> Result<HashMap<K, V>, WeirError> {
     let mut view = HashMap::new();
-    for read in read_topic(bootstrap_servers, topic)? {
+    for read in records {
         let key = key_serde.deserialize(topic, read.record.key.as_deref())?;
         match read.record.value.as_deref() {
             Some(bytes) => view.insert(key, value_serde.deserialize(topic, Some(bytes))?),
