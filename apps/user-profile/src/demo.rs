@@ -15,6 +15,7 @@ use crate::generator::{CdcWriter, Generator};
 use crate::model::GodObject;
 use crate::pipeline::{run_topology, Format, MappingService, Topics};
 use id_mapping_service::Behaviour;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -260,8 +261,12 @@ pub fn run_demo(options: &DemoOptions) -> Result<DemoReport, WeirError> {
         enrichment.cache_hits
     );
     println!(
-        "  end-to-end latency (CDC event written → user-god-object record read): {}",
-        outputs.latency_summary()
+        "  latency, CDC event written → user-profile record read:    {}",
+        outputs.seen.profiles.latency_summary()
+    );
+    println!(
+        "  latency, CDC event written → user-god-object record read: {}",
+        outputs.seen.god_objects.latency_summary()
     );
     match &report.verified {
         Ok(users) => {
@@ -351,11 +356,17 @@ fn cdc_records_in(streams: &KafkaStreams, topics: &Topics) -> u64 {
 struct Progress {
     started: Instant,
     last: Instant,
+    /// God objects whose latency an earlier line reported.
+    god_objects_reported: usize,
 }
 
 impl Progress {
     fn new(started: Instant) -> Self {
-        Progress { started, last: started }
+        Progress {
+            started,
+            last: started,
+            god_objects_reported: 0,
+        }
     }
 
     fn report(&mut self, streams: &KafkaStreams, outputs: &OutputMonitor, written: u64) {
@@ -363,14 +374,50 @@ impl Progress {
             return;
         }
         self.last = Instant::now();
+        let latencies = outputs.seen.god_objects.latencies_since(self.god_objects_reported);
+        self.god_objects_reported += latencies.len();
+        let latency = Percentiles::of(latencies).map_or(String::new(), |p| {
+            format!("  latency p50 {} ms, p99 {} ms", p.p50, p.p99)
+        });
         println!(
-            "[{:>5.1}s] CDC written {:>9}  processed {:>9}  user-profile {:>9}  user-god-object {:>9}",
+            "[{:>5.1}s] CDC written {:>9}  processed {:>9}  user-profile {:>9}  user-god-object {:>9}{latency}",
             self.started.elapsed().as_secs_f64(),
             written,
             streams.metrics().processed,
             outputs.seen.profiles.count(),
             outputs.seen.god_objects.count(),
         );
+    }
+}
+
+/// Percentiles of a set of latencies, in milliseconds.
+struct Percentiles {
+    p50: u32,
+    p95: u32,
+    p99: u32,
+    max: u32,
+}
+
+impl Percentiles {
+    fn of(mut latencies: Vec<u32>) -> Option<Self> {
+        latencies.sort_unstable();
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+        (!latencies.is_empty()).then(|| Percentiles {
+            p50: at(0.5),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: at(1.0),
+        })
+    }
+}
+
+impl std::fmt::Display for Percentiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {} ms, p95 {} ms, p99 {} ms, max {} ms",
+            self.p50, self.p95, self.p99, self.max
+        )
     }
 }
 
@@ -387,24 +434,40 @@ struct OutputsSeen {
     profiles: TopicSeen,
     god_objects: TopicSeen,
     view: Mutex<BTreeMap<i64, GodObject>>,
-    latencies_ms: Mutex<Vec<u32>>,
     undecodable: AtomicU64,
     stop: AtomicBool,
 }
 
-/// Records of one topic, and when the last arrived (milliseconds after the
-/// run started).
+/// Records of one topic, when the last arrived (milliseconds after the run
+/// started), and each record's latency: from its timestamp, the time its CDC
+/// event was written, to its arrival.
 #[derive(Default)]
 struct TopicSeen {
     records: AtomicU64,
     last_ms: AtomicU64,
+    latencies_ms: Mutex<Vec<u32>>,
 }
 
 impl TopicSeen {
-    fn arrived(&self, started: Instant) {
+    fn arrived(&self, started: Instant, message: &BorrowedMessage<'_>) {
         self.records.fetch_add(1, Ordering::Relaxed);
         self.last_ms
             .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if let Some(written) = message.timestamp().to_millis() {
+            let latency = now_ms().saturating_sub(written.max(0) as u64);
+            let latency = latency.min(u32::MAX as u64) as u32;
+            self.latencies_ms.lock().expect("latencies").push(latency);
+        }
+    }
+
+    /// The latencies of the records that arrived after the first `from`.
+    fn latencies_since(&self, from: usize) -> Vec<u32> {
+        let latencies = self.latencies_ms.lock().expect("latencies");
+        latencies.get(from..).unwrap_or_default().to_vec()
+    }
+
+    fn latency_summary(&self) -> String {
+        Percentiles::of(self.latencies_since(0)).map_or("no records".to_string(), |p| p.to_string())
     }
 
     fn count(&self) -> u64 {
@@ -431,15 +494,10 @@ impl OutputMonitor {
                     continue;
                 };
                 if message.topic() == profiles_topic {
-                    shared.profiles.arrived(started);
+                    shared.profiles.arrived(started, &message);
                     continue;
                 }
-                shared.god_objects.arrived(started);
-                if let Some(written) = message.timestamp().to_millis() {
-                    let latency = now_ms().saturating_sub(written.max(0) as u64);
-                    let latency = latency.min(u32::MAX as u64) as u32;
-                    shared.latencies_ms.lock().expect("latencies").push(latency);
-                }
+                shared.god_objects.arrived(started, &message);
                 let topic = message.topic();
                 let key = message.key().and_then(|k| keys.deserialize(topic, Some(k)).ok());
                 let value = message.payload().map(|v| god_objects.deserialize(topic, Some(v)));
@@ -480,22 +538,6 @@ impl OutputMonitor {
             }
         }
         None
-    }
-
-    fn latency_summary(&self) -> String {
-        let mut latencies = self.seen.latencies_ms.lock().expect("latencies").clone();
-        if latencies.is_empty() {
-            return "no records".to_string();
-        }
-        latencies.sort_unstable();
-        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
-        format!(
-            "p50 {} ms, p95 {} ms, p99 {} ms, max {} ms",
-            at(0.5),
-            at(0.95),
-            at(0.99),
-            at(1.0)
-        )
     }
 
     fn stop(mut self) {

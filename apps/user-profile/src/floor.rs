@@ -9,7 +9,7 @@
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,9 +138,7 @@ fn run_thread(
         }
         producer.poll(Duration::ZERO);
     }
-    producer
-        .flush(Duration::from_secs(60))
-        .expect("the floor's writes acknowledged");
+    weir::runtime::flush(&producer, Duration::from_secs(60)).expect("the floor's writes acknowledged");
 }
 
 fn send<'a>(producer: &BaseProducer, mut record: BaseRecord<'a, [u8], [u8]>) {

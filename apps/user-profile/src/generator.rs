@@ -313,6 +313,9 @@ pub struct CdcWriter {
 /// its events in memory.
 const CHUNK: usize = 50_000;
 
+/// How often, in records written, a writer reports its progress.
+pub const PROGRESS_EVERY: u64 = 1_000;
+
 impl CdcWriter {
     pub fn new(bootstrap_servers: &str, users_topic: &str, preferences_topic: &str) -> Result<Self, WeirError> {
         Self::with_settings(bootstrap_servers, users_topic, preferences_topic, &[])
@@ -342,6 +345,17 @@ impl CdcWriter {
 
     /// Queues `records`, pacing them to `rate` records per second if given.
     pub fn write(&mut self, records: &[CdcRecord], rate: Option<u64>) -> Result<(), WeirError> {
+        self.write_reporting(records, rate, &mut |_| {})
+    }
+
+    /// [`CdcWriter::write`], telling `progress` the count written so far
+    /// every [`PROGRESS_EVERY`] records.
+    fn write_reporting(
+        &mut self,
+        records: &[CdcRecord],
+        rate: Option<u64>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), WeirError> {
         let started = Instant::now();
         for (sent, record) in records.iter().enumerate() {
             if let Some(rate) = rate {
@@ -357,28 +371,31 @@ impl CdcWriter {
             self.producer
                 .send_raw(topic, None, Some(&record.key), record.value.as_deref())?;
             self.written += 1;
+            if self.written.is_multiple_of(PROGRESS_EVERY) {
+                progress(self.written);
+            }
         }
         Ok(())
     }
 
     /// Writes `generator`'s snapshot, then its changes until `events` records
-    /// in all, a chunk at a time; `after_chunk` gets the count written so far.
+    /// in all, a chunk at a time; `progress` gets the count written so far
+    /// every [`PROGRESS_EVERY`] records.
     pub fn write_history(
         &mut self,
         generator: &mut Generator,
         events: usize,
         rate: Option<u64>,
-        mut after_chunk: impl FnMut(u64),
+        mut progress: impl FnMut(u64),
     ) -> Result<(), WeirError> {
         let snapshot = generator.snapshot();
-        self.write(&snapshot, rate)?;
+        self.write_reporting(&snapshot, rate, &mut progress)?;
         let mut remaining = events.saturating_sub(snapshot.len());
         drop(snapshot);
         while remaining > 0 {
             let chunk = generator.changes(remaining.min(CHUNK));
             remaining = remaining.saturating_sub(chunk.len());
-            self.write(&chunk, rate)?;
-            after_chunk(self.written);
+            self.write_reporting(&chunk, rate, &mut progress)?;
         }
         Ok(())
     }

@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use user_profile::demo::{run_demo, DemoOptions};
 use user_profile::generator::{CdcWriter, Generator};
 use user_profile::pipeline::{reprocess_topology, run_topology, Format, MappingService, Topics, GOD_OBJECT_STORE};
@@ -344,7 +344,13 @@ enum Queries {
 fn generate(topics: &Topics, args: &GenerateArgs) -> Result<(), WeirError> {
     let mut generator = Generator::with_format(args.seed, args.users, &args.format.format()?);
     let mut writer = CdcWriter::new(&args.bootstrap_servers, &topics.users, &topics.preferences)?;
-    writer.write_history(&mut generator, args.events, args.rate, |_| {})?;
+    let mut reported = Instant::now();
+    writer.write_history(&mut generator, args.events, args.rate, |written| {
+        if reported.elapsed() >= Duration::from_secs(1) {
+            reported = Instant::now();
+            println!("wrote {written} of {} CDC records", args.events);
+        }
+    })?;
     writer.flush()?;
     println!("wrote {} CDC records", writer.written());
     if let Some(path) = &args.expected {

@@ -59,6 +59,7 @@ pub use config::{
 pub(crate) use consumer::KafkaHeaders;
 pub(crate) use kafka_streams::StateCell;
 pub use kafka_streams::{KafkaStreams, ShutdownHandle, StatusHandle, StreamsState};
+pub use producer::flush;
 pub use query::{KeyLocation, ReadOnlyStore};
 pub(crate) use task::TaskBuilder;
 pub use task::{Task, TaskId, TaskSettings};

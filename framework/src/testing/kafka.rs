@@ -25,7 +25,7 @@ use crate::runtime::KafkaHeaders;
 use crate::serde::Serde;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
@@ -109,8 +109,7 @@ impl TestProducer {
 
     /// Waits until every record sent is acknowledged.
     pub fn flush(&self) -> Result<(), WeirError> {
-        self.producer
-            .flush(TIMEOUT)
+        crate::runtime::flush(&self.producer, TIMEOUT)
             .map_err(|e| WeirError::Kafka(format!("cannot flush the test producer: {e}")))
     }
 }
