@@ -478,3 +478,48 @@ fn retrying(step: &str, mut run: impl FnMut() -> KafkaResult<()>) -> Result<(), 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embedded::EmbeddedKafka;
+    use rdkafka::config::ClientConfig;
+
+    #[test]
+    fn flush_returns_once_every_record_is_settled() {
+        let kafka = EmbeddedKafka::start().unwrap();
+        kafka.create_topic("flushed", 3).unwrap();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", kafka.bootstrap_servers())
+            // Records wait in the queue unless the flush sends them.
+            .set("linger.ms", "1000")
+            .create()
+            .unwrap();
+        for i in 0..1000 {
+            let key = i.to_string();
+            producer
+                .send(BaseRecord::to("flushed").key(&key).payload("x"))
+                .map_err(|(error, _)| error)
+                .unwrap();
+        }
+        assert!(producer.in_flight_count() > 0);
+        flush(&producer, Duration::from_secs(30)).unwrap();
+        assert_eq!(producer.in_flight_count(), 0);
+    }
+
+    #[test]
+    fn flush_gives_up_after_its_timeout() {
+        // Nothing listens there: the record cannot be delivered.
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .create()
+            .unwrap();
+        producer
+            .send(BaseRecord::to("nowhere").key("k").payload("x"))
+            .map_err(|(error, _)| error)
+            .unwrap();
+        let error = flush(&producer, Duration::from_millis(50)).unwrap_err();
+        assert_eq!(error, KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+        assert_eq!(producer.in_flight_count(), 1);
+    }
+}
