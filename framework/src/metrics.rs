@@ -22,6 +22,9 @@ pub const RECORDS_PRODUCED: &str = "weir_records_produced_total";
 /// Records each processor node passed to its children, labelled by `node`
 /// (its name in `describe()`); a node's input is its parents' output.
 pub const NODE_RECORDS_FORWARDED: &str = "weir_node_records_forwarded_total";
+/// Answers a foreign-key join dropped because the left row had changed
+/// since it asked (labelled `join`): expected while a row changes quickly.
+pub const FK_JOIN_STALE_RESPONSES: &str = "weir_fk_join_stale_responses_total";
 /// Records of an assigned partition not processed yet (the partition's end
 /// minus the next offset to process), labelled by `topic` and `partition`;
 /// reported from the first processed record of the partition, 0 once it

@@ -1,13 +1,22 @@
 //! `KTable`: the latest value per key, as a changelog of updates.
 
-use super::{check_same_builder, Data, GetterFactory, Graph, Grouped, KGroupedTable, KStream, Produced};
+use super::{
+    check_same_builder, store_getter, Data, ForeignKeyJoined, GetterFactory, Graph, Grouped, KGroupedTable, KStream,
+    Produced,
+};
 use crate::processor::aggregate::{Selector, TableGroupByNode};
+use crate::processor::fk_join::{
+    ForeignKeyExtractor, ForeignKeyJoiner, HashSerde, LeftChangeNode, NoForeignKeyNode, Request, ResolveNode, Response,
+    ResponseSerde, RightChangeNode, SubscribeNode, SubscriptionKeySerde, SubscriptionNode, SubscriptionSerde,
+    ToSubscriptionNode, ValueHasher,
+};
 use crate::processor::join::{Combine, JoinGetter, TableJoinNode};
 use crate::processor::table::{MappedGetter, TableMapNode, TableMapper, ToStreamNode};
-use crate::processor::GetterRef;
+use crate::processor::{GetterRef, TableEmitter};
 use crate::record::Change;
 use crate::runtime::TaskBuilder;
 use crate::serde::{Nullable, SerdeRef};
+use crate::topology::{StoreLayout, TopicRef};
 use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -220,6 +229,212 @@ impl<K: Data, V: Data> KTable<K, V> {
         stores.sort();
         stores.dedup();
         KTable::new(self.graph.clone(), merged, getter, stores)
+    }
+
+    /// Foreign-key inner join: each row of this table joined with the row of
+    /// `other` whose key `foreign_key` reads from its value; a row without
+    /// a foreign key, or whose foreign key has no row in `other`, has no
+    /// result. The result follows both tables: a change of a row of
+    /// `other` updates the result of every row that names it.
+    ///
+    /// The tables need not be co-partitioned: the join ships each row's
+    /// subscription to `other`'s partition of its foreign key and the
+    /// answer back (see [`ForeignKeyJoined`] for its topics and stores).
+    /// An answer to a version of a row that has changed since is dropped,
+    /// so the result never pairs a row with a foreign key it no longer
+    /// names, however the partitions interleave.
+    ///
+    /// ```
+    /// use weir::{ForeignKeyJoined, StreamsBuilder, Consumed, Produced, serde::{Json, Utf8}};
+    /// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    /// # struct Order { user_id: String, total: u64 }
+    /// let builder = StreamsBuilder::new();
+    /// let orders = builder.table("orders", Consumed::with(Utf8, Json::<Order>::new()));
+    /// let users = builder.table("users", Consumed::with(Utf8, Json::<String>::new()));
+    /// orders
+    ///     .join_on_foreign_key(
+    ///         &users,
+    ///         |order| Some(order.user_id.clone()),
+    ///         |order, email| format!("{} for {email}", order.total),
+    ///         ForeignKeyJoined::with(Utf8, Json::new(), Utf8, Json::new(), Json::new()).named("orders-by-user"),
+    ///     )
+    ///     .to("orders-with-email", Produced::with(Utf8, Json::new()));
+    /// # builder.build().unwrap();
+    /// ```
+    pub fn join_on_foreign_key<KO: Data + PartialEq, VO: Data, R: Data>(
+        &self,
+        other: &KTable<KO, VO>,
+        foreign_key: impl Fn(&V) -> Option<KO> + Send + Sync + 'static,
+        joiner: impl Fn(&V, &VO) -> R + Send + Sync + 'static,
+        joined: ForeignKeyJoined<K, V, KO, VO, R>,
+    ) -> KTable<K, R> {
+        self.foreign_key_join(
+            other,
+            "KTABLE-FK-JOIN",
+            Arc::new(foreign_key),
+            Arc::new(move |v: &V, vo: Option<&VO>| vo.map(|vo| joiner(v, vo))),
+            joined,
+        )
+    }
+
+    /// Foreign-key left join: like [`KTable::join_on_foreign_key`], with a
+    /// result for every row of this table, joined with `None` when it names
+    /// no foreign key or its foreign key has no row in `other`.
+    pub fn left_join_on_foreign_key<KO: Data + PartialEq, VO: Data, R: Data>(
+        &self,
+        other: &KTable<KO, VO>,
+        foreign_key: impl Fn(&V) -> Option<KO> + Send + Sync + 'static,
+        joiner: impl Fn(&V, Option<&VO>) -> R + Send + Sync + 'static,
+        joined: ForeignKeyJoined<K, V, KO, VO, R>,
+    ) -> KTable<K, R> {
+        self.foreign_key_join(
+            other,
+            "KTABLE-FK-LEFTJOIN",
+            Arc::new(foreign_key),
+            Arc::new(move |v: &V, vo: Option<&VO>| Some(joiner(v, vo))),
+            joined,
+        )
+    }
+
+    /// Builds a foreign-key join; see `processor::fk_join` for how its
+    /// nodes work together.
+    fn foreign_key_join<KO: Data + PartialEq, VO: Data, R: Data>(
+        &self,
+        other: &KTable<KO, VO>,
+        prefix: &str,
+        foreign_key: ForeignKeyExtractor<V, KO>,
+        joiner: ForeignKeyJoiner<V, VO, R>,
+        joined: ForeignKeyJoined<K, V, KO, VO, R>,
+    ) -> KTable<K, R> {
+        check_same_builder(&self.graph, &other.graph, "join_on_foreign_key");
+        let mut g = self.graph.borrow_mut();
+        let name = joined.name.clone().unwrap_or_else(|| g.new_name(prefix));
+        let subscription_topic = format!("{name}-subscription");
+        let hasher_topic = TopicRef::Repartition(subscription_topic.clone());
+        let hasher = {
+            let serde = joined.value.clone();
+            move |task: &TaskBuilder<'_>| ValueHasher {
+                serde: serde.clone(),
+                topic: task.topic(&hasher_topic),
+            }
+        };
+        let hasher = Arc::new(hasher);
+
+        // This table's side: each change becomes subscriptions, shipped to
+        // the partition of `other` that holds their foreign key.
+        let requests =
+            g.add_processor::<K, Change<V>, K, _, _, _>(&format!("{prefix}-SUBSCRIBE"), &[self.node], Vec::new(), {
+                let (foreign_key, hasher) = (foreign_key.clone(), hasher.clone());
+                move |task, out| {
+                    Ok(LeftChangeNode {
+                        subscribe: SubscribeNode {
+                            foreign_key: foreign_key.clone(),
+                            hasher: hasher(task),
+                        },
+                        out,
+                    })
+                }
+            });
+        let to_subscription = g.add_processor::<K, _, KO, _, _, _>(
+            &format!("{prefix}-SUBSCRIPTION-SEND"),
+            &[requests],
+            Vec::new(),
+            |_, out| Ok(ToSubscriptionNode { out }),
+        );
+        let subscriptions_in = g.add_repartition(
+            to_subscription,
+            &subscription_topic,
+            joined.foreign_key.clone(),
+            Arc::new(SubscriptionSerde {
+                primary_key: joined.key.clone(),
+            }),
+        );
+
+        // `other`'s side: subscriptions are kept and answered, and a change
+        // of a row answers every subscriber of its key.
+        let subscription_store = format!("{name}-subscriptions");
+        g.add_store(&subscription_store, StoreLayout::Plain);
+        let key_serdes = SubscriptionKeySerde {
+            foreign_key: joined.foreign_key.clone(),
+            primary_key: joined.key.clone(),
+        };
+        let subscriptions = store_getter(&subscription_store, Arc::new(key_serdes.clone()), Arc::new(HashSerde));
+        let mut stores = vec![subscription_store.clone()];
+        stores.extend(other.getter_stores.iter().cloned());
+        let answered = g.add_processor::<KO, _, K, Response<VO>, _, _>(
+            &format!("{prefix}-SUBSCRIPTION-PROCESS"),
+            &[subscriptions_in],
+            stores,
+            {
+                let (subscriptions, right) = (subscriptions.clone(), other.getter.clone());
+                move |task, out| {
+                    Ok(SubscriptionNode {
+                        subscriptions: subscriptions.typed(task)?,
+                        right: right(task)?,
+                        out,
+                    })
+                }
+            },
+        );
+        let updated = g.add_processor::<KO, Change<VO>, K, Response<VO>, _, _>(
+            &format!("{prefix}-FOREIGN-CHANGE"),
+            &[other.node],
+            vec![subscription_store],
+            move |task, out| {
+                Ok(RightChangeNode {
+                    subscriptions: subscriptions.typed(task)?,
+                    key_serdes: key_serdes.clone(),
+                    out,
+                })
+            },
+        );
+        let responses = g.add_pass_through::<K, Response<VO>>(&format!("{prefix}-RESPONSES"), &[answered, updated]);
+        let responses_in = g.add_repartition(
+            responses,
+            &format!("{name}-response"),
+            joined.key.clone(),
+            Arc::new(ResponseSerde {
+                value: joined.foreign_value.clone(),
+            }),
+        );
+
+        // Back on this table's side: rows without a foreign key are answered
+        // here; an answer for the row as it is now makes the result.
+        let unanswered = g.add_processor::<K, Request<KO>, K, Response<VO>, _, _>(
+            &format!("{prefix}-NO-FOREIGN-KEY"),
+            &[requests],
+            Vec::new(),
+            |_, out| Ok(NoForeignKeyNode::<K, VO> { out }),
+        );
+        g.add_store(&name, StoreLayout::Plain);
+        let result = store_getter(&name, joined.key.clone(), joined.result.clone());
+        let mut stores = vec![name.clone()];
+        stores.extend(self.getter_stores.iter().cloned());
+        let resolved = g.add_processor::<K, Response<VO>, K, Change<R>, _, _>(
+            &format!("{prefix}-RESOLVE"),
+            &[responses_in, unanswered],
+            stores,
+            {
+                let (result, left, node) = (result.clone(), self.getter.clone(), name.clone());
+                move |task, out| {
+                    let table = Rc::new(TableEmitter {
+                        store: result.typed(task)?,
+                        view: |row| row,
+                        out,
+                    });
+                    task.keep_table(&result.name, table.clone())?;
+                    Ok(ResolveNode {
+                        left: left(task)?,
+                        hasher: hasher(task),
+                        joiner: joiner.clone(),
+                        result: table,
+                        stale: metrics::counter!(crate::metrics::FK_JOIN_STALE_RESPONSES, "join" => node.clone()),
+                    })
+                }
+            },
+        );
+        drop(g);
+        KTable::new(self.graph.clone(), resolved, result.into_factory(), vec![name])
     }
 
     /// Groups rows by a new key and value, for a table aggregation. A row

@@ -230,6 +230,53 @@ pub type Grouped<K, V> = Serdes<K, V>;
 /// How to ship records through an explicit repartition topic.
 pub type Repartitioned<K, V> = Serdes<K, V>;
 
+/// The serdes of a foreign-key join ([`KTable::join_on_foreign_key`]):
+/// it ships the left table's keys (`K`) and the foreign keys (`KO`) through
+/// its subscription and response topics, hashes the left values (`V`) to
+/// tell a current answer from a stale one, ships the right rows (`VO`) in
+/// its answers and keeps the result (`R`) in a store. With a name, its
+/// topics are `<application.id>-<name>-subscription-repartition` and
+/// `<application.id>-<name>-response-repartition`, and its stores
+/// `<name>-subscriptions` (on the right table's side) and `<name>` (the
+/// result).
+pub struct ForeignKeyJoined<K, V, KO, VO, R> {
+    pub(crate) key: SerdeRef<K>,
+    pub(crate) value: SerdeRef<V>,
+    pub(crate) foreign_key: SerdeRef<KO>,
+    pub(crate) foreign_value: SerdeRef<VO>,
+    pub(crate) result: SerdeRef<R>,
+    pub(crate) name: Option<String>,
+}
+
+impl<K: 'static, V: 'static, KO: 'static, VO: 'static, R: 'static> ForeignKeyJoined<K, V, KO, VO, R> {
+    /// The serdes of the left table's key and value, of the right table's
+    /// key and value, and of the result.
+    pub fn with(
+        key: impl Serde<K>,
+        value: impl Serde<V>,
+        foreign_key: impl Serde<KO>,
+        foreign_value: impl Serde<VO>,
+        result: impl Serde<R>,
+    ) -> Self {
+        ForeignKeyJoined {
+            key: Arc::new(key),
+            value: Arc::new(value),
+            foreign_key: Arc::new(foreign_key),
+            foreign_value: Arc::new(foreign_value),
+            result: Arc::new(result),
+            name: None,
+        }
+    }
+
+    /// Names the join's topics and stores (see above); without a name they
+    /// are numbered like the nodes, so adding an operator before the join
+    /// renames them.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}
+
 /// How to keep the result of an aggregation: the store name and the serde
 /// of the aggregate. `count` defaults to [`crate::serde::I64`] and `reduce`
 /// to the grouped value serde; `aggregate` needs one.

@@ -10,6 +10,7 @@
 pub(crate) mod aggregate;
 pub(crate) mod cdc;
 pub(crate) mod enrich;
+pub(crate) mod fk_join;
 pub(crate) mod join;
 pub(crate) mod sink;
 pub(crate) mod source;

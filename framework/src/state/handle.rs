@@ -152,6 +152,17 @@ impl StoreHandle {
         Ok(self.store.for_each(visit)?)
     }
 
+    /// Visits, in key order, the entries whose keys start with `prefix`,
+    /// the current batch's writes included.
+    pub(crate) fn for_each_with_prefix(
+        &mut self,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), WeirError> {
+        self.write_back()?;
+        Ok(self.store.for_each_with_prefix(prefix, visit)?)
+    }
+
     /// Writes records read back from the changelog, without logging them again.
     pub(crate) fn restore(&mut self, writes: &mut dyn Iterator<Item = StoreWrite<'_>>) -> Result<(), WeirError> {
         self.write_back()?;
@@ -221,6 +232,25 @@ impl<K: 'static, V: 'static> TypedStore<K, V> {
             View::Latest => handle.get(&buffers.0, decode)?,
             View::Forwarded => handle.get_forwarded(&buffers.0, decode)?,
         }
+    }
+
+    /// The name the store hands its serdes as the topic.
+    pub(crate) fn serde_topic(&self) -> &str {
+        &self.serde_topic
+    }
+
+    /// The entries whose keys, as stored, start with `prefix`, in key order.
+    pub(crate) fn entries_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(K, V)>, WeirError> {
+        let mut raw = Vec::new();
+        self.handle
+            .borrow_mut()
+            .for_each_with_prefix(prefix, &mut |key, value| raw.push((key.to_vec(), value.to_vec())))?;
+        raw.into_iter()
+            .map(|(key, value)| {
+                let value = self.value_serde.deserialize(&self.serde_topic, Some(&value))?;
+                Ok((self.decode_key(&key)?, value))
+            })
+            .collect()
     }
 
     /// Whether the table kept in this store defers its changes (see

@@ -79,6 +79,14 @@ impl KeyValueStore for InMemoryStore {
         Ok(())
     }
 
+    fn for_each_with_prefix(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
+        self.entries()
+            .range::<[u8], _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .for_each(|(k, v)| visit(k, v));
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<(), StoreError> {
         Ok(())
     }

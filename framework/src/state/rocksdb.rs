@@ -181,6 +181,18 @@ impl KeyValueStore for RocksDbStore {
         Ok(())
     }
 
+    fn for_each_with_prefix(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
+        let from = IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        for entry in self.db.iterator(from) {
+            let (k, v) = entry.map_err(|e| self.error(e))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            visit(&k, &v);
+        }
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<(), StoreError> {
         self.db.flush().map_err(|e| self.error(e))
     }

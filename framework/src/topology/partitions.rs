@@ -78,39 +78,45 @@ impl Topology {
     ) -> Result<PartitionPlan, WeirError> {
         let subs = self.subtopologies();
         let mut counts: Vec<Option<i32>> = vec![None; subs.len()];
-        // Resolve in dependency order: a sub-topology's count needs those of
-        // the sub-topologies writing its repartition topics.
-        for _ in 0..subs.len() {
-            for sub in subs {
-                if counts[sub.id].is_some() {
-                    continue;
+        for sub in subs {
+            let mut externals = Vec::new();
+            for topic in &sub.source_topics {
+                if let TopicRef::External(name) = topic {
+                    externals.push((name.as_str(), external_partitions(name)?));
                 }
-                let mut externals = Vec::new();
-                let mut writers = Vec::new();
-                for topic in &sub.source_topics {
-                    match topic {
-                        TopicRef::External(name) => externals.push((name.as_str(), external_partitions(name)?)),
-                        TopicRef::Repartition(_) => writers.push(
-                            subs.iter()
-                                .find(|s| s.sink_topics.contains(topic))
-                                .and_then(|writer| counts[writer.id]),
-                        ),
-                    }
+            }
+            if externals.iter().any(|(_, c)| *c != externals[0].1) {
+                let listed: Vec<String> = externals.iter().map(|(t, c)| format!("{t} ({c})")).collect();
+                return Err(WeirError::InvalidTopology(format!(
+                    "sub-topology {} reads topics with different partition counts: {}; topics that are joined \
+                     must be co-partitioned (same partition count, same partitioning of keys)",
+                    sub.id,
+                    listed.join(", ")
+                )));
+            }
+            counts[sub.id] = externals.first().map(|(_, c)| *c);
+        }
+        // A sub-topology that reads only repartition topics takes the largest
+        // count of the sub-topologies writing them. Counts only grow, so this
+        // settles, cycles included (a foreign-key join's two sides write each
+        // other's input).
+        let fixed: Vec<bool> = counts.iter().map(Option::is_some).collect();
+        loop {
+            let mut grew = false;
+            for sub in subs.iter().filter(|sub| !fixed[sub.id]) {
+                let largest_writer = sub
+                    .source_topics
+                    .iter()
+                    .flat_map(|topic| subs.iter().filter(move |s| s.sink_topics.contains(topic)))
+                    .filter_map(|writer| counts[writer.id])
+                    .max();
+                if largest_writer > counts[sub.id] {
+                    counts[sub.id] = largest_writer;
+                    grew = true;
                 }
-                if writers.iter().any(Option::is_none) {
-                    continue;
-                }
-                if externals.iter().any(|(_, c)| *c != externals[0].1) {
-                    let listed: Vec<String> = externals.iter().map(|(t, c)| format!("{t} ({c})")).collect();
-                    return Err(WeirError::InvalidTopology(format!(
-                        "sub-topology {} reads topics with different partition counts: {}; topics that are joined \
-                         must be co-partitioned (same partition count, same partitioning of keys)",
-                        sub.id,
-                        listed.join(", ")
-                    )));
-                }
-                let largest_writer = writers.into_iter().flatten().max();
-                counts[sub.id] = Some(externals.first().map(|(_, c)| *c).or(largest_writer).unwrap_or(1));
+            }
+            if !grew {
+                break;
             }
         }
         let tasks = counts

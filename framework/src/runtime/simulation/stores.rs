@@ -92,6 +92,10 @@ impl KeyValueStore for SimStore {
         self.memory.for_each(visit)
     }
 
+    fn for_each_with_prefix(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
+        self.memory.for_each_with_prefix(prefix, visit)
+    }
+
     fn flush(&mut self) -> Result<(), StoreError> {
         let mut entries = Entries::new();
         self.memory.for_each(&mut |k, v| {
