@@ -231,3 +231,99 @@ fn stream_table_joins_look_up_the_table_at_the_time_of_each_record() {
         );
     }
 }
+
+/// orders (`user:amount`, or just `amount` for an order of nobody) left
+/// joined by foreign key with users (their emails).
+fn orders_with_emails(left_join: bool) -> weir::Topology {
+    use weir::ForeignKeyJoined;
+    let builder = StreamsBuilder::new();
+    let orders = builder.table("orders", Consumed::with(Utf8, Utf8));
+    let users = builder.table("users", Consumed::with(Utf8, Utf8));
+    let user_of = |order: &String| order.split_once(':').map(|(user, _)| user.to_string());
+    let joined = ForeignKeyJoined::with(Utf8, Utf8, Utf8, Utf8, Utf8).named("orders-users");
+    let result = if left_join {
+        orders.left_join_on_foreign_key(
+            &users,
+            user_of,
+            |order, email| format!("{order} for {}", email.map_or("nobody", String::as_str)),
+            joined,
+        )
+    } else {
+        orders.join_on_foreign_key(&users, user_of, |order, email| format!("{order} for {email}"), joined)
+    };
+    result.to("out", Produced::with(Utf8, Utf8));
+    builder.build().unwrap()
+}
+
+#[test]
+fn a_foreign_key_join_follows_orders_moving_users_changing_and_deletions() {
+    for stores in backends() {
+        for left_join in [false, true] {
+            let driver = common::driver(orders_with_emails(left_join), stores, 3);
+            let orders = driver.input_topic("orders", Utf8, Utf8);
+            let users = driver.input_topic("users", Utf8, Utf8);
+            let out = driver.output_topic("out", Utf8, Utf8);
+            let mut step = |expected: Vec<(&str, Option<&str>)>| {
+                let expected: Vec<(String, Option<String>)> =
+                    expected.into_iter().map(|(k, v)| (s(k), v.map(s))).collect();
+                assert_eq!(
+                    out.read_key_values().unwrap(),
+                    expected,
+                    "{stores:?}, left join {left_join}"
+                );
+            };
+            users.pipe(s("ada"), s("ada@example.com")).unwrap();
+            orders.pipe(s("o1"), s("ada:10")).unwrap();
+            step(vec![("o1", Some("ada:10 for ada@example.com"))]);
+            // An order naming a user nobody has written yet.
+            orders.pipe(s("o2"), s("bob:20")).unwrap();
+            step(if left_join {
+                vec![("o2", Some("bob:20 for nobody"))]
+            } else {
+                vec![]
+            });
+            users.pipe(s("bob"), s("bob@example.com")).unwrap();
+            step(vec![("o2", Some("bob:20 for bob@example.com"))]);
+            // A user's change reaches every order that names them.
+            orders.pipe(s("o3"), s("ada:30")).unwrap();
+            users.pipe(s("ada"), s("ada@new.org")).unwrap();
+            let updated = out.read_key_values().unwrap();
+            assert_eq!(updated[0], (s("o3"), Some(s("ada:30 for ada@example.com"))));
+            let mut rest: Vec<_> = updated[1..].to_vec();
+            rest.sort();
+            assert_eq!(
+                rest,
+                vec![
+                    (s("o1"), Some(s("ada:10 for ada@new.org"))),
+                    (s("o3"), Some(s("ada:30 for ada@new.org")))
+                ]
+            );
+            // An order moves to another user, then names nobody.
+            orders.pipe(s("o1"), s("bob:11")).unwrap();
+            step(vec![("o1", Some("bob:11 for bob@example.com"))]);
+            orders.pipe(s("o1"), s("12")).unwrap();
+            step(vec![("o1", if left_join { Some("12 for nobody") } else { None })]);
+            // A deleted user, then a deleted order.
+            users.pipe_tombstone(s("bob")).unwrap();
+            step(vec![("o2", if left_join { Some("bob:20 for nobody") } else { None })]);
+            orders.pipe_tombstone(s("o3")).unwrap();
+            step(vec![("o3", None)]);
+            // A deleted user left its subscribers subscribed: it comes back.
+            users.pipe(s("bob"), s("bob@back.net")).unwrap();
+            step(vec![("o2", Some("bob:20 for bob@back.net"))]);
+        }
+    }
+}
+
+#[test]
+fn a_foreign_key_join_names_its_topics_and_stores() {
+    let description = orders_with_emails(true).describe().to_string();
+    for part in [
+        "orders-users-subscription-repartition",
+        "orders-users-response-repartition",
+        "orders-users-subscriptions",
+        "KTABLE-FK-LEFTJOIN-RESOLVE",
+    ] {
+        assert!(description.contains(part), "{part} missing from\n{description}");
+    }
+}

@@ -1,6 +1,8 @@
-//! The profiles workload: users and preferences tables, their join, and an
-//! aggregation through a repartition topic; a generator of changes to both
-//! tables and a reference model of what the outputs must end up holding.
+//! The profiles workload: users and preferences tables, their join, an
+//! aggregation through a repartition topic, and each user's email domain
+//! joined by foreign key with a domains table (its region); a generator of
+//! changes to the three tables and a reference model of what the outputs
+//! must end up holding.
 //!
 //! The aggregation (the set of users ever seen per email domain) is a
 //! union, so processing a record twice leaves it unchanged: at-least-once
@@ -12,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use weir::serde::{Json, Utf8};
 use weir::testing::kafka::TestProducer;
 use weir::testing::kafka::{eventually, read_compacted};
-use weir::{Consumed, Grouped, Materialized, Produced, StreamsBuilder, Topology};
+use weir::{Consumed, ForeignKeyJoined, Grouped, Materialized, Produced, StreamsBuilder, Topology};
 
 pub const PARTITIONS: i32 = 6;
 
@@ -21,8 +23,10 @@ pub const PARTITIONS: i32 = 6;
 pub struct Topics {
     pub users: String,
     pub preferences: String,
+    pub domains: String,
     pub profiles: String,
     pub domain_members: String,
+    pub user_regions: String,
 }
 
 impl Topics {
@@ -30,18 +34,29 @@ impl Topics {
         Topics {
             users: format!("{prefix}users"),
             preferences: format!("{prefix}preferences"),
+            domains: format!("{prefix}domains"),
             profiles: format!("{prefix}profiles"),
             domain_members: format!("{prefix}domain-members"),
+            user_regions: format!("{prefix}user-regions"),
         }
     }
 
-    pub fn all(&self) -> [&str; 4] {
-        [&self.users, &self.preferences, &self.profiles, &self.domain_members]
+    pub fn all(&self) -> [&str; 6] {
+        [
+            &self.users,
+            &self.preferences,
+            &self.domains,
+            &self.profiles,
+            &self.domain_members,
+            &self.user_regions,
+        ]
     }
 }
 
 /// users ⋈ preferences → profiles `email:dark_mode`; users re-keyed by
-/// email domain → the set of user ids ever seen per domain.
+/// email domain → the set of user ids ever seen per domain; users ⟕
+/// domains by the email's domain → user-regions `email:region` (`-` for a
+/// domain without a row).
 pub fn topology(topics: &Topics) -> Topology {
     let builder = StreamsBuilder::new();
     let users = builder.table(&topics.users, Consumed::with(Utf8, Utf8).store("users"));
@@ -68,6 +83,15 @@ pub fn topology(topics: &Topics) -> Topology {
             Materialized::with(Json::<BTreeSet<String>>::new()).with_name("domain-members"),
         )
         .to(&topics.domain_members, Produced::with(Utf8, Json::new()));
+    let domains = builder.table(&topics.domains, Consumed::with(Utf8, Utf8).store("domains"));
+    users
+        .left_join_on_foreign_key(
+            &domains,
+            |email| Some(domain(email)),
+            |email, region| format!("{email}:{}", region.map_or("-", String::as_str)),
+            ForeignKeyJoined::with(Utf8, Utf8, Utf8, Utf8, Utf8).named("user-regions"),
+        )
+        .to(&topics.user_regions, Produced::with(Utf8, Utf8));
     builder.build().expect("the workload topology is valid")
 }
 
@@ -87,6 +111,8 @@ pub enum Change {
     User(String, Option<String>),
     /// A user's dark mode, or `None` to delete the preference.
     Preference(String, Option<bool>),
+    /// A domain's region, or `None` to delete the domain.
+    Domain(String, Option<String>),
 }
 
 /// A deterministic generator (xorshift), so that a failing run can be replayed.
@@ -121,9 +147,18 @@ impl Generator {
         format!("u{user}.{version}@{}", DOMAINS[self.next(DOMAINS.len())])
     }
 
-    /// Every user and preference once, as a snapshot would.
+    fn region(&mut self) -> String {
+        format!("r{}", self.next(3))
+    }
+
+    /// Every domain but the last, user and preference once, as a snapshot
+    /// would.
     pub fn snapshot(&mut self) -> Vec<Change> {
-        (0..self.users)
+        let domains: Vec<Change> = DOMAINS[..DOMAINS.len() - 1]
+            .iter()
+            .map(|domain| Change::Domain(domain.to_string(), Some(self.region())))
+            .collect();
+        let users = (0..self.users)
             .flat_map(|user| {
                 let email = self.email(user);
                 let dark = self.next(2) == 0;
@@ -132,20 +167,29 @@ impl Generator {
                     Change::Preference(format!("u{user}"), Some(dark)),
                 ]
             })
-            .collect()
+            .collect::<Vec<_>>();
+        domains.into_iter().chain(users).collect()
     }
 
-    /// `count` changes: dark mode flips most, emails change rarely, and a few
-    /// rows are deleted (and may come back).
+    /// `count` changes: dark mode flips most, emails change rarely, domains
+    /// change region now and then, and a few rows are deleted (and may come
+    /// back).
     pub fn changes(&mut self, count: usize) -> Vec<Change> {
         (0..count)
             .map(|_| {
                 let user = self.next(self.users);
                 let key = format!("u{user}");
                 match self.next(100) {
-                    0..=79 => Change::Preference(key, Some(self.next(2) == 0)),
-                    80..=91 => Change::User(key, Some(self.email(user))),
-                    92..=95 => Change::User(key, None),
+                    0..=76 => Change::Preference(key, Some(self.next(2) == 0)),
+                    77..=88 => Change::User(key, Some(self.email(user))),
+                    89..=92 => Change::User(key, None),
+                    93..=95 => {
+                        let domain = DOMAINS[self.next(DOMAINS.len())].to_string();
+                        match self.next(4) {
+                            0 => Change::Domain(domain, None),
+                            _ => Change::Domain(domain, Some(self.region())),
+                        }
+                    }
                     _ => Change::Preference(key, None),
                 }
             })
@@ -158,6 +202,7 @@ impl Generator {
 pub struct Reference {
     users: BTreeMap<String, String>,
     preferences: BTreeMap<String, bool>,
+    domains: BTreeMap<String, String>,
     domain_members: BTreeMap<String, BTreeSet<String>>,
 }
 
@@ -180,7 +225,24 @@ impl Reference {
             Change::Preference(user, None) => {
                 self.preferences.remove(user);
             }
+            Change::Domain(domain, Some(region)) => {
+                self.domains.insert(domain.clone(), region.clone());
+            }
+            Change::Domain(domain, None) => {
+                self.domains.remove(domain);
+            }
         }
+    }
+
+    /// Every current user with the region of its email's domain.
+    pub fn user_regions(&self) -> HashMap<String, String> {
+        self.users
+            .iter()
+            .map(|(user, email)| {
+                let region = self.domains.get(&domain(email)).map_or("-", String::as_str);
+                (user.clone(), format!("{email}:{region}"))
+            })
+            .collect()
     }
 
     /// The inner join of the current users and preferences.
@@ -246,20 +308,31 @@ pub fn await_outputs(
     let members_serde = Json::<BTreeSet<String>>::new();
     let expected_profiles = reference.profiles();
     let expected_members = reference.domain_members();
+    let expected_regions = reference.user_regions();
     let read = || -> Result<_, weir::WeirError> {
         let profiles = read_compacted(servers, &topics.profiles, &Utf8, &Utf8)?;
         let members = read_compacted(servers, &topics.domain_members, &Utf8, &members_serde)?;
-        Ok((profiles, members))
+        let regions = read_compacted(servers, &topics.user_regions, &Utf8, &Utf8)?;
+        Ok((profiles, members, regions))
     };
     let converged = eventually(timeout, || {
-        let (profiles, members) = read()?;
-        Ok(profiles == expected_profiles && members == expected_members)
+        let (profiles, members, regions) = read()?;
+        Ok(profiles == expected_profiles && members == expected_members && regions == expected_regions)
     })
     .map_err(|e| e.to_string())?;
     if converged {
         return Ok(());
     }
-    let (profiles, members) = read().map_err(|e| e.to_string())?;
+    let (profiles, members, regions) = read().map_err(|e| e.to_string())?;
+    let wrong_regions: Vec<(&String, Option<&String>, Option<&String>)> = expected_regions
+        .keys()
+        .chain(regions.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| expected_regions.get(*k) != regions.get(*k))
+        .map(|k| (k, expected_regions.get(k), regions.get(k)))
+        .take(10)
+        .collect();
     let wrong: Vec<(&String, Option<&String>, Option<&String>)> = expected_profiles
         .keys()
         .chain(profiles.keys())
@@ -289,7 +362,8 @@ pub fn await_outputs(
         .unwrap_or_default();
     Err(format!(
         "the outputs did not converge: {} wrong profiles, first (key, expected, found) {:?}; wrong domain members \
-         (domain, first differences) {wrong_members:?}\n{}{members_history}",
+         (domain, first differences) {wrong_members:?}; wrong user regions, first (key, expected, found) \
+         {wrong_regions:?}\n{}{members_history}",
         wrong.len(),
         &wrong[..wrong.len().min(10)],
         histories(cluster, topics, application, &suspects)
@@ -330,6 +404,7 @@ pub fn send(producer: &TestProducer, topics: &Topics, change: &Change) {
         Change::Preference(user, dark) => {
             producer.send(&topics.preferences, &Utf8, &Json::<bool>::new(), user, dark.as_ref())
         }
+        Change::Domain(domain, region) => producer.send(&topics.domains, &Utf8, &Utf8, domain, region.as_ref()),
     };
     sent.expect("the change is sent");
 }
@@ -395,12 +470,21 @@ mod tests {
             Change::User("u2".into(), Some("u2.1@a.com".into())),
             Change::User("u1".into(), Some("u1.2@b.com".into())),
             Change::User("u2".into(), None),
+            Change::Domain("b.com".into(), Some("r1".into())),
+            Change::User("u3".into(), Some("u3.1@c.com".into())),
         ] {
             reference.apply(&change);
         }
         assert_eq!(
             reference.profiles(),
             HashMap::from([("u1".into(), "u1.2@b.com:true".into())])
+        );
+        assert_eq!(
+            reference.user_regions(),
+            HashMap::from([
+                ("u1".into(), "u1.2@b.com:r1".into()),
+                ("u3".into(), "u3.1@c.com:-".into())
+            ])
         );
         assert_eq!(
             reference.domain_members()["a.com"],

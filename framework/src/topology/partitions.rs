@@ -152,8 +152,8 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serde::{Utf8, I64};
-    use crate::{Consumed, Grouped, Materialized, StreamsBuilder};
+    use crate::serde::{Nullable, Utf8, I64};
+    use crate::{Consumed, ForeignKeyJoined, Grouped, Materialized, Repartitioned, StreamsBuilder};
 
     #[test]
     fn a_regrouped_count_plans_its_repartition_and_changelog_topics() {
@@ -196,5 +196,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("a (3)") && error.contains("b (6)"), "{error}");
+    }
+
+    #[test]
+    fn a_foreign_key_join_between_re_partitioned_tables_settles_its_partition_counts() {
+        // Both tables read only repartition topics, and each side of the
+        // join writes the other's input: the plan must still settle.
+        let builder = StreamsBuilder::new();
+        let table = |topic: &str| {
+            builder
+                .stream(topic, Consumed::with(Utf8, Nullable(Utf8)))
+                .repartition(Repartitioned::with(Utf8, Nullable(Utf8)).named(format!("{topic}-by-key")))
+                .to_table(&format!("{topic}-store"), crate::Serdes::with(Utf8, Utf8))
+        };
+        let (orders, users) = (table("orders"), table("users"));
+        orders.join_on_foreign_key(
+            &users,
+            |user: &String| Some(user.clone()),
+            |order, user| format!("{order}{user}"),
+            ForeignKeyJoined::with(Utf8, Utf8, Utf8, Utf8, Utf8).named("fk"),
+        );
+        let topology = builder.build().unwrap();
+        let plan = topology
+            .partition_plan("app", &mut |topic| Ok(if topic == "orders" { 3 } else { 5 }))
+            .unwrap();
+        let partitions = |name: &str| {
+            plan.internal_topics
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| t.partitions)
+                .unwrap_or_else(|| panic!("no topic {name} in {:?}", plan.internal_topics))
+        };
+        // Each side reads only internal topics, so each takes the largest
+        // count of its writers: 5, through the answers the users' side writes.
+        for topic in [
+            "app-orders-by-key-repartition",
+            "app-users-by-key-repartition",
+            "app-fk-subscription-repartition",
+            "app-fk-response-repartition",
+            "app-fk-subscriptions-changelog",
+            "app-fk-changelog",
+        ] {
+            assert_eq!(partitions(topic), 5, "{topic}");
+        }
+        assert_eq!(
+            plan.tasks.iter().filter(|&&tasks| tasks == 3).count(),
+            1,
+            "{:?}",
+            plan.tasks
+        );
     }
 }
