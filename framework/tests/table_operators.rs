@@ -263,7 +263,7 @@ fn a_foreign_key_join_follows_orders_moving_users_changing_and_deletions() {
             let orders = driver.input_topic("orders", Utf8, Utf8);
             let users = driver.input_topic("users", Utf8, Utf8);
             let out = driver.output_topic("out", Utf8, Utf8);
-            let mut step = |expected: Vec<(&str, Option<&str>)>| {
+            let step = |expected: Vec<(&str, Option<&str>)>| {
                 let expected: Vec<(String, Option<String>)> =
                     expected.into_iter().map(|(k, v)| (s(k), v.map(s))).collect();
                 assert_eq!(
