@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use weir::cdc::{Cdc, Op};
 use weir::record::{OutputRecord, RawRecord};
-use weir::runtime::{Task, TaskId, TaskSettings};
+use weir::runtime::{GlobalStores, Task, TaskId, TaskSettings};
 use weir::serde::Json;
 use weir::state::{CacheBudget, InMemoryStores, RocksDbConfig, RocksDbStores, StoreSupplier};
 use weir::testing::debezium::{Column, ColumnType, Debezium, EventFormat};
@@ -188,6 +188,7 @@ impl Pipeline {
             default_error_handler: &ErrorHandler::Fail,
             production_error_handler: &ErrorHandler::Fail,
             cache: &cache,
+            global_stores: &GlobalStores::default(),
         };
         let mut tasks = Vec::new();
         let mut readers = HashMap::new();

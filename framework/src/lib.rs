@@ -50,8 +50,8 @@ pub mod testing;
 pub mod topology;
 
 pub use dsl::{
-    BranchedKStream, Consumed, Data, ForeignKeyJoined, Grouped, KGroupedStream, KGroupedTable, KStream, KTable,
-    Materialized, Produced, Repartitioned, Serdes, StreamsBuilder,
+    BranchedKStream, Consumed, Data, ForeignKeyJoined, GlobalKTable, Grouped, KGroupedStream, KGroupedTable, KStream,
+    KTable, Materialized, Produced, Repartitioned, Serdes, StreamsBuilder,
 };
 pub use error::{Result, WeirError};
 pub use error_handler::ErrorHandler;

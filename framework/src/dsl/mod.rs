@@ -19,10 +19,12 @@
 
 mod cdc;
 mod enrich;
+mod global;
 mod grouped;
 mod kstream;
 mod ktable;
 
+pub use global::GlobalKTable;
 pub use grouped::{KGroupedStream, KGroupedTable};
 pub use kstream::{BranchedKStream, KStream};
 pub use ktable::KTable;

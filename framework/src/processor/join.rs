@@ -11,6 +11,8 @@
 use super::{Forwarder, GetterRef, Processor, ProcessorContext, ValueGetter, View};
 use crate::error::WeirError;
 use crate::record::{Change, Record};
+use crate::serde::SerdeRef;
+use crate::state::StoreReader;
 use std::sync::Arc;
 
 pub(crate) type Combine<A, B, R> = Arc<dyn Fn(Option<&A>, Option<&B>) -> Option<R> + Send + Sync>;
@@ -53,6 +55,44 @@ impl<K, A, B, R> ValueGetter<K, R> for JoinGetter<K, A, B, R> {
         let left = self.left.get(key, view)?;
         let right = self.right.get(key, view)?;
         Ok((self.combine)(left.as_ref(), right.as_ref()))
+    }
+}
+
+/// The key of a global table's row that a stream record joins, if any.
+pub(crate) type GlobalKeyOf<K, V, GK> = Arc<dyn Fn(&K, &V) -> Option<GK> + Send + Sync>;
+
+/// Looks up each stream record in a global table by the key `key_of`
+/// computes from it; only stream records trigger output.
+pub(crate) struct StreamGlobalJoinNode<K, V, GK, GV, R> {
+    pub store: Arc<dyn StoreReader>,
+    /// The global table's topic, handed to its serdes.
+    pub topic: Arc<str>,
+    pub key_serde: SerdeRef<GK>,
+    pub value_serde: SerdeRef<GV>,
+    pub key_of: GlobalKeyOf<K, V, GK>,
+    pub join: StreamJoiner<V, GV, R>,
+    pub out: Forwarder<K, R>,
+}
+
+impl<K: Clone + 'static, V, GK: 'static, GV: 'static, R: Clone + 'static> Processor<K, V>
+    for StreamGlobalJoinNode<K, V, GK, GV, R>
+{
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, V>) -> Result<(), WeirError> {
+        let row = match (self.key_of)(&record.key, &record.value) {
+            Some(key) => match self.key_serde.to_bytes(&self.topic, &key)? {
+                Some(key) => self
+                    .store
+                    .get(&key)?
+                    .map(|value| self.value_serde.deserialize(&self.topic, Some(&value)))
+                    .transpose()?,
+                None => None,
+            },
+            None => None,
+        };
+        match (self.join)(&record.value, row.as_ref()) {
+            Some(joined) => self.out.forward(ctx, Record::new(record.key, joined, record.timestamp)),
+            None => Ok(()),
+        }
     }
 }
 

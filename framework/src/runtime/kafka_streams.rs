@@ -2,12 +2,13 @@
 
 use super::changelog_reader::KafkaChangelogReader;
 use super::config::{Settings, StoreBackend, StreamsConfig};
+use super::global::{GlobalStores, GlobalThread};
 use super::health::Problems;
 use super::producer::RecordSender;
 use super::query::{LocalStores, ReadOnlyStore};
 use super::state_dir_lock::try_lock_file;
 use super::stream_thread;
-use super::task_manager::{TaskManager, ThreadIo};
+use super::task_manager::{TaskManager, ThreadIo, ThreadStores};
 use super::topics::{prepare_topics, KafkaTopicAdmin, TopicAdmin};
 use crate::enrich::ProcessAnswers;
 use crate::error::WeirError;
@@ -182,6 +183,8 @@ pub struct KafkaStreams {
     /// Client errors that keep it from working while it runs.
     problems: Arc<Problems>,
     threads: Vec<JoinHandle<Result<(), WeirError>>>,
+    /// Fills the global tables and keeps them current, while running.
+    global: Option<GlobalThread>,
     /// Held while running, so that two instances never share a state directory.
     _lock: Option<File>,
 }
@@ -202,6 +205,7 @@ impl KafkaStreams {
             failure: Arc::default(),
             problems: Arc::default(),
             threads: Vec::new(),
+            global: None,
             settings,
             _lock: None,
         })
@@ -244,9 +248,19 @@ impl KafkaStreams {
             StoreBackend::RocksDb => Arc::new(RocksDbStores::new(&app_dir, self.settings.rocksdb)),
             StoreBackend::InMemory => Arc::new(InMemoryStores),
         };
+        // The stream threads start once every global table is filled.
+        let (global_stores, global) =
+            GlobalThread::start(&self.topology, &self.settings, stores.clone(), self.metrics.clone())?;
+        self.global = global;
         let (started, ready) = std::sync::mpsc::channel();
         for index in 0..self.settings.stream_threads {
-            match self.spawn_stream_thread(index, &process_id, stores.clone(), started.clone()) {
+            match self.spawn_stream_thread(
+                index,
+                &process_id,
+                stores.clone(),
+                global_stores.clone(),
+                started.clone(),
+            ) {
                 Ok(thread) => self.threads.push(thread),
                 Err(error) => {
                     self.stop_threads();
@@ -273,6 +287,7 @@ impl KafkaStreams {
         index: usize,
         process_id: &str,
         stores: Arc<dyn StoreSupplier>,
+        global_stores: GlobalStores,
         started: std::sync::mpsc::Sender<Result<(), WeirError>>,
     ) -> Result<JoinHandle<Result<(), WeirError>>, WeirError> {
         let (topology, settings) = (self.topology.clone(), self.settings.clone());
@@ -291,8 +306,11 @@ impl KafkaStreams {
                             index,
                             topology,
                             settings.clone(),
-                            stores,
-                            local_stores,
+                            ThreadStores {
+                                supplier: stores,
+                                local: local_stores,
+                                global: global_stores,
+                            },
                             ThreadIo {
                                 output: Box::new(sender),
                                 changelogs: Box::new(reader),
@@ -346,6 +364,9 @@ impl KafkaStreams {
         self.shutdown.store(true, Ordering::SeqCst);
         for thread in self.threads.drain(..) {
             let _ = thread.join();
+        }
+        if let Some(global) = self.global.take() {
+            let _ = global.stop();
         }
         self._lock = None;
     }
@@ -433,6 +454,12 @@ impl KafkaStreams {
                 result = outcome;
             }
         }
+        if let Some(global) = self.global.take() {
+            let outcome = global.stop();
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
         self._lock = None;
         result
     }
@@ -449,7 +476,9 @@ impl KafkaStreams {
                 .map_err(|e| WeirError::Other(format!("cannot handle signal {signal}: {e}")))?;
         }
         self.start()?;
-        while !self.shutdown.load(Ordering::SeqCst) && self.threads.iter().all(|t| !t.is_finished()) {
+        let running =
+            |s: &Self| s.threads.iter().all(|t| !t.is_finished()) && s.global.as_ref().is_none_or(|g| !g.is_finished());
+        while !self.shutdown.load(Ordering::SeqCst) && running(&self) {
             std::thread::sleep(Duration::from_millis(100));
         }
         tracing::info!("shutting down");
@@ -459,7 +488,7 @@ impl KafkaStreams {
 
 impl Drop for KafkaStreams {
     fn drop(&mut self) {
-        if !self.threads.is_empty() {
+        if !self.threads.is_empty() || self.global.is_some() {
             if let Err(error) = self.close() {
                 tracing::error!(%error, "the instance stopped on an error");
             }

@@ -38,6 +38,7 @@ mod config;
 mod consumer;
 mod delivery_lag;
 mod gauges;
+mod global;
 mod health;
 mod kafka_streams;
 mod producer;
@@ -57,6 +58,8 @@ pub use config::{
     ClientProperties, ProcessingGuarantee, Settings, StoreBackend, StreamsConfig, CLIENT_DEFAULTS, WEIR_KEYS,
 };
 pub(crate) use consumer::KafkaHeaders;
+pub(crate) use global::GlobalStore;
+pub use global::GlobalStores;
 pub(crate) use kafka_streams::StateCell;
 pub use kafka_streams::{KafkaStreams, ShutdownHandle, StatusHandle, StreamsState};
 pub use producer::flush;

@@ -1,5 +1,6 @@
 //! A task: one sub-topology instantiated for one partition.
 
+use super::GlobalStores;
 use crate::error::WeirError;
 use crate::error_handler::ErrorHandler;
 use crate::metrics::TaskMetrics;
@@ -41,6 +42,8 @@ pub struct TaskSettings<'a> {
     pub production_error_handler: &'a ErrorHandler,
     /// The store cache memory of the thread that runs the tasks.
     pub cache: &'a Rc<CacheBudget>,
+    /// The instance's global tables.
+    pub global_stores: &'a GlobalStores,
 }
 
 /// Handed to node factories while a task is instantiated.
@@ -77,6 +80,11 @@ impl TaskBuilder<'_> {
         )));
         self.stores.insert(name.to_string(), handle.clone());
         Ok(handle)
+    }
+
+    /// A global table's store, which every task of the instance reads.
+    pub(crate) fn global_store(&self, name: &str) -> Result<Arc<dyn StoreReader>, WeirError> {
+        self.settings.global_stores.get(name)
     }
 
     pub(crate) fn typed_store<K: 'static, V: 'static>(

@@ -17,6 +17,7 @@ use super::query::LocalStores;
 use super::state_dir_lock::TaskDirLock;
 use super::state_manager::{remove_state, OpenRequest, Restoration, TaskState};
 use super::task::{Task, TaskId, TaskSettings};
+use super::GlobalStores;
 use crate::enrich::AnswerWait;
 use crate::error::WeirError;
 use crate::metrics::{RuntimeMetrics, TaskMetrics};
@@ -115,6 +116,14 @@ pub(crate) struct ThreadIo {
     pub answers: Box<dyn AnswerWait>,
 }
 
+/// The stores of a stream thread's tasks: where they open their own, how
+/// interactive queries find them, and the instance's global tables.
+pub(crate) struct ThreadStores {
+    pub supplier: Arc<dyn StoreSupplier>,
+    pub local: Arc<LocalStores>,
+    pub global: GlobalStores,
+}
+
 /// Committed offsets by (topic, partition), as the group returned them.
 type CommittedOffsets = HashMap<(Arc<str>, i32), Option<i64>>;
 
@@ -127,6 +136,8 @@ pub(crate) struct TaskManager {
     stores: Arc<dyn StoreSupplier>,
     /// The tasks' stores as interactive queries see them.
     local_stores: Arc<LocalStores>,
+    /// The instance's global tables, which every task reads.
+    global_stores: GlobalStores,
     /// Source topic (as named in the cluster) → the sub-topology reading it.
     routes: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     active: BTreeMap<TaskId, ActiveTask>,
@@ -159,11 +170,15 @@ impl TaskManager {
         thread: usize,
         topology: Topology,
         settings: Arc<Settings>,
-        stores: Arc<dyn StoreSupplier>,
-        local_stores: Arc<LocalStores>,
+        stores: ThreadStores,
         io: ThreadIo,
         metrics: Arc<RuntimeMetrics>,
     ) -> Self {
+        let ThreadStores {
+            supplier: stores,
+            local: local_stores,
+            global: global_stores,
+        } = stores;
         let ThreadIo {
             output,
             changelogs,
@@ -192,6 +207,7 @@ impl TaskManager {
             settings,
             stores,
             local_stores,
+            global_stores,
             routes,
             active: BTreeMap::new(),
             output,
@@ -789,7 +805,7 @@ impl TaskManager {
             exactly_once: self.is_exactly_once(),
             persistent: self.stores.persistent(),
         };
-        let task_settings = task_settings(&self.settings, self.stores.as_ref(), &self.cache);
+        let task_settings = task_settings(&self.settings, self.stores.as_ref(), &self.cache, &self.global_stores);
         Restoration::begin(&request, &mut || Task::new(&self.topology, id, &task_settings))
     }
 
@@ -844,7 +860,7 @@ impl TaskManager {
         let Phase::Restoring(restoration) = &mut active.phase else {
             return Ok(());
         };
-        let task_settings = task_settings(&self.settings, self.stores.as_ref(), &self.cache);
+        let task_settings = task_settings(&self.settings, self.stores.as_ref(), &self.cache, &self.global_stores);
         let done = restoration.step(
             &mut || Task::new(&self.topology, id, &task_settings),
             self.changelogs.as_ref(),
@@ -986,6 +1002,7 @@ fn task_settings<'a>(
     settings: &'a Settings,
     stores: &'a dyn StoreSupplier,
     cache: &'a Rc<CacheBudget>,
+    global_stores: &'a GlobalStores,
 ) -> TaskSettings<'a> {
     TaskSettings {
         application_id: &settings.application_id,
@@ -993,6 +1010,7 @@ fn task_settings<'a>(
         default_error_handler: &settings.default_error_handler,
         production_error_handler: &settings.production_error_handler,
         cache,
+        global_stores,
     }
 }
 

@@ -31,10 +31,10 @@ pub mod schema_registry;
 use crate::enrich::{self, AnswerWait};
 use crate::error::WeirError;
 use crate::error_handler::ErrorHandler;
-use crate::metrics::TaskMetrics;
+use crate::metrics::{RuntimeMetrics, TaskMetrics};
 use crate::partition::partition_for_key;
 use crate::record::{Header, OutputRecord, RawRecord};
-use crate::runtime::{Task, TaskId, TaskSettings, DEFAULT_CACHE_MAX_BYTES};
+use crate::runtime::{GlobalStore, GlobalStores, Task, TaskId, TaskSettings, DEFAULT_CACHE_MAX_BYTES};
 use crate::serde::{Serde, SerdeRef};
 use crate::state::{CacheBudget, InMemoryStores, RocksDbConfig, RocksDbStores, StoreSupplier};
 use crate::topology::{changelog_topic, TopicRef, Topology};
@@ -187,6 +187,10 @@ struct DriverState {
     /// Source topic → the sub-topology that reads it.
     routes: HashMap<String, usize>,
     tasks: BTreeMap<TaskId, Task>,
+    /// Global table topic → its store, written as records are piped.
+    globals: HashMap<String, GlobalStore>,
+    /// Counts the records global tables skip.
+    global_metrics: RuntimeMetrics,
     logs: HashMap<String, TopicLog>,
     // Dropped after the tasks (declared later), so stores close first.
     _state_dir: Option<tempfile::TempDir>,
@@ -237,6 +241,21 @@ impl TopologyTestDriver {
                 (Box::new(RocksDbStores::new(dir.path().join(&app), rocks)), Some(dir))
             }
         };
+        let mut globals = HashMap::new();
+        let mut readers = HashMap::new();
+        for def in topology.globals() {
+            let store = supplier.open("global", &def.store)?;
+            readers.insert(def.store.clone(), store.reader());
+            partitions.entry(def.topic.clone()).or_insert(config.default_partitions);
+            globals.insert(
+                def.topic.clone(),
+                GlobalStore {
+                    def: def.clone(),
+                    store,
+                },
+            );
+        }
+        let global_stores = GlobalStores::new(readers);
         let cache = CacheBudget::new(DEFAULT_CACHE_MAX_BYTES, config.merge_table_changes);
         let settings = TaskSettings {
             application_id: &app,
@@ -244,6 +263,7 @@ impl TopologyTestDriver {
             default_error_handler: &config.default_error_handler,
             production_error_handler: &config.production_error_handler,
             cache: &cache,
+            global_stores: &global_stores,
         };
         let mut tasks = BTreeMap::new();
         for sub in topology.subtopologies() {
@@ -262,6 +282,8 @@ impl TopologyTestDriver {
                 partitions,
                 routes,
                 tasks,
+                globals,
+                global_metrics: RuntimeMetrics::default(),
                 logs: HashMap::new(),
                 _state_dir: state_dir,
             })),
@@ -438,6 +460,10 @@ impl DriverState {
     /// enrichments included: it returns once no record waits for an answer.
     /// Records written together are enriched concurrently.
     fn pipe(&mut self, topic: &str, records: Vec<(Option<i32>, RawRecord)>) -> Result<(), WeirError> {
+        if let Some(global) = self.globals.get_mut(topic) {
+            let written = records.iter().map(|(_, r)| (r.key.as_deref(), r.value.as_deref()));
+            global.apply(written, &self.global_metrics)?;
+        }
         let mut queue = VecDeque::new();
         for (partition, record) in records {
             let (partition, offset, index) = self.append(topic, partition, record)?;

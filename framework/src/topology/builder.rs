@@ -1,7 +1,10 @@
 //! The mutable graph behind `StreamsBuilder`, and its compilation into a
 //! [`Topology`].
 
-use super::{EnrichmentDef, NodeDef, NodeKind, StoreDef, StoreLayout, SubTopology, TopicRef, Topology, TopologyDef};
+use super::{
+    EnrichmentDef, GlobalStoreDef, NodeDef, NodeKind, StoreDef, StoreLayout, SubTopology, TopicRef, Topology,
+    TopologyDef,
+};
 use crate::enrich::EnrichStats;
 use crate::error::WeirError;
 use crate::error_handler::ErrorHandler;
@@ -35,6 +38,7 @@ pub(crate) struct TopologyBuilder {
     nodes: Vec<NodeDef>,
     stores: BTreeMap<String, StoreDef>,
     enrichments: Vec<EnrichmentDef>,
+    globals: Vec<GlobalStoreDef>,
     errors: Vec<String>,
     counter: usize,
 }
@@ -252,9 +256,34 @@ impl TopologyBuilder {
         self.add_source(topic, key_serde, value_serde, Some(ErrorHandler::Fail))
     }
 
+    /// Records a global table: `store` filled from the whole of `topic`.
+    pub(crate) fn add_global_store(&mut self, global: GlobalStoreDef) {
+        self.globals.push(global);
+    }
+
     pub(crate) fn build(self) -> Result<Topology, WeirError> {
         let mut errors = self.errors;
+        let global_topics: Vec<TopicRef> = self
+            .globals
+            .iter()
+            .map(|g| TopicRef::External(g.topic.clone()))
+            .collect();
         let mut sourced: BTreeMap<&TopicRef, &str> = BTreeMap::new();
+        for (global, topic) in self.globals.iter().zip(&global_topics) {
+            let named_twice = self.globals.iter().filter(|g| g.store == global.store).count() > 1;
+            if named_twice || self.stores.contains_key(&global.store) {
+                errors.push(format!(
+                    "the store name '{}' is used twice; name each store once",
+                    global.store
+                ));
+            }
+            if let Some(first) = sourced.insert(topic, &global.store) {
+                errors.push(format!(
+                    "topic '{}' is read by two global tables ({first} and {}); read it once",
+                    global.topic, global.store
+                ));
+            }
+        }
         for node in &self.nodes {
             if let NodeKind::Source { topic, .. } = &node.kind {
                 if let Some(first) = sourced.insert(topic, &node.name) {
@@ -279,6 +308,7 @@ impl TopologyBuilder {
                 stores: self.stores,
                 subtopologies,
                 enrichments: self.enrichments,
+                globals: self.globals,
             }),
         })
     }

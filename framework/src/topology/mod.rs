@@ -123,6 +123,21 @@ pub(crate) struct TopologyDef {
     pub stores: BTreeMap<String, StoreDef>,
     pub subtopologies: Vec<SubTopology>,
     pub enrichments: Vec<EnrichmentDef>,
+    pub globals: Vec<GlobalStoreDef>,
+}
+
+/// Checks that a record of a global table's topic decodes (key, value);
+/// the store keeps only records that do.
+pub(crate) type RecordCheck =
+    dyn Fn(&str, Option<&[u8]>, Option<&[u8]>) -> Result<(), crate::error::SerdeError> + Send + Sync;
+
+/// A global table's store: every instance fills it from every partition
+/// of its topic, and every task reads it.
+#[derive(Clone)]
+pub(crate) struct GlobalStoreDef {
+    pub store: String,
+    pub topic: String,
+    pub check: Arc<RecordCheck>,
 }
 
 /// An enrichment node, for its metrics and its dead-letter topic.
@@ -162,6 +177,15 @@ impl Topology {
     /// The store names of the topology.
     pub fn stores(&self) -> impl Iterator<Item = &str> {
         self.def.stores.keys().map(String::as_str)
+    }
+
+    /// The topics of the global tables, each read whole by every instance.
+    pub fn global_topics(&self) -> impl Iterator<Item = &str> {
+        self.def.globals.iter().map(|g| g.topic.as_str())
+    }
+
+    pub(crate) fn globals(&self) -> &[GlobalStoreDef] {
+        &self.def.globals
     }
 
     /// The sub-topology that reads `topic`, if any.

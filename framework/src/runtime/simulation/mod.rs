@@ -28,7 +28,8 @@ use self::stores::{Disk, SimStores};
 use self::workload::{Generator, Reference, DOMAIN_MEMBERS, EMAILS, PARTITIONS, PREFERENCES, PROFILES, TAGGED, USERS};
 use super::query::LocalStores;
 use super::state_manager::FENCE_KEY;
-use super::task_manager::{Processed, TaskManager, ThreadIo};
+use super::task_manager::{Processed, TaskManager, ThreadIo, ThreadStores};
+use super::GlobalStores;
 use super::StreamsConfig;
 use crate::enrich::AnswerWait;
 use crate::error::WeirError;
@@ -241,8 +242,11 @@ impl Simulation {
             0,
             workload::topology(self.lookups.handle().clone()),
             settings.clone(),
-            stores,
-            Arc::new(LocalStores::new(settings)),
+            ThreadStores {
+                supplier: stores,
+                local: Arc::new(LocalStores::new(settings)),
+                global: GlobalStores::default(),
+            },
             io,
             Arc::new(RuntimeMetrics::default()),
         );
