@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 use weir::metrics::SkipReason;
-use weir::runtime::{KafkaStreams, StreamsConfig, StreamsState};
 use weir::serde::{Json, Utf8};
 use weir::testing::kafka::{eventually, read_compacted, TestProducer};
 use weir::{Consumed, Produced, StreamsBuilder, Topology};
@@ -40,17 +39,6 @@ fn topology(topics: &Topics) -> Topology {
         )
         .to(&topics.greetings, Produced::with(Utf8, Utf8));
     builder.build().unwrap()
-}
-
-fn start(cluster: &Cluster, topics: &Topics, config: &StreamsConfig) -> KafkaStreams {
-    let mut streams = cluster.streams(topology(topics), config);
-    streams.start().unwrap();
-    assert!(
-        streams.wait_for_state(StreamsState::Running, WAIT),
-        "the instance did not start running: {:?}",
-        streams.state()
-    );
-    streams
 }
 
 fn country(producer: &TestProducer, topics: &Topics, code: &str, name: &str) {
@@ -111,7 +99,7 @@ fn a_global_table_is_filled_first_kept_current_and_filled_again(cluster: &Cluste
 
     let state = tempfile::tempdir().unwrap();
     let config = cluster.config("global", state.path());
-    let mut first = start(cluster, &topics, &config);
+    let mut first = cluster.start(topology(&topics), &config);
     await_greeting(cluster, &topics, "u1", "Ada from France");
     await_greeting(cluster, &topics, "u2", "Bob from nowhere");
     assert!(
@@ -146,7 +134,7 @@ fn a_global_table_is_filled_first_kept_current_and_filled_again(cluster: &Cluste
     // A fresh state directory: the table comes back from its topic alone.
     let state = tempfile::tempdir().unwrap();
     let config = cluster.config("global-again", state.path());
-    let mut second = start(cluster, &topics, &config);
+    let mut second = cluster.start(topology(&topics), &config);
     for (id, name, code, expected) in [
         ("u5", "Eve", "de", "Eve from Germany"),
         ("u6", "Fay", "xx", "Fay from Xanadu"),

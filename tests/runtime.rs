@@ -100,14 +100,7 @@ impl<'a> Setup<'a> {
 
     /// Starts an instance and waits until it processes.
     fn start(&self, config: &StreamsConfig) -> KafkaStreams {
-        let mut streams = self.cluster.streams(self.topology(), config);
-        streams.start().unwrap();
-        assert!(
-            streams.wait_for_state(StreamsState::Running, WAIT),
-            "the instance did not start running: {:?}",
-            streams.state()
-        );
-        streams
+        self.cluster.start(self.topology(), config)
     }
 
     fn user(&self, id: usize, email: Option<&str>) {

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir::embedded::EmbeddedKafka;
-use weir::runtime::{KafkaStreams, KafkaTopicAdmin, NewTopicSpec, StreamsConfig, TopicAdmin};
+use weir::runtime::{KafkaStreams, KafkaTopicAdmin, NewTopicSpec, StreamsConfig, StreamsState, TopicAdmin};
 use weir::testing::kafka::TestProducer;
 use weir::Topology;
 
@@ -244,6 +244,18 @@ impl Cluster {
         KafkaStreams::new(topology, config)
             .expect("a valid configuration")
             .with_topic_admin(self.admin.clone())
+    }
+
+    /// [`Cluster::streams`], started; returns once it processes.
+    pub fn start(&self, topology: Topology, config: &StreamsConfig) -> KafkaStreams {
+        let mut streams = self.streams(topology, config);
+        streams.start().expect("the instance starts");
+        assert!(
+            streams.wait_for_state(StreamsState::Running, Duration::from_secs(90)),
+            "the instance did not start running: {:?}",
+            streams.state()
+        );
+        streams
     }
 
     fn wait_until_reachable(&self) {

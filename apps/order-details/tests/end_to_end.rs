@@ -9,7 +9,6 @@ use order_details::{topology, Country, Order, OrderDetails, Topics, User};
 use std::collections::HashMap;
 use std::time::Duration;
 use weir::cdc::Op;
-use weir::runtime::{KafkaStreams, StreamsConfig, StreamsState};
 use weir::serde::{Json, Utf8};
 use weir::testing::debezium::{Column, ColumnType, Debezium};
 use weir::testing::kafka::{eventually, read_compacted, TestProducer};
@@ -102,17 +101,6 @@ fn details(order_id: i64, total_cents: i64, user: Option<&str>, country: Option<
     )
 }
 
-fn start(cluster: &Cluster, topics: &Topics, config: &StreamsConfig) -> KafkaStreams {
-    let mut streams = cluster.streams(topology(topics).unwrap(), config);
-    streams.start().unwrap();
-    assert!(
-        streams.wait_for_state(StreamsState::Running, WAIT),
-        "the instance did not start running: {:?}",
-        streams.state()
-    );
-    streams
-}
-
 fn await_details(cluster: &Cluster, topics: &Topics, expected: &HashMap<i64, OrderDetails>) {
     let read = || {
         read_compacted(
@@ -171,7 +159,7 @@ fn order_details_follow_orders_users_and_countries(cluster: &Cluster) {
 
     let state = tempfile::tempdir().unwrap();
     let config = cluster.config("order-details", state.path());
-    let mut first = start(cluster, &topics, &config);
+    let mut first = cluster.start(topology(&topics).unwrap(), &config);
     let mut expected: HashMap<i64, OrderDetails> = [
         details(10, 500, Some("Ada"), Some("France")),
         details(11, 700, Some("Bob"), Some("Germany")),
@@ -204,7 +192,7 @@ fn order_details_follow_orders_users_and_countries(cluster: &Cluster) {
     // a user moving there and a guest order given that user see it.
     shop.country("it", "Italy");
     shop.flush();
-    let mut second = start(cluster, &topics, &config);
+    let mut second = cluster.start(topology(&topics).unwrap(), &config);
     let bob_moved = user(2, "Bob", Some("it"));
     shop.user(Some(&bob), Some(&bob_moved));
     shop.order(Some(&orders[4]), Some(&order(14, Some(2), 20)));
