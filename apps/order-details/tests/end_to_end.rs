@@ -6,6 +6,7 @@
 //! one, and deletions, across a restart.
 
 use order_details::{topology, Country, Order, OrderDetails, Topics, User};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Duration;
 use weir::cdc::Op;
@@ -29,29 +30,31 @@ struct Shop<'a> {
 impl Shop<'_> {
     fn order(&self, before: Option<&Order>, after: Option<&Order>) {
         let order_id = before.or(after).expect("a row").order_id;
-        let op = match (before, after) {
-            (None, _) => Op::Create,
-            (_, None) => Op::Delete,
-            _ => Op::Update,
-        };
-        let key = self.orders.key(&order_id);
-        let value = self.orders.event(op, before, after);
-        self.producer
-            .send_raw(&self.topics.orders, None, Some(&key), Some(&value))
-            .unwrap();
+        self.change(&self.orders, &self.topics.orders, order_id, before, after);
     }
 
     fn user(&self, before: Option<&User>, after: Option<&User>) {
         let id = before.or(after).expect("a row").id;
+        self.change(&self.users, &self.topics.users, id, before, after);
+    }
+
+    /// Writes the change event of a row from `before` to `after`.
+    fn change<Row: Serialize>(
+        &self,
+        table: &Debezium,
+        topic: &str,
+        key: i64,
+        before: Option<&Row>,
+        after: Option<&Row>,
+    ) {
         let op = match (before, after) {
             (None, _) => Op::Create,
             (_, None) => Op::Delete,
             _ => Op::Update,
         };
-        let key = self.users.key(&id);
-        let value = self.users.event(op, before, after);
+        let value = table.event(op, before, after);
         self.producer
-            .send_raw(&self.topics.users, None, Some(&key), Some(&value))
+            .send_raw(topic, None, Some(&table.key(&key)), Some(&value))
             .unwrap();
     }
 

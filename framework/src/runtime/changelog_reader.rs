@@ -15,6 +15,7 @@ use super::broker::{ChangelogRange, ChangelogRecord, ChangelogSource, ChangelogV
 use super::config::{ClientKind, ProcessingGuarantee, Settings};
 use crate::error::WeirError;
 use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -58,6 +59,26 @@ struct Session {
     last_progress: Instant,
 }
 
+/// The configuration of a consumer that reads assigned partitions to
+/// their ends, outside the application's group: the changelog reader's
+/// and the global tables'.
+pub(crate) fn partition_reader_config(settings: &Settings, purpose: &str) -> ClientConfig {
+    let mut config = settings.client_config(ClientKind::Consumer);
+    // Assigned partitions only, it never joins this group, but librdkafka
+    // wants one.
+    config
+        .set("group.id", format!("{}-{purpose}", settings.application_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true");
+    // Under exactly-once, aborted writes must not come back into stores.
+    let isolation = match settings.guarantee {
+        ProcessingGuarantee::ExactlyOnceV2 => "read_committed",
+        ProcessingGuarantee::AtLeastOnce => "read_uncommitted",
+    };
+    config.set("isolation.level", isolation);
+    config
+}
+
 /// Logs librdkafka's messages, except the end-of-partition events that the
 /// reader waits for.
 pub(crate) struct ReaderContext;
@@ -82,23 +103,12 @@ impl ConsumerContext for ReaderContext {}
 
 impl KafkaChangelogReader {
     pub(crate) fn new(settings: &Settings) -> Result<Self, WeirError> {
-        let mut config = settings.client_config(ClientKind::Consumer);
-        // The reader is assigned partitions and never joins this group, but
-        // librdkafka wants one.
+        let mut config = partition_reader_config(settings, "restore");
         config
-            .set("group.id", format!("{}-restore", settings.application_id))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "error")
             // The end of a partition is known from a fetch that comes back
             // empty; do not let the broker hold it.
             .set("fetch.wait.max.ms", "10");
-        // Under exactly-once, aborted writes must not come back into stores.
-        let isolation = match settings.guarantee {
-            ProcessingGuarantee::ExactlyOnceV2 => "read_committed",
-            ProcessingGuarantee::AtLeastOnce => "read_uncommitted",
-        };
-        config.set("isolation.level", isolation);
         let consumer = config
             .create_with_context(ReaderContext)
             .map_err(|e| WeirError::Kafka(format!("cannot create the changelog reader: {e}")))?;

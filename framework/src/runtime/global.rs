@@ -9,8 +9,8 @@
 //! topics. The test driver writes a record piped to a global topic into
 //! its store at once.
 
-use super::changelog_reader::ReaderContext;
-use super::config::{ClientKind, ProcessingGuarantee, Settings};
+use super::changelog_reader::{partition_reader_config, ReaderContext};
+use super::config::Settings;
 use crate::error::WeirError;
 use crate::metrics::{RuntimeMetrics, SkipReason};
 use crate::state::{KeyValueStore, StoreReader, StoreSupplier, StoreWrite};
@@ -220,19 +220,8 @@ impl Filler {
 
 impl GlobalTable {
     fn open(def: &GlobalStoreDef, settings: &Settings, supplier: &dyn StoreSupplier) -> Result<Self, WeirError> {
-        let mut config = settings.client_config(ClientKind::Consumer);
-        // Assigned every partition, never joins this group, but librdkafka
-        // wants one.
-        config
-            .set("group.id", format!("{}-global", settings.application_id))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest");
-        let isolation = match settings.guarantee {
-            ProcessingGuarantee::ExactlyOnceV2 => "read_committed",
-            ProcessingGuarantee::AtLeastOnce => "read_uncommitted",
-        };
-        config.set("isolation.level", isolation);
+        let mut config = partition_reader_config(settings, "global");
+        config.set("auto.offset.reset", "earliest");
         let consumer: BaseConsumer<ReaderContext> = config
             .create_with_context(ReaderContext)
             .map_err(|e| WeirError::Kafka(format!("cannot create the global tables' consumer: {e}")))?;
