@@ -25,7 +25,9 @@ mod workload;
 use self::cluster::{ConsumerView, Faults, ModelGroup, ModelProducer, ModelReader, ProducerPort, SharedCluster};
 use self::rng::Rng;
 use self::stores::{Disk, SimStores};
-use self::workload::{Generator, Reference, DOMAIN_MEMBERS, EMAILS, PARTITIONS, PREFERENCES, PROFILES, TAGGED, USERS};
+use self::workload::{
+    Generator, Reference, DOMAIN_MEMBERS, EMAILS, PARTITIONS, PREFERENCES, PROFILES, REGIONS, TAGGED, USERS, USER_REGIONS,
+};
 use super::query::LocalStores;
 use super::state_manager::FENCE_KEY;
 use super::task_manager::{Processed, TaskManager, ThreadIo, ThreadStores};
@@ -161,7 +163,7 @@ impl Simulation {
             clock: 0,
             commits: Vec::new(),
         };
-        for topic in [USERS, PREFERENCES, EMAILS] {
+        for topic in [USERS, PREFERENCES, EMAILS, REGIONS] {
             cluster.create_topic(topic, PARTITIONS);
         }
         for topic in &plan.internal_topics {
@@ -703,6 +705,7 @@ impl Simulation {
             (PROFILES, reference.profiles()),
             (TAGGED, reference.tagged()),
             (DOMAIN_MEMBERS, reference.domain_members()),
+            (USER_REGIONS, reference.user_regions()),
         ] {
             let (actual, by_stale_member) = self.compacted(topic);
             expectations.push((format!("topic {topic}"), actual, expected, by_stale_member));

@@ -1,12 +1,13 @@
 //! The simulation's application: two tables joined, the join enriched
-//! asynchronously into a table and a topic, and an aggregation through a
-//! repartition topic; a generator of changes to both tables and the
-//! reference of what every output must end up holding.
+//! asynchronously into a table and a topic, an aggregation through a
+//! repartition topic, and users joined by foreign key (their email's
+//! domain) with a third table; a generator of changes to the tables and
+//! the reference of what every output must end up holding.
 
 use super::rng::Rng;
 use crate::enrich::{Enrichment, LookupError};
 use crate::serde::{Json, Nullable, Utf8};
-use crate::{Consumed, Grouped, Materialized, Produced, Serdes, StreamsBuilder, Topology};
+use crate::{Consumed, ForeignKeyJoined, Grouped, Materialized, Produced, Serdes, StreamsBuilder, Topology};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) const USERS: &str = "users";
@@ -17,9 +18,14 @@ pub(super) const PREFERENCES: &str = "preferences";
 pub(super) const PROFILES: &str = "profiles";
 pub(super) const TAGGED: &str = "tagged";
 pub(super) const DOMAIN_MEMBERS: &str = "domain-members";
+/// Each domain's region.
+pub(super) const REGIONS: &str = "regions";
+pub(super) const USER_REGIONS: &str = "user-regions";
 pub(super) const PARTITIONS: i32 = 3;
 
-/// users ⋈ preferences → `profiles` (`email:dark`); each profile enriched
+/// users ⋈ preferences → `profiles` (`email:dark`); users ⟕ regions by
+/// the email's domain → `user-regions` (`email:region`, `-` for none);
+/// each profile enriched
 /// by a lookup (cached) → the table `tagged` and the topic `tagged`
 /// (`email:dark#tag`); the stream of emails re-keyed by domain → the set
 /// of users ever seen per domain → `domain-members`. The set is read from
@@ -57,6 +63,15 @@ pub(super) fn topology(runtime: tokio::runtime::Handle) -> Topology {
             Materialized::with(Json::<BTreeSet<String>>::new()).with_name(DOMAIN_MEMBERS),
         )
         .to(DOMAIN_MEMBERS, Produced::with(Utf8, Json::new()));
+    let regions = builder.table(REGIONS, Consumed::with(Utf8, Utf8).store("regions"));
+    users
+        .left_join_on_foreign_key(
+            &regions,
+            |email| Some(domain(email)),
+            |email, region| format!("{email}:{}", region.map_or("-", String::as_str)),
+            ForeignKeyJoined::with(Utf8, Utf8, Utf8, Utf8, Utf8).named(USER_REGIONS),
+        )
+        .to(USER_REGIONS, Produced::with(Utf8, Utf8));
     builder.build().expect("the simulation's topology is valid")
 }
 
@@ -82,8 +97,8 @@ pub(super) struct Change {
     pub value: Option<Vec<u8>>,
 }
 
-/// Random changes: dark mode flips most, emails change less, and rows are
-/// deleted and come back.
+/// Random changes: dark mode flips most, emails change less, domains move
+/// between regions, and rows are deleted and come back.
 pub(super) struct Generator {
     users: usize,
     versions: BTreeMap<usize, u32>,
@@ -103,6 +118,11 @@ impl Generator {
         let user = rng.below(self.users);
         let key = format!("u{user}");
         match rng.below(10) {
+            0 if rng.chance(0.5) => Change {
+                topic: REGIONS,
+                key: DOMAINS[rng.below(DOMAINS.len())].to_string(),
+                value: (!rng.chance(0.25)).then(|| format!("r{}", rng.below(3)).into_bytes()),
+            },
             0..=4 => Change {
                 topic: PREFERENCES,
                 key,
@@ -137,6 +157,7 @@ impl Generator {
 pub(super) struct Reference {
     pub users: BTreeMap<String, String>,
     pub preferences: BTreeMap<String, bool>,
+    regions: BTreeMap<String, String>,
     domain_members: BTreeMap<String, BTreeSet<String>>,
 }
 
@@ -157,6 +178,12 @@ impl Reference {
             (USERS, None) => {
                 self.users.remove(&change.key);
             }
+            (REGIONS, Some(region)) => {
+                self.regions.insert(change.key.clone(), region);
+            }
+            (REGIONS, None) => {
+                self.regions.remove(&change.key);
+            }
             (_, Some(dark)) => {
                 self.preferences.insert(change.key.clone(), dark == "true");
             }
@@ -170,6 +197,16 @@ impl Reference {
         self.users
             .iter()
             .filter_map(|(user, email)| Some((user.clone(), format!("{email}:{}", self.preferences.get(user)?))))
+            .collect()
+    }
+
+    pub fn user_regions(&self) -> BTreeMap<String, String> {
+        self.users
+            .iter()
+            .map(|(user, email)| {
+                let region = self.regions.get(&domain(email)).map_or("-", String::as_str);
+                (user.clone(), format!("{email}:{region}"))
+            })
             .collect()
     }
 
