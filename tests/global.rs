@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 use weir::metrics::SkipReason;
+use weir::runtime::KeyLocation;
 use weir::serde::{Json, Utf8};
 use weir::testing::kafka::{eventually, read_compacted, TestProducer};
 use weir::{Consumed, Produced, StreamsBuilder, Topology};
@@ -107,6 +108,14 @@ fn a_global_table_is_filled_first_kept_current_and_filled_again(cluster: &Cluste
         "{:?}",
         first.metrics()
     );
+    // Every instance answers a query of a global table itself.
+    let store = first.store("countries", Utf8, Json::<String>::new()).unwrap();
+    for (code, expected) in [("de", Some("Germany")), ("xx", None)] {
+        match store.get(&code.to_string()).unwrap() {
+            KeyLocation::Local(found) => assert_eq!(found.as_deref(), expected, "{code}"),
+            elsewhere => panic!("{code} is not answered here: {elsewhere:?}"),
+        }
+    }
 
     // Changed while running: a later record sees the new row (the table
     // is updated apart from the stream, so the test writes until it does).

@@ -15,7 +15,7 @@ use crate::error::WeirError;
 use crate::metrics::{RuntimeMetrics, RuntimeSnapshot};
 use crate::serde::Serde;
 use crate::state::{InMemoryStores, RocksDbStores, StoreSupplier};
-use crate::topology::{PartitionPlan, Topology};
+use crate::topology::{changelog_topic, PartitionPlan, Topology};
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -252,6 +252,7 @@ impl KafkaStreams {
         let (global_stores, global) =
             GlobalThread::start(&self.topology, &self.settings, stores.clone(), self.metrics.clone())?;
         self.global = global;
+        self.local_stores.set_globals(global_stores.clone());
         let (started, ready) = std::sync::mpsc::channel();
         for index in 0..self.settings.stream_threads {
             match self.spawn_stream_thread(
@@ -410,25 +411,37 @@ impl KafkaStreams {
     /// Reads store `name` of this instance's tasks from any thread, with
     /// the key and value serdes the topology gave the store: the values of
     /// keys whose partition is here, the owner of the others (see
-    /// [`ReadOnlyStore`]). Take it before [`KafkaStreams::run`], which
-    /// consumes the instance.
+    /// [`ReadOnlyStore`]). A global table's store answers every key here.
+    /// Take it before [`KafkaStreams::run`], which consumes the instance.
     pub fn store<K: 'static, V: 'static>(
         &self,
         name: &str,
         key_serde: impl Serde<K> + 'static,
         value_serde: impl Serde<V> + 'static,
     ) -> Result<ReadOnlyStore<K, V>, WeirError> {
-        let layout = self.topology.store_layout(name).ok_or_else(|| {
-            let known: Vec<&str> = self.topology.stores().collect();
-            WeirError::Other(format!(
-                "the topology has no store '{name}' (its stores: {})",
-                known.join(", ")
-            ))
-        })?;
+        let global = self.topology.globals().iter().find(|g| g.store == name);
+        let (serde_topic, value_offset) = match (global, self.topology.store_layout(name)) {
+            (Some(global), _) => (global.topic.clone(), 0),
+            (None, Some(layout)) => (
+                changelog_topic(&self.settings.application_id, name),
+                layout.value_offset(),
+            ),
+            (None, None) => {
+                let known: Vec<&str> = self
+                    .topology
+                    .stores()
+                    .chain(self.topology.globals().iter().map(|g| g.store.as_str()))
+                    .collect();
+                return Err(WeirError::Other(format!(
+                    "the topology has no store '{name}' (its stores: {})",
+                    known.join(", ")
+                )));
+            }
+        };
         Ok(ReadOnlyStore::new(
             name,
-            &self.settings.application_id,
-            layout.value_offset(),
+            serde_topic,
+            value_offset,
             key_serde,
             value_serde,
             self.local_stores.clone(),

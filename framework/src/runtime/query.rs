@@ -16,11 +16,12 @@
 
 use super::changelog_reader::ReaderContext;
 use super::config::{ClientKind, Settings};
+use super::GlobalStores;
 use crate::error::WeirError;
 use crate::partition::partition_for_key;
 use crate::serde::{Encoded, Serde, SerdeRef};
 use crate::state::StoreReader;
-use crate::topology::{changelog_topic, PartitionPlan, Topology};
+use crate::topology::{PartitionPlan, Topology};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::TopicPartitionList;
 use std::collections::HashMap;
@@ -67,6 +68,8 @@ pub(crate) struct LocalStores {
     /// Reads committed offsets' metadata; created on the first query of a
     /// partition held elsewhere.
     owner_reader: OnceLock<Result<BaseConsumer<ReaderContext>, String>>,
+    /// The global tables' stores, whole on every instance, once filled.
+    globals: OnceLock<GlobalStores>,
 }
 
 impl LocalStores {
@@ -76,7 +79,13 @@ impl LocalStores {
             placements: OnceLock::new(),
             settings,
             owner_reader: OnceLock::new(),
+            globals: OnceLock::new(),
         }
+    }
+
+    /// The global tables' stores, filled; queries answer from them here.
+    pub(crate) fn set_globals(&self, globals: GlobalStores) {
+        let _ = self.globals.set(globals);
     }
 
     /// Records where each store's partitions are, once topics are known.
@@ -122,6 +131,9 @@ impl LocalStores {
 
     /// The raw value of `key` in `store`, or where it is.
     fn locate(&self, store: &str, key: &[u8]) -> Result<KeyLocation<Vec<u8>>, WeirError> {
+        if let Some(global) = self.globals.get().and_then(|g| g.get(store).ok()) {
+            return Ok(KeyLocation::Local(global.get(key)?));
+        }
         let placement = self
             .placements
             .get()
@@ -234,9 +246,11 @@ impl<K, V> Clone for ReadOnlyStore<K, V> {
 }
 
 impl<K: 'static, V: 'static> ReadOnlyStore<K, V> {
+    /// `serde_topic` is the name the store's serdes were given: its
+    /// changelog's, or a global table's topic.
     pub(crate) fn new(
         name: &str,
-        application_id: &str,
+        serde_topic: String,
         value_offset: usize,
         key_serde: impl Serde<K> + 'static,
         value_serde: impl Serde<V> + 'static,
@@ -244,7 +258,7 @@ impl<K: 'static, V: 'static> ReadOnlyStore<K, V> {
     ) -> Self {
         ReadOnlyStore {
             name: name.to_string(),
-            serde_topic: changelog_topic(application_id, name),
+            serde_topic,
             value_offset,
             key_serde: Arc::new(key_serde),
             value_serde: Arc::new(value_serde),

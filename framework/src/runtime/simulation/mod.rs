@@ -26,7 +26,8 @@ use self::cluster::{ConsumerView, Faults, ModelGroup, ModelProducer, ModelReader
 use self::rng::Rng;
 use self::stores::{Disk, SimStores};
 use self::workload::{
-    Generator, Reference, DOMAIN_MEMBERS, EMAILS, PARTITIONS, PREFERENCES, PROFILES, REGIONS, TAGGED, USERS, USER_REGIONS,
+    Generator, Reference, DOMAIN_MEMBERS, EMAILS, PARTITIONS, PREFERENCES, PROFILES, REGIONS, TAGGED, USERS,
+    USER_REGIONS,
 };
 use super::query::LocalStores;
 use super::state_manager::FENCE_KEY;
