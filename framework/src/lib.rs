@@ -49,6 +49,7 @@ pub mod state;
 pub mod testing;
 pub mod topology;
 
+pub use dsl::process;
 pub use dsl::{
     BranchedKStream, Consumed, Data, ForeignKeyJoined, GlobalKTable, Grouped, KGroupedStream, KGroupedTable, KStream,
     KTable, Materialized, Produced, Repartitioned, Serdes, StreamsBuilder,

@@ -23,6 +23,7 @@ mod global;
 mod grouped;
 mod kstream;
 mod ktable;
+pub mod process;
 
 pub use global::GlobalKTable;
 pub use grouped::{KGroupedStream, KGroupedTable};

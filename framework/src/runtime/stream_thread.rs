@@ -457,6 +457,7 @@ fn poll_loop(
         context.take_failure()?;
         manager.take_failure()?;
         manager.complete_async()?;
+        manager.punctuate(crate::record::now_ms())?;
         manager.poll_deliveries()?;
         let commit_due = last_commit.elapsed() >= settings.commit_interval && manager.uncommitted();
         if commit_due || manager.commit_pending() {

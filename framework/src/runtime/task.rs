@@ -13,11 +13,12 @@ use crate::state::handle::Changelog;
 use crate::state::{CacheBudget, StoreHandle, StoreReader, StoreSize, StoreSupplier, TypedStore};
 use crate::topology::{changelog_topic, NodeFactory, NodeKind, TopicRef, Topology};
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Names a task: its sub-topology and partition, printed as `1_4`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -53,6 +54,31 @@ pub(crate) struct TaskBuilder<'a> {
     stores: BTreeMap<String, Rc<RefCell<StoreHandle>>>,
     async_nodes: Vec<Rc<dyn AsyncNode>>,
     tables: BTreeMap<String, KeptTable>,
+    punctuations: Vec<Scheduled>,
+    stream_time: Rc<Cell<Option<i64>>>,
+}
+
+/// What a punctuation follows: the task's stream time (the largest record
+/// timestamp it has processed, which only records move), or the wall clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PunctuationType {
+    StreamTime,
+    WallClockTime,
+}
+
+/// A node that does work on a schedule as well as on records.
+pub(crate) trait Punctuator {
+    /// Called once `time` (of the punctuation's kind) reaches a due point.
+    fn punctuate(&self, ctx: &mut ProcessorContext<'_>, time: i64) -> Result<(), WeirError>;
+}
+
+/// A punctuation of a task, and when it is next due.
+struct Scheduled {
+    punctuator: Rc<dyn Punctuator>,
+    kind: PunctuationType,
+    interval_ms: i64,
+    /// `None` until the first time of its kind is seen.
+    next: Option<i64>,
 }
 
 /// A table kept in a store, beside the store, so that the task reaches both
@@ -108,6 +134,22 @@ impl TaskBuilder<'_> {
         self.settings.production_error_handler
     }
 
+    /// Has the task call `punctuator` every `interval` of `kind`'s time.
+    pub(crate) fn schedule(&mut self, punctuator: Rc<dyn Punctuator>, kind: PunctuationType, interval: Duration) {
+        self.punctuations.push(Scheduled {
+            punctuator,
+            kind,
+            interval_ms: (interval.as_millis() as i64).max(1),
+            next: None,
+        });
+    }
+
+    /// The task's stream time, shared with its nodes: `None` before its
+    /// first record.
+    pub(crate) fn stream_time(&self) -> Rc<Cell<Option<i64>>> {
+        self.stream_time.clone()
+    }
+
     /// Lets the task drive a node whose outputs come later than its inputs.
     pub(crate) fn register_async_node(&mut self, node: Rc<dyn AsyncNode>) {
         self.async_nodes.push(node);
@@ -146,6 +188,9 @@ pub struct Task {
     async_nodes: Vec<Rc<dyn AsyncNode>>,
     /// By store: the table kept in it.
     tables: BTreeMap<String, KeptTable>,
+    punctuations: Vec<Scheduled>,
+    /// The largest timestamp of the records processed; `None` before the first.
+    stream_time: Rc<Cell<Option<i64>>>,
     collector: RecordCollector,
     metrics: TaskMetrics,
 }
@@ -164,6 +209,8 @@ impl Task {
             stores: BTreeMap::new(),
             async_nodes: Vec::new(),
             tables: BTreeMap::new(),
+            punctuations: Vec::new(),
+            stream_time: Rc::new(Cell::new(None)),
         };
         let mut instances: HashMap<usize, Box<dyn Any>> = HashMap::new();
         let mut sources = HashMap::default();
@@ -208,6 +255,8 @@ impl Task {
             stores: builder.stores,
             async_nodes: builder.async_nodes,
             tables: builder.tables,
+            punctuations: builder.punctuations,
+            stream_time: builder.stream_time,
             collector: RecordCollector::default(),
             metrics: TaskMetrics::default(),
         })
@@ -246,7 +295,55 @@ impl Task {
             .node
             .process_raw(&mut ctx, record)
             .map_err(|cause| located_at(&metadata, cause))?;
+        let stream_time = self
+            .stream_time
+            .get()
+            .map_or(record.timestamp, |t| t.max(record.timestamp));
+        self.stream_time.set(Some(stream_time));
+        self.punctuate(PunctuationType::StreamTime, stream_time)?;
         self.release_deferred_if_full()
+    }
+
+    /// The largest timestamp of the records this task processed, `None`
+    /// before the first.
+    pub fn stream_time(&self) -> Option<i64> {
+        self.stream_time.get()
+    }
+
+    /// Runs the wall-clock punctuations due at `now_ms`. Their outputs join
+    /// [`Task::drain_output`].
+    pub fn punctuate_wall_clock(&mut self, now_ms: i64) -> Result<(), WeirError> {
+        self.punctuate(PunctuationType::WallClockTime, now_ms)?;
+        self.release_deferred_if_full()
+    }
+
+    /// Runs each punctuation of `kind` that `now` reached, once, and moves
+    /// it to the first due point after `now` (points missed meanwhile are
+    /// skipped, not caught up).
+    fn punctuate(&mut self, kind: PunctuationType, now: i64) -> Result<(), WeirError> {
+        let source = SourceMetadata {
+            topic: Arc::from("(punctuation)"),
+            partition: self.id.partition,
+            offset: -1,
+        };
+        for scheduled in self.punctuations.iter_mut().filter(|s| s.kind == kind) {
+            let next = *scheduled.next.get_or_insert(now + scheduled.interval_ms);
+            if now < next {
+                continue;
+            }
+            scheduled.next = Some(now - (now - next) % scheduled.interval_ms + scheduled.interval_ms);
+            let mut ctx = ProcessorContext {
+                timestamp: now,
+                source: &source,
+                collector: &mut self.collector,
+                metrics: &mut self.metrics,
+                republishing: false,
+            };
+            scheduled.punctuator.punctuate(&mut ctx, now).map_err(|cause| {
+                WeirError::Other(format!("a {kind:?} punctuation of task {} failed: {cause}", self.id))
+            })?;
+        }
+        Ok(())
     }
 
     /// Passes on the records whose asynchronous work (enrichment) finished

@@ -293,6 +293,16 @@ impl TaskManager {
         Ok(())
     }
 
+    /// Runs the wall-clock punctuations of the running tasks due at
+    /// `now_ms` and sends what they produced.
+    pub(crate) fn punctuate(&mut self, now_ms: i64) -> Result<(), WeirError> {
+        for task in self.active.values_mut().filter_map(ActiveTask::running) {
+            task.punctuate_wall_clock(now_ms)?;
+            send_output(self.output.as_ref(), task)?;
+        }
+        Ok(())
+    }
+
     /// Whether a task holds records that wait for asynchronous work.
     pub(crate) fn holds_records(&self) -> bool {
         self.active.values().any(|active| active.held_records() > 0)

@@ -191,6 +191,8 @@ struct DriverState {
     globals: HashMap<String, GlobalStore>,
     /// Counts the records global tables skip.
     global_metrics: RuntimeMetrics,
+    /// The wall clock punctuations see, in milliseconds since the epoch.
+    wall_clock_ms: i64,
     logs: HashMap<String, TopicLog>,
     // Dropped after the tasks (declared later), so stores close first.
     _state_dir: Option<tempfile::TempDir>,
@@ -256,6 +258,7 @@ impl TopologyTestDriver {
             );
         }
         let global_stores = GlobalStores::new(readers);
+        let wall_clock_ms = crate::record::now_ms();
         let cache = CacheBudget::new(DEFAULT_CACHE_MAX_BYTES, config.merge_table_changes);
         let settings = TaskSettings {
             application_id: &app,
@@ -272,7 +275,10 @@ impl TopologyTestDriver {
                     subtopology: sub.id,
                     partition,
                 };
-                tasks.insert(id, Task::new(&topology, id, &settings)?);
+                let mut task = Task::new(&topology, id, &settings)?;
+                // Wall-clock punctuations count from the driver's start.
+                task.punctuate_wall_clock(wall_clock_ms)?;
+                tasks.insert(id, task);
             }
         }
         Ok(TopologyTestDriver {
@@ -284,6 +290,7 @@ impl TopologyTestDriver {
                 tasks,
                 globals,
                 global_metrics: RuntimeMetrics::default(),
+                wall_clock_ms,
                 logs: HashMap::new(),
                 _state_dir: state_dir,
             })),
@@ -417,9 +424,31 @@ impl TopologyTestDriver {
     pub fn commit(&self) -> Result<(), WeirError> {
         self.state.borrow_mut().commit()
     }
+
+    /// Moves the driver's wall clock on by `by` and runs the wall-clock
+    /// punctuations that come due, then what their outputs lead to. The
+    /// clock starts at the driver's creation and moves only here: stream
+    /// time moves with the records' timestamps, wall-clock time with this.
+    pub fn advance_wall_clock(&self, by: Duration) -> Result<(), WeirError> {
+        self.state.borrow_mut().advance_wall_clock(by)
+    }
 }
 
 impl DriverState {
+    fn advance_wall_clock(&mut self, by: Duration) -> Result<(), WeirError> {
+        self.wall_clock_ms += by.as_millis() as i64;
+        let mut queue = VecDeque::new();
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for id in ids {
+            let now = self.wall_clock_ms;
+            self.tasks.get_mut(&id).expect("listed").punctuate_wall_clock(now)?;
+            self.route_outputs(id, &mut queue)?;
+        }
+        self.process_queue(queue)?;
+        self.settle_async()?;
+        self.tasks.values_mut().try_for_each(Task::write_back)
+    }
+
     fn partition_count(&self, topic: &str) -> i32 {
         *self.partitions.get(topic).unwrap_or(&self.config.default_partitions)
     }
