@@ -5,6 +5,7 @@
 mod common;
 
 use common::{backends, s};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use weir::process::{Context, Init, Processor, PunctuationType, Store, StoreSpec};
 use weir::record::Record;
@@ -100,7 +101,7 @@ fn a_stream_time_punctuation_runs_when_records_move_the_stream_time() {
             said.contains(&(s("b"), None)) && said.contains(&(s("d"), None)),
             "{said:?}"
         );
-        let seen = driver.store_contents("seen", Utf8, I64).unwrap();
+        let seen: BTreeMap<String, i64> = driver.store_contents("seen", Utf8, I64).unwrap().into_iter().collect();
         assert_eq!(
             seen.into_iter().collect::<Vec<_>>(),
             [(s("c"), 12_000), (s("e"), 13_000)]
