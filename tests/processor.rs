@@ -1,6 +1,7 @@
-//! The Processor API on the Kafka runtime, against both brokers: a
-//! processor's store is restored from its changelog on a fresh state
-//! directory, and wall-clock punctuations run between records.
+//! Time on the Kafka runtime, against both brokers: a processor's store is
+//! restored from its changelog on a fresh state directory and its
+//! wall-clock punctuations run between records; a table's rows expire
+//! (`Consumed::ttl`) on the instance that restored them.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,7 +14,10 @@ use weir_e2e::cluster::Cluster;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-weir_e2e::on_every_cluster!(a_processor_expires_keys_on_the_wall_clock_across_a_restore);
+weir_e2e::on_every_cluster!(
+    a_processor_expires_keys_on_the_wall_clock_across_a_restore,
+    a_tables_rows_expire_on_the_instance_that_restored_them,
+);
 
 /// Each record's value is how long its key lives, in milliseconds from
 /// the record's timestamp; a wall-clock punctuation every 100 ms deletes
@@ -109,5 +113,41 @@ fn a_processor_expires_keys_on_the_wall_clock_across_a_restore(cluster: &Cluster
     let mut second = cluster.start(topology(&input, &output), &cluster.config("leases", state.path()));
     assert!(second.metrics().restored_total() >= 2, "{:?}", second.metrics());
     await_live(&[("long", "600000")]);
+    second.close().unwrap();
+}
+
+fn a_tables_rows_expire_on_the_instance_that_restored_them(cluster: &Cluster) {
+    let input = cluster.create_topic("carts", 2);
+    let output = cluster.create_topic("live-carts", 2);
+    let topology = || {
+        let builder = StreamsBuilder::new();
+        builder
+            .table(
+                &input,
+                Consumed::with(Utf8, Utf8).store("carts").ttl(Duration::from_secs(20)),
+            )
+            .to(&output, Produced::with(Utf8, Utf8));
+        builder.build().unwrap()
+    };
+    let producer = cluster.producer();
+    let live = || read_compacted(cluster.bootstrap_servers(), &output, &Utf8, &Utf8).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut first = cluster.start(topology(), &cluster.config("carts", state.path()));
+    producer
+        .send(&input, &Utf8, &Utf8, &"c1".to_string(), Some(&"2 items".to_string()))
+        .unwrap();
+    producer.flush().unwrap();
+    let arrived = eventually(WAIT, || Ok(live().contains_key("c1"))).unwrap();
+    assert!(arrived, "{:?}", live());
+    first.close().unwrap();
+
+    // The row and its deadline come back from their changelogs; the row
+    // leaves 20 s after it was written, on this instance.
+    let state = tempfile::tempdir().unwrap();
+    let mut second = cluster.start(topology(), &cluster.config("carts", state.path()));
+    let restored = second.metrics().restored;
+    assert!(restored["carts"] >= 1 && restored["carts-ttl"] >= 2, "{restored:?}");
+    let expired = eventually(WAIT, || Ok(live().is_empty())).unwrap();
+    assert!(expired, "{:?}", live());
     second.close().unwrap();
 }

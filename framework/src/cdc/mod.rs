@@ -133,6 +133,7 @@ pub struct Cdc<K, Row> {
     pub(crate) events: Arc<dyn EventDecoder<Row>>,
     pub(crate) on_error: Option<ErrorHandler>,
     pub(crate) store: Option<String>,
+    pub(crate) ttl: Option<std::time::Duration>,
     pub(crate) co_partitioned: bool,
     pub(crate) truncate: TruncatePolicy,
 }
@@ -177,6 +178,7 @@ impl<K, Row> Cdc<K, Row> {
             events: Arc::new(events),
             on_error: None,
             store: None,
+            ttl: None,
             co_partitioned: false,
             truncate: TruncatePolicy::default(),
         }
@@ -198,6 +200,15 @@ impl<K, Row> Cdc<K, Row> {
     /// Names the table's store (default: generated from the topic).
     pub fn store(mut self, name: impl Into<String>) -> Self {
         self.store = Some(name.into());
+        self
+    }
+
+    /// Deletes the table's rows that have not changed for `ttl`, as
+    /// [`crate::Consumed::ttl`] does: a row's time is its last change
+    /// record's timestamp (the time the connector wrote it), and each
+    /// expired row leaves with a tombstone downstream.
+    pub fn ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.ttl = Some(ttl);
         self
     }
 

@@ -48,6 +48,7 @@ impl StreamsBuilder {
             truncate,
             co_partitioned,
             store,
+            ttl,
             ..
         } = cdc;
         let counted_topic = topic.to_string();
@@ -80,7 +81,7 @@ impl StreamsBuilder {
             graph.add_repartition(source, &name, key_serde.clone(), nullable_rows)
         };
         drop(graph);
-        super::materialize(&self.graph, input, topic, store, key_serde, row_serde)
+        super::materialize(&self.graph, input, topic, store, ttl, key_serde, row_serde)
     }
 
     /// The change events of a Debezium topic, keyed by the record key (`None`

@@ -74,6 +74,7 @@ impl<K: Data, V: Data> KStream<K, Option<V>> {
             self.node,
             store,
             Some(store.to_string()),
+            None,
             serdes.key,
             serdes.value,
         )

@@ -32,13 +32,16 @@ pub use ktable::KTable;
 
 use crate::error::{SerdeError, WeirError};
 use crate::error_handler::ErrorHandler;
+use crate::processor::table::{ExpireRows, TableSourceNode, TtlIndex};
 use crate::processor::{GetterRef, TableEmitter};
+use crate::runtime::PunctuationType;
 use crate::runtime::TaskBuilder;
-use crate::serde::{Encoded, Nullable, Serde, SerdeRef};
+use crate::serde::{Bytes, Encoded, Nullable, Serde, SerdeRef};
 use crate::topology::{StoreLayout, TopicRef, Topology, TopologyBuilder};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The bound on keys and values that flow through a topology.
 pub trait Data: Clone + 'static {}
@@ -82,7 +85,15 @@ impl StreamsBuilder {
             nullable,
             consumed.on_error,
         );
-        materialize(&self.graph, source, topic, consumed.store, consumed.key, consumed.value)
+        materialize(
+            &self.graph,
+            source,
+            topic,
+            consumed.store,
+            consumed.ttl,
+            consumed.key,
+            consumed.value,
+        )
     }
 
     /// Compiles the topology built so far; reports every mistake found
@@ -99,14 +110,22 @@ fn materialize<K: Data, V: Data>(
     input: usize,
     origin: &str,
     store: Option<String>,
+    ttl: Option<Duration>,
     key_serde: SerdeRef<K>,
     value_serde: SerdeRef<V>,
 ) -> KTable<K, V> {
     let mut graph = graph_ref.borrow_mut();
     let store = store.unwrap_or_else(|| graph.new_name(&format!("{origin}-STATE-STORE")));
     graph.add_store(&store, StoreLayout::Plain);
-    let getter = store_getter(&store, key_serde, value_serde);
-    let node = graph.add_processor("KTABLE-SOURCE", &[input], vec![store.clone()], {
+    let mut stores = vec![store.clone()];
+    let ttl = ttl.map(|ttl| {
+        let index = store_getter(&format!("{store}-ttl"), Arc::new(Bytes), Arc::new(Bytes));
+        graph.add_store(&index.name, StoreLayout::Plain);
+        stores.push(index.name.clone());
+        (ttl, index)
+    });
+    let getter = store_getter(&store, key_serde.clone(), value_serde);
+    let node = graph.add_processor("KTABLE-SOURCE", &[input], stores, {
         let getter = getter.clone();
         move |task, out| {
             let table = Rc::new(TableEmitter {
@@ -115,7 +134,24 @@ fn materialize<K: Data, V: Data>(
                 out,
             });
             task.keep_table(&getter.name, table.clone())?;
-            Ok(crate::processor::table::TableSourceNode { table })
+            let ttl = match &ttl {
+                Some((ttl, index)) => {
+                    let expiry = Rc::new(TtlIndex {
+                        index: index.typed(task)?,
+                        key_serde: key_serde.clone(),
+                        ttl_ms: ttl.as_millis() as i64,
+                    });
+                    let check = (*ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+                    let expire = ExpireRows {
+                        table: table.clone(),
+                        ttl: expiry.clone(),
+                    };
+                    task.schedule(Rc::new(expire), PunctuationType::WallClockTime, check);
+                    Some(expiry)
+                }
+                None => None,
+            };
+            Ok(TableSourceNode { table, ttl })
         }
     });
     drop(graph);
@@ -158,12 +194,13 @@ impl<K: 'static, V: 'static> StoreGetter<K, V> {
 }
 
 /// How to read a topic: key and value serdes, the error handler, and for a
-/// table the name of its store.
+/// table the name of its store and the time its rows live.
 pub struct Consumed<K, V> {
     pub(crate) key: SerdeRef<K>,
     pub(crate) value: SerdeRef<V>,
     pub(crate) on_error: Option<ErrorHandler>,
     pub(crate) store: Option<String>,
+    pub(crate) ttl: Option<Duration>,
 }
 
 impl<K: 'static, V: 'static> Consumed<K, V> {
@@ -173,6 +210,7 @@ impl<K: 'static, V: 'static> Consumed<K, V> {
             value: Arc::new(value),
             on_error: None,
             store: None,
+            ttl: None,
         }
     }
 
@@ -186,6 +224,36 @@ impl<K: 'static, V: 'static> Consumed<K, V> {
     /// Names the store of a table read with these options.
     pub fn store(mut self, name: impl Into<String>) -> Self {
         self.store = Some(name.into());
+        self
+    }
+
+    /// Deletes the rows of a table read with these options that have not
+    /// been written for `ttl`: a row's time is its last record's
+    /// timestamp, and the wall clock decides, checked every tenth of `ttl`
+    /// (between 100 ms and a minute). Each expired row leaves as a deletion
+    /// does, with a tombstone downstream and in the changelog. The
+    /// deadlines are kept in a store of their own, `<store>-ttl`, ordered
+    /// so that a check reads only the rows that are due.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weir::{StreamsBuilder, Consumed, Produced, serde::Utf8};
+    /// use weir::testing::{TestRecord, TopologyTestDriver};
+    ///
+    /// let builder = StreamsBuilder::new();
+    /// builder
+    ///     .table("sessions", Consumed::with(Utf8, Utf8).ttl(Duration::from_secs(600)))
+    ///     .to("live-sessions", Produced::with(Utf8, Utf8));
+    /// let driver = TopologyTestDriver::new(builder.build()?)?;
+    /// let now = driver.wall_clock_ms();
+    /// driver.input_topic("sessions", Utf8, Utf8).pipe_record(TestRecord::new("s1".to_string(), Some("ada".to_string())).at(now))?;
+    /// driver.advance_wall_clock(Duration::from_secs(601))?;
+    /// let live = driver.output_topic("live-sessions", Utf8, Utf8).read_key_values()?;
+    /// assert_eq!(live, [("s1".to_string(), Some("ada".to_string())), ("s1".to_string(), None)]);
+    /// # Ok::<(), weir::WeirError>(())
+    /// ```
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
         self
     }
 }

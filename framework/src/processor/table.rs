@@ -2,15 +2,20 @@
 //! operations (filter, map_values, to_stream) with their value getters.
 
 use super::{Forwarder, GetterRef, Processor, ProcessorContext, TableEmitter, ValueGetter, View};
-use crate::error::WeirError;
+use crate::error::{SerdeError, WeirError};
 use crate::record::{Change, Record};
+use crate::runtime::Punctuator;
+use crate::serde::SerdeRef;
+use crate::state::TypedStore;
 use std::rc::Rc;
 use std::sync::Arc;
 
 /// Upserts each record into the table's store (a `None` value deletes) and
-/// passes the change on with the value it replaced.
+/// passes the change on with the value it replaced; with a TTL, notes
+/// when each row was written.
 pub(crate) struct TableSourceNode<K, V> {
     pub table: Rc<TableEmitter<K, V, V>>,
+    pub ttl: Option<Rc<TtlIndex<K>>>,
 }
 
 impl<K: Clone + 'static, V: Clone + 'static> Processor<K, Option<V>> for TableSourceNode<K, V> {
@@ -28,6 +33,9 @@ impl<K: Clone + 'static, V: Clone + 'static> Processor<K, Option<V>> for TableSo
                     .forward(ctx, Record::new(key, Change::new(None, None), timestamp)),
                 false => Ok(()),
             };
+        }
+        if let Some(ttl) = &self.ttl {
+            ttl.touch(ctx, &key, value.is_some().then_some(timestamp))?;
         }
         self.table.emit(ctx, key, value, old)
     }
@@ -77,5 +85,88 @@ impl<K: Clone + 'static, V: Clone + 'static> Processor<K, Change<V>> for ToStrea
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, Change<V>>) -> Result<(), WeirError> {
         let new = record.value.new;
         self.out.forward(ctx, Record::new(record.key, new, record.timestamp))
+    }
+}
+
+/// A table's expiry ([`crate::Consumed::ttl`]): when each row was last
+/// written, by the record's timestamp, in a store of its own that is
+/// ordered by deadline, so that a check reads only the rows that are due.
+/// The store holds, per row, `k` + key → deadline and `d` + deadline + key
+/// → nothing; deadlines are written so that their bytes sort as numbers.
+pub(crate) struct TtlIndex<K> {
+    pub index: Rc<TypedStore<Vec<u8>, Vec<u8>>>,
+    pub key_serde: SerdeRef<K>,
+    pub ttl_ms: i64,
+}
+
+const BY_KEY: u8 = b'k';
+const BY_DEADLINE: u8 = b'd';
+
+/// A time as bytes that sort as the times do, negative ones included.
+fn ordered(time: i64) -> [u8; 8] {
+    ((time as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+impl<K: 'static> TtlIndex<K> {
+    fn key_bytes(&self, key: &K) -> Result<Vec<u8>, WeirError> {
+        let topic = self.index.serde_topic();
+        self.key_serde
+            .to_bytes(topic, key)?
+            .ok_or_else(|| SerdeError::serialize(topic, "a table key must not serialize to null").into())
+    }
+
+    /// Records that `key` was written at `written_at`, or deleted (`None`).
+    pub(crate) fn touch(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        key: &K,
+        written_at: Option<i64>,
+    ) -> Result<(), WeirError> {
+        let key_bytes = self.key_bytes(key)?;
+        let by_key = [&[BY_KEY][..], &key_bytes].concat();
+        let by_deadline = |deadline: &[u8]| [&[BY_DEADLINE][..], deadline, &key_bytes].concat();
+        if let Some(old) = self.index.get(&by_key, View::Latest)? {
+            self.index.put(ctx, &by_deadline(&old), None)?;
+        }
+        match written_at {
+            Some(time) => {
+                let deadline = ordered(time.saturating_add(self.ttl_ms));
+                self.index.put(ctx, &by_key, Some(&deadline.to_vec()))?;
+                self.index.put(ctx, &by_deadline(&deadline), Some(&Vec::new()))
+            }
+            None => self.index.put(ctx, &by_key, None),
+        }
+    }
+
+    /// The keys whose deadline is `now` or earlier, the earliest first.
+    pub(crate) fn due(&self, now: i64) -> Result<Vec<K>, WeirError> {
+        let bound = ordered(now);
+        let due = self
+            .index
+            .entries_with_prefix_while(&[BY_DEADLINE], |key, _| key.get(1..9).is_some_and(|d| d <= &bound[..]))?;
+        let topic = self.index.serde_topic();
+        due.into_iter()
+            .map(|(key, _)| Ok(self.key_serde.deserialize(topic, key.get(9..))?))
+            .collect()
+    }
+}
+
+/// Deletes a table's rows whose time is up, each with a tombstone
+/// downstream and in the changelog, on a wall-clock punctuation.
+pub(crate) struct ExpireRows<K, V> {
+    pub table: Rc<TableEmitter<K, V, V>>,
+    pub ttl: Rc<TtlIndex<K>>,
+}
+
+impl<K: Clone + 'static, V: Clone + 'static> Punctuator for ExpireRows<K, V> {
+    fn punctuate(&self, ctx: &mut ProcessorContext<'_>, now: i64) -> Result<(), WeirError> {
+        for key in self.ttl.due(now)? {
+            self.ttl.touch(ctx, &key, None)?;
+            let old = self.table.store.get(&key, View::Latest)?;
+            if old.is_some() {
+                self.table.emit(ctx, key, None, old)?;
+            }
+        }
+        Ok(())
     }
 }

@@ -153,11 +153,11 @@ impl StoreHandle {
     }
 
     /// Visits, in key order, the entries whose keys start with `prefix`,
-    /// the current batch's writes included.
+    /// the current batch's writes included, until `visit` returns `false`.
     pub(crate) fn for_each_with_prefix(
         &mut self,
         prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]),
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), WeirError> {
         self.write_back()?;
         Ok(self.store.for_each_with_prefix(prefix, visit)?)
@@ -241,10 +241,26 @@ impl<K: 'static, V: 'static> TypedStore<K, V> {
 
     /// The entries whose keys, as stored, start with `prefix`, in key order.
     pub(crate) fn entries_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(K, V)>, WeirError> {
+        self.entries_with_prefix_while(prefix, |_, _| true)
+    }
+
+    /// [`TypedStore::entries_with_prefix`], up to the first entry (as
+    /// stored) for which `take` says no.
+    pub(crate) fn entries_with_prefix_while(
+        &self,
+        prefix: &[u8],
+        mut take: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<Vec<(K, V)>, WeirError> {
         let mut raw = Vec::new();
         self.handle
             .borrow_mut()
-            .for_each_with_prefix(prefix, &mut |key, value| raw.push((key.to_vec(), value.to_vec())))?;
+            .for_each_with_prefix(prefix, &mut |key, value| {
+                let taken = take(key, value);
+                if taken {
+                    raw.push((key.to_vec(), value.to_vec()));
+                }
+                taken
+            })?;
         raw.into_iter()
             .map(|(key, value)| {
                 let value = self.value_serde.deserialize(&self.serde_topic, Some(&value))?;

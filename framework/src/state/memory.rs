@@ -79,11 +79,20 @@ impl KeyValueStore for InMemoryStore {
         Ok(())
     }
 
-    fn for_each_with_prefix(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
-        self.entries()
+    fn for_each_with_prefix(
+        &self,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let entries = self.entries();
+        let mut from_prefix = entries
             .range::<[u8], _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
-            .take_while(|(key, _)| key.starts_with(prefix))
-            .for_each(|(k, v)| visit(k, v));
+            .take_while(|(key, _)| key.starts_with(prefix));
+        for (k, v) in &mut from_prefix {
+            if !visit(k, v) {
+                break;
+            }
+        }
         Ok(())
     }
 

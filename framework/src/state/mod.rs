@@ -38,12 +38,18 @@ pub trait KeyValueStore {
     fn delete(&mut self, key: &[u8]) -> Result<(), StoreError>;
     /// Visits every entry in key order.
     fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError>;
-    /// Visits, in key order, the entries whose keys start with `prefix`;
-    /// backends override it to seek instead of scanning everything.
-    fn for_each_with_prefix(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
+    /// Visits, in key order, the entries whose keys start with `prefix`,
+    /// until `visit` returns `false`; backends override it to seek instead
+    /// of scanning everything.
+    fn for_each_with_prefix(
+        &self,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut going = true;
         self.for_each(&mut |key, value| {
-            if key.starts_with(prefix) {
-                visit(key, value)
+            if going && key.starts_with(prefix) {
+                going = visit(key, value);
             }
         })
     }

@@ -181,14 +181,17 @@ impl KeyValueStore for RocksDbStore {
         Ok(())
     }
 
-    fn for_each_with_prefix(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
+    fn for_each_with_prefix(
+        &self,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
         let from = IteratorMode::From(prefix, rocksdb::Direction::Forward);
         for entry in self.db.iterator(from) {
             let (k, v) = entry.map_err(|e| self.error(e))?;
-            if !k.starts_with(prefix) {
+            if !k.starts_with(prefix) || !visit(&k, &v) {
                 break;
             }
-            visit(&k, &v);
         }
         Ok(())
     }

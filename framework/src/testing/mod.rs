@@ -432,6 +432,11 @@ impl TopologyTestDriver {
     pub fn advance_wall_clock(&self, by: Duration) -> Result<(), WeirError> {
         self.state.borrow_mut().advance_wall_clock(by)
     }
+
+    /// The driver's wall clock, in milliseconds since the epoch.
+    pub fn wall_clock_ms(&self) -> i64 {
+        self.state.borrow().wall_clock_ms
+    }
 }
 
 impl DriverState {

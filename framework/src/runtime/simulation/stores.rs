@@ -92,7 +92,11 @@ impl KeyValueStore for SimStore {
         self.memory.for_each(visit)
     }
 
-    fn for_each_with_prefix(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
+    fn for_each_with_prefix(
+        &self,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
         self.memory.for_each_with_prefix(prefix, visit)
     }
 
