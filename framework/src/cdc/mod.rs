@@ -100,6 +100,31 @@ pub struct RowChange<Row> {
     pub after: Option<Row>,
 }
 
+/// Which time a CDC record carries into the topology ([`Cdc::time`]): its
+/// outputs' timestamps, the stream time punctuations go by, a table's TTL.
+/// An event without the chosen time keeps its record's timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CdcTime {
+    /// The Kafka record's timestamp, as the connector's producer set it.
+    #[default]
+    Record,
+    /// The event's `ts_ms`: when Debezium processed the change.
+    Connector,
+    /// The event's `source.ts_ms`: when the change was made in the database.
+    Database,
+}
+
+impl CdcTime {
+    /// The time this choice takes from `event`, if it has one.
+    pub(crate) fn of<Row>(self, event: &ChangeEvent<Row>) -> Option<i64> {
+        match self {
+            CdcTime::Record => None,
+            CdcTime::Connector => event.ts_ms,
+            CdcTime::Database => event.source.ts_ms,
+        }
+    }
+}
+
 /// What a CDC table does with a truncate event (`op` = `t`).
 ///
 /// Debezium writes a truncate event once, with a null key, to one partition
@@ -134,6 +159,7 @@ pub struct Cdc<K, Row> {
     pub(crate) on_error: Option<ErrorHandler>,
     pub(crate) store: Option<String>,
     pub(crate) ttl: Option<std::time::Duration>,
+    pub(crate) time: CdcTime,
     pub(crate) co_partitioned: bool,
     pub(crate) truncate: TruncatePolicy,
 }
@@ -179,6 +205,7 @@ impl<K, Row> Cdc<K, Row> {
             on_error: None,
             store: None,
             ttl: None,
+            time: CdcTime::Record,
             co_partitioned: false,
             truncate: TruncatePolicy::default(),
         }
@@ -209,6 +236,36 @@ impl<K, Row> Cdc<K, Row> {
     /// expired row leaves with a tombstone downstream.
     pub fn ttl(mut self, ttl: std::time::Duration) -> Self {
         self.ttl = Some(ttl);
+        self
+    }
+
+    /// Which time each change carries (default [`CdcTime::Record`]). For a
+    /// table, any other choice decodes each event whole (`before` and
+    /// `source` too), as a CDC stream does, instead of only its operation
+    /// and new row.
+    ///
+    /// ```
+    /// use weir::{StreamsBuilder, Produced, cdc::{Cdc, CdcTime}, serde::{Bytes, Json}};
+    /// use weir::testing::{TestRecord, TopologyTestDriver};
+    ///
+    /// #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+    /// struct User { user_id: i64, email: String }
+    ///
+    /// let builder = StreamsBuilder::new();
+    /// builder
+    ///     .cdc_table::<i64, User>("mysql.app.users", Cdc::json().time(CdcTime::Database))
+    ///     .to("users", Produced::with(Json::new(), Json::new()));
+    /// let driver = TopologyTestDriver::new(builder.build()?)?;
+    /// let event = br#"{"op":"c","after":{"user_id":1,"email":"ada@example.com"},"source":{"ts_ms":1700000000000,"snapshot":"false"},"ts_ms":1700000000250}"#;
+    /// driver
+    ///     .input_topic("mysql.app.users", Bytes, Bytes)
+    ///     .pipe_record(TestRecord::new(br#"{"user_id":1}"#.to_vec(), Some(event.to_vec())).at(5))?;
+    /// let users = driver.output_topic("users", Json::<i64>::new(), Json::<User>::new()).read_records()?;
+    /// assert_eq!(users[0].timestamp, 1_700_000_000_000);
+    /// # Ok::<(), weir::WeirError>(())
+    /// ```
+    pub fn time(mut self, time: CdcTime) -> Self {
+        self.time = time;
         self
     }
 

@@ -49,6 +49,7 @@ impl StreamsBuilder {
             co_partitioned,
             store,
             ttl,
+            time,
             ..
         } = cdc;
         let counted_topic = topic.to_string();
@@ -58,6 +59,7 @@ impl StreamsBuilder {
                 keys: keys.clone(),
                 events: events.clone(),
                 truncate,
+                time,
                 counters: CdcCounters::new(&counted_topic),
             }
         });
@@ -106,7 +108,7 @@ impl StreamsBuilder {
         Row: Data + DeserializeOwned,
     {
         let on_error = cdc.on_error.clone().unwrap_or_else(|| dead_letter_default(topic));
-        let (keys, events) = (cdc.keys, cdc.events);
+        let (keys, events, time) = (cdc.keys, cdc.events, cdc.time);
         let counted_topic = topic.to_string();
         let node = self.graph.borrow_mut().add_decoding_source(
             TopicRef::External(topic.to_string()),
@@ -114,6 +116,7 @@ impl StreamsBuilder {
             move |_| CdcStreamDecoder {
                 keys: keys.clone(),
                 events: events.clone(),
+                time,
                 counters: CdcCounters::new(&counted_topic),
             },
         );

@@ -32,6 +32,7 @@ pub use ktable::KTable;
 
 use crate::error::{SerdeError, WeirError};
 use crate::error_handler::ErrorHandler;
+use crate::processor::source::TimestampOf;
 use crate::processor::table::{ExpireRows, TableSourceNode, TtlIndex};
 use crate::processor::{GetterRef, TableEmitter};
 use crate::runtime::PunctuationType;
@@ -70,6 +71,7 @@ impl StreamsBuilder {
             consumed.key,
             consumed.value,
             consumed.on_error,
+            consumed.timestamp,
         );
         KStream::new(self.graph.clone(), node, false)
     }
@@ -79,11 +81,16 @@ impl StreamsBuilder {
     /// [`Consumed::store`], or generated) backed by a changelog topic.
     pub fn table<K: Data, V: Data>(&self, topic: &str, consumed: Consumed<K, V>) -> KTable<K, V> {
         let nullable: SerdeRef<Option<V>> = Arc::new(Nullable(consumed.value.clone()));
+        // A tombstone keeps the time it arrived with.
+        let timestamp = consumed.timestamp.map(|time_of| -> TimestampOf<K, Option<V>> {
+            Arc::new(move |key, row, arrived| row.as_ref().map_or(arrived, |row| time_of(key, row, arrived)))
+        });
         let source = self.graph.borrow_mut().add_source(
             TopicRef::External(topic.to_string()),
             consumed.key.clone(),
             nullable,
             consumed.on_error,
+            timestamp,
         );
         materialize(
             &self.graph,
@@ -201,6 +208,7 @@ pub struct Consumed<K, V> {
     pub(crate) on_error: Option<ErrorHandler>,
     pub(crate) store: Option<String>,
     pub(crate) ttl: Option<Duration>,
+    pub(crate) timestamp: Option<TimestampOf<K, V>>,
 }
 
 impl<K: 'static, V: 'static> Consumed<K, V> {
@@ -211,7 +219,37 @@ impl<K: 'static, V: 'static> Consumed<K, V> {
             on_error: None,
             store: None,
             ttl: None,
+            timestamp: None,
         }
+    }
+
+    /// Takes each record's time from its key and value (the third argument
+    /// is the timestamp it arrived with), as Kafka Streams' timestamp
+    /// extractors do: what follows (outputs, the stream time punctuations
+    /// go by, a table's TTL) goes by it. A tombstone keeps the time it
+    /// arrived with.
+    ///
+    /// ```
+    /// use weir::{StreamsBuilder, Consumed, Produced, serde::{Json, Utf8}};
+    /// use weir::testing::{TestRecord, TopologyTestDriver};
+    ///
+    /// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    /// struct Click { page: String, at_ms: i64 }
+    ///
+    /// let builder = StreamsBuilder::new();
+    /// builder
+    ///     .stream("clicks", Consumed::with(Utf8, Json::<Click>::new()).timestamp(|_, click, _| click.at_ms))
+    ///     .to("timed-clicks", Produced::with(Utf8, Json::new()));
+    /// let driver = TopologyTestDriver::new(builder.build()?)?;
+    /// let click = Click { page: "/".into(), at_ms: 1_700_000_000_000 };
+    /// driver.input_topic("clicks", Utf8, Json::new()).pipe_record(TestRecord::new("u1".to_string(), Some(click)).at(5))?;
+    /// let out = driver.output_topic("timed-clicks", Utf8, Json::<Click>::new()).read_records()?;
+    /// assert_eq!(out[0].timestamp, 1_700_000_000_000);
+    /// # Ok::<(), weir::WeirError>(())
+    /// ```
+    pub fn timestamp(mut self, time_of: impl Fn(&K, &V, i64) -> i64 + Send + Sync + 'static) -> Self {
+        self.timestamp = Some(Arc::new(time_of));
+        self
     }
 
     /// What to do with records that cannot be deserialized (default: the

@@ -3,7 +3,7 @@
 
 use super::source::{Decode, Decoded};
 use super::ProcessorContext;
-use crate::cdc::{ChangeEvent, EventDecoder, KeyDecoder, Op, TruncatePolicy};
+use crate::cdc::{CdcTime, ChangeEvent, EventDecoder, KeyDecoder, Op, RowChange, TruncatePolicy};
 use crate::error::{SerdeError, WeirError};
 use crate::metrics::{SkipReason, CDC_EVENTS, CDC_OPS};
 use crate::record::{InputRecord, Record};
@@ -57,7 +57,32 @@ pub(crate) struct CdcTableDecoder<K, Row> {
     pub keys: Arc<dyn KeyDecoder<K>>,
     pub events: Arc<dyn EventDecoder<Row>>,
     pub truncate: TruncatePolicy,
+    pub time: CdcTime,
     pub counters: CdcCounters,
+}
+
+/// A change with the time it carries, if the table takes one from it.
+type TimedChange<Row> = (RowChange<Row>, Option<i64>);
+
+impl<K, Row: 'static> CdcTableDecoder<K, Row> {
+    /// The operation and new row of an event, and its time when the table
+    /// takes one from the event (which then reads the event whole).
+    fn row_change(&self, topic: &str, bytes: &[u8]) -> Result<Option<TimedChange<Row>>, SerdeError> {
+        if self.time == CdcTime::Record {
+            return Ok(self
+                .events
+                .decode_row_change(topic, bytes)?
+                .map(|change| (change, None)));
+        }
+        Ok(self.events.decode_event(topic, bytes)?.map(|event| {
+            let time = self.time.of(&event);
+            let change = RowChange {
+                op: event.op,
+                after: event.after,
+            };
+            (change, time)
+        }))
+    }
 }
 
 impl<K: Clone + 'static, Row: Clone + 'static> Decode for CdcTableDecoder<K, Row> {
@@ -69,12 +94,15 @@ impl<K: Clone + 'static, Row: Clone + 'static> Decode for CdcTableDecoder<K, Row
         ctx: &mut ProcessorContext<'_>,
         raw: &InputRecord<'_>,
     ) -> Result<Option<Record<K, Option<Row>>>, WeirError> {
-        let change = match raw.value {
-            Some(bytes) => self
-                .events
-                .decode_row_change(&ctx.source.topic, bytes)
-                .map_err(|e| e.prefixed("value"))?,
-            None => None,
+        let (change, time) = match raw.value {
+            Some(bytes) => match self
+                .row_change(&ctx.source.topic, bytes)
+                .map_err(|e| e.prefixed("value"))?
+            {
+                Some((change, time)) => (Some(change), time),
+                None => (None, None),
+            },
+            None => (None, None),
         };
         // An event is counted once it is read whole; a record that goes to
         // the error handler is counted there instead.
@@ -103,7 +131,7 @@ impl<K: Clone + 'static, Row: Clone + 'static> Decode for CdcTableDecoder<K, Row
             .into());
         };
         self.counters.count(ctx, op);
-        Ok(Some(Record::new(key, row, raw.timestamp)))
+        Ok(Some(Record::new(key, row, time.unwrap_or(raw.timestamp))))
     }
 }
 
@@ -132,6 +160,7 @@ impl<K, Row> CdcTableDecoder<K, Row> {
 pub(crate) struct CdcStreamDecoder<K, Row> {
     pub keys: Arc<dyn KeyDecoder<K>>,
     pub events: Arc<dyn EventDecoder<Row>>,
+    pub time: CdcTime,
     pub counters: CdcCounters,
 }
 
@@ -153,6 +182,7 @@ impl<K: Clone + 'static, Row: Clone + 'static> Decode for CdcStreamDecoder<K, Ro
         };
         let key = decode_key(&*self.keys, ctx, raw)?;
         self.counters.count(ctx, Some(event.op));
-        Ok(Some(Record::new(key, event, raw.timestamp)))
+        let time = self.time.of(&event).unwrap_or(raw.timestamp);
+        Ok(Some(Record::new(key, event, time)))
     }
 }

@@ -11,6 +11,9 @@ use crate::error_handler::ErrorHandler;
 use crate::metrics::SkipReason;
 use crate::record::{InputRecord, RawRecord, Record};
 use crate::serde::SerdeRef;
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
 
 /// The entry point of a task for one source topic.
 pub(crate) trait RawSource {
@@ -19,6 +22,10 @@ pub(crate) trait RawSource {
 
 /// What a decoder made of a raw record; see [`Decode::decode`].
 pub(crate) type Decoded<K, V> = Result<Option<Record<K, V>>, WeirError>;
+
+/// A record's time from its key, value and the timestamp it arrived with
+/// ([`crate::Consumed::timestamp`]).
+pub(crate) type TimestampOf<K, V> = Arc<dyn Fn(&K, &V, i64) -> i64 + Send + Sync>;
 
 /// Turns a raw record into the typed record a source forwards.
 pub(crate) trait Decode {
@@ -31,10 +38,12 @@ pub(crate) trait Decode {
     fn decode(&self, ctx: &mut ProcessorContext<'_>, raw: &InputRecord<'_>) -> Decoded<Self::Key, Self::Value>;
 }
 
-/// Decodes the key and the value with their serdes.
+/// Decodes the key and the value with their serdes, and takes the record's
+/// time from them if told how.
 pub(crate) struct SerdeDecoder<K, V> {
     pub key_serde: SerdeRef<K>,
     pub value_serde: SerdeRef<V>,
+    pub timestamp: Option<TimestampOf<K, V>>,
 }
 
 impl<K: Clone + 'static, V: Clone + 'static> Decode for SerdeDecoder<K, V> {
@@ -51,7 +60,11 @@ impl<K: Clone + 'static, V: Clone + 'static> Decode for SerdeDecoder<K, V> {
             .value_serde
             .deserialize(topic, raw.value)
             .map_err(|e| e.prefixed("value"))?;
-        Ok(Some(Record::new(key, value, raw.timestamp)))
+        let timestamp = self
+            .timestamp
+            .as_ref()
+            .map_or(raw.timestamp, |time_of| time_of(&key, &value, raw.timestamp));
+        Ok(Some(Record::new(key, value, timestamp)))
     }
 }
 
@@ -59,12 +72,23 @@ pub(crate) struct SourceNode<D: Decode> {
     pub decoder: D,
     pub on_error: ErrorHandler,
     pub out: Forwarder<D::Key, D::Value>,
+    /// The task's stream time, which each decoded record moves on.
+    pub stream_time: Rc<Cell<Option<i64>>>,
 }
 
 impl<D: Decode> RawSource for SourceNode<D> {
     fn process_raw(&mut self, ctx: &mut ProcessorContext<'_>, raw: &InputRecord<'_>) -> Result<(), WeirError> {
         match self.decoder.decode(ctx, raw) {
-            Ok(Some(record)) => self.out.forward(ctx, record),
+            Ok(Some(record)) => {
+                // What follows (stores, sinks, stream time) takes the
+                // record's time as the decoder read it; the record is
+                // processed at a stream time that counts it.
+                ctx.timestamp = record.timestamp;
+                let time = record.timestamp;
+                self.stream_time
+                    .set(Some(self.stream_time.get().map_or(time, |t| t.max(time))));
+                self.out.forward(ctx, record)
+            }
             Ok(None) => Ok(()),
             Err(WeirError::Serde(error)) => handle_undecodable(ctx, &self.on_error, raw, error),
             Err(other) => Err(ctx.failed_at_source(other)),

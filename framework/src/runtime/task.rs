@@ -295,12 +295,10 @@ impl Task {
             .node
             .process_raw(&mut ctx, record)
             .map_err(|cause| located_at(&metadata, cause))?;
-        let stream_time = self
-            .stream_time
-            .get()
-            .map_or(record.timestamp, |t| t.max(record.timestamp));
-        self.stream_time.set(Some(stream_time));
-        self.punctuate(PunctuationType::StreamTime, stream_time)?;
+        // The source moved the stream time on with the record's time.
+        if let Some(stream_time) = self.stream_time.get() {
+            self.punctuate(PunctuationType::StreamTime, stream_time)?;
+        }
         self.release_deferred_if_full()
     }
 

@@ -9,7 +9,7 @@ use crate::enrich::EnrichStats;
 use crate::error::WeirError;
 use crate::error_handler::ErrorHandler;
 use crate::processor::sink::SinkNode;
-use crate::processor::source::{Decode, RawSource, SerdeDecoder, SourceNode};
+use crate::processor::source::{Decode, RawSource, SerdeDecoder, SourceNode, TimestampOf};
 use crate::processor::stream::{identity, StatelessNode};
 use crate::processor::{Forwarder, Processor, ProcessorRef};
 use crate::record::OutputKind;
@@ -126,10 +126,12 @@ impl TopologyBuilder {
         key_serde: SerdeRef<K>,
         value_serde: SerdeRef<V>,
         on_error: Option<ErrorHandler>,
+        timestamp: Option<TimestampOf<K, V>>,
     ) -> usize {
         self.add_decoding_source(topic, on_error, move |_| SerdeDecoder {
             key_serde: key_serde.clone(),
             value_serde: value_serde.clone(),
+            timestamp: timestamp.clone(),
         })
     }
 
@@ -155,6 +157,7 @@ impl TopologyBuilder {
                 decoder: make(task),
                 on_error: on_error.clone().unwrap_or_else(|| task.default_error_handler().clone()),
                 out: Forwarder::from_children(&node_name, children)?,
+                stream_time: task.stream_time(),
             }) as Box<dyn RawSource>)
         }));
         self.push(name, kind, &[], Vec::new(), factory)
@@ -253,7 +256,7 @@ impl TopologyBuilder {
     ) -> usize {
         let topic = TopicRef::Repartition(name.to_string());
         self.add_sink(parent, topic.clone(), key_serde.clone(), value_serde.clone());
-        self.add_source(topic, key_serde, value_serde, Some(ErrorHandler::Fail))
+        self.add_source(topic, key_serde, value_serde, Some(ErrorHandler::Fail), None)
     }
 
     /// Records a global table: `store` filled from the whole of `topic`.
