@@ -222,18 +222,24 @@ struct ProcessorNode<P: Processor<K, V>, K, V> {
     _input: std::marker::PhantomData<fn(K, V)>,
 }
 
+impl<P: Processor<K, V>, K, V> ProcessorNode<P, K, V> {
+    /// What the processor sees of `ctx`.
+    fn context<'a, 'b>(&'a self, ctx: &'a mut ProcessorContext<'b>) -> Context<'a, 'b, P::KeyOut, P::ValueOut> {
+        Context {
+            inner: ctx,
+            out: &self.out,
+            stream_time: self.stream_time.get(),
+        }
+    }
+}
+
 /// The node as its parents hold it.
 struct ProcessorRef<P: Processor<K, V>, K, V>(Rc<ProcessorNode<P, K, V>>);
 
 impl<P: Processor<K, V>, K: 'static, V: 'static> crate::processor::Processor<K, V> for ProcessorRef<P, K, V> {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, V>) -> Result<(), WeirError> {
         let node = &self.0;
-        let mut ctx = Context {
-            inner: ctx,
-            out: &node.out,
-            stream_time: node.stream_time.get(),
-        };
-        node.processor.borrow_mut().process(&mut ctx, record)
+        node.processor.borrow_mut().process(&mut node.context(ctx), record)
     }
 }
 
@@ -246,12 +252,9 @@ struct Punctuation<P: Processor<K, V>, K, V> {
 impl<P: Processor<K, V>, K: 'static, V: 'static> Punctuator for Punctuation<P, K, V> {
     fn punctuate(&self, ctx: &mut ProcessorContext<'_>, time: i64) -> Result<(), WeirError> {
         let node = &self.node;
-        let mut ctx = Context {
-            inner: ctx,
-            out: &node.out,
-            stream_time: node.stream_time.get(),
-        };
-        node.processor.borrow_mut().punctuate(&mut ctx, self.kind, time)
+        node.processor
+            .borrow_mut()
+            .punctuate(&mut node.context(ctx), self.kind, time)
     }
 }
 

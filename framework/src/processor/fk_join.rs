@@ -28,7 +28,7 @@
 use super::{Forwarder, GetterRef, Processor, ProcessorContext, TableEmitter, View};
 use crate::error::{SerdeError, WeirError};
 use crate::record::{Change, Record};
-use crate::serde::{Encoded, Serde, SerdeRef};
+use crate::serde::{serialize_present, Encoded, Serde, SerdeRef};
 use crate::state::TypedStore;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -326,6 +326,10 @@ impl<K: Clone + 'static, V: 'static, VO, R: Clone + 'static> Processor<K, Respon
     }
 }
 
+/// What a key inside a foreign-key join record is called in errors: it
+/// must be there.
+const JOIN_KEY: &str = "a key of a foreign-key join";
+
 const NO_HASH: u8 = 0;
 const HASH: u8 = 1;
 
@@ -354,23 +358,6 @@ fn read_hash<'a>(topic: &str, bytes: &'a [u8]) -> Result<(Option<ValueHash>, &'a
     }
 }
 
-/// Serializes `value`, refusing a null: a key inside a foreign-key join
-/// record must be there.
-fn write_present<T: 'static>(
-    serde: &dyn Serde<T>,
-    topic: &str,
-    value: &T,
-    out: &mut Vec<u8>,
-) -> Result<(), SerdeError> {
-    match serde.serialize(topic, value, out)? {
-        Encoded::Bytes => Ok(()),
-        Encoded::Null => Err(SerdeError::serialize(
-            topic,
-            "a key of a foreign-key join must not serialize to null",
-        )),
-    }
-}
-
 /// [`Subscription`] on the wire: the instruction, the hash, then the
 /// primary key.
 pub(crate) struct SubscriptionSerde<K> {
@@ -385,7 +372,7 @@ impl<K: 'static> Serde<Subscription<K>> for SubscriptionSerde<K> {
             Instruction::UnsubscribeAndRespond => 2,
         });
         write_hash(value.hash, out);
-        write_present(&*self.primary_key, topic, &value.primary_key, out)?;
+        serialize_present(&*self.primary_key, topic, &value.primary_key, out, JOIN_KEY)?;
         Ok(Encoded::Bytes)
     }
 
@@ -468,7 +455,7 @@ impl<KO: 'static, K: 'static> SubscriptionKeySerde<KO, K> {
     pub(crate) fn write_foreign_key(&self, topic: &str, foreign_key: &KO, out: &mut Vec<u8>) -> Result<(), SerdeError> {
         let at = out.len();
         out.extend_from_slice(&[0; 4]);
-        write_present(&*self.foreign_key, topic, foreign_key, out)?;
+        serialize_present(&*self.foreign_key, topic, foreign_key, out, JOIN_KEY)?;
         let len =
             u32::try_from(out.len() - at - 4).map_err(|_| SerdeError::serialize(topic, "key larger than 4 GiB"))?;
         out[at..at + 4].copy_from_slice(&len.to_be_bytes());
@@ -479,7 +466,7 @@ impl<KO: 'static, K: 'static> SubscriptionKeySerde<KO, K> {
 impl<KO: 'static, K: 'static> Serde<SubscriptionKey<KO, K>> for SubscriptionKeySerde<KO, K> {
     fn serialize(&self, topic: &str, key: &SubscriptionKey<KO, K>, out: &mut Vec<u8>) -> Result<Encoded, SerdeError> {
         self.write_foreign_key(topic, &key.foreign_key, out)?;
-        write_present(&*self.primary_key, topic, &key.primary_key, out)?;
+        serialize_present(&*self.primary_key, topic, &key.primary_key, out, JOIN_KEY)?;
         Ok(Encoded::Bytes)
     }
 

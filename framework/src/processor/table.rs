@@ -2,10 +2,10 @@
 //! operations (filter, map_values, to_stream) with their value getters.
 
 use super::{Forwarder, GetterRef, Processor, ProcessorContext, TableEmitter, ValueGetter, View};
-use crate::error::{SerdeError, WeirError};
+use crate::error::WeirError;
 use crate::record::{Change, Record};
 use crate::runtime::Punctuator;
-use crate::serde::SerdeRef;
+use crate::serde::{serialize_present, SerdeRef};
 use crate::state::TypedStore;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -109,10 +109,15 @@ fn ordered(time: i64) -> [u8; 8] {
 
 impl<K: 'static> TtlIndex<K> {
     fn key_bytes(&self, key: &K) -> Result<Vec<u8>, WeirError> {
-        let topic = self.index.serde_topic();
-        self.key_serde
-            .to_bytes(topic, key)?
-            .ok_or_else(|| SerdeError::serialize(topic, "a table key must not serialize to null").into())
+        let mut bytes = Vec::new();
+        serialize_present(
+            &*self.key_serde,
+            self.index.serde_topic(),
+            key,
+            &mut bytes,
+            "a table key",
+        )?;
+        Ok(bytes)
     }
 
     /// Records that `key` was written at `written_at`, or deleted (`None`).

@@ -311,25 +311,30 @@ impl Task {
     /// Runs the wall-clock punctuations due at `now_ms`. Their outputs join
     /// [`Task::drain_output`].
     pub fn punctuate_wall_clock(&mut self, now_ms: i64) -> Result<(), WeirError> {
-        self.punctuate(PunctuationType::WallClockTime, now_ms)?;
-        self.release_deferred_if_full()
+        match self.punctuate(PunctuationType::WallClockTime, now_ms)? {
+            true => self.release_deferred_if_full(),
+            false => Ok(()),
+        }
     }
 
     /// Runs each punctuation of `kind` that `now` reached, once, and moves
     /// it to the first due point after `now` (points missed meanwhile are
-    /// skipped, not caught up).
-    fn punctuate(&mut self, kind: PunctuationType, now: i64) -> Result<(), WeirError> {
-        let source = SourceMetadata {
-            topic: Arc::from("(punctuation)"),
-            partition: self.id.partition,
-            offset: -1,
-        };
+    /// skipped, not caught up); returns whether any ran. It is called after
+    /// every record, so it allocates nothing unless one is due.
+    fn punctuate(&mut self, kind: PunctuationType, now: i64) -> Result<bool, WeirError> {
+        let mut ran = false;
         for scheduled in self.punctuations.iter_mut().filter(|s| s.kind == kind) {
             let next = *scheduled.next.get_or_insert(now + scheduled.interval_ms);
             if now < next {
                 continue;
             }
             scheduled.next = Some(now - (now - next) % scheduled.interval_ms + scheduled.interval_ms);
+            ran = true;
+            let source = SourceMetadata {
+                topic: Arc::from("(punctuation)"),
+                partition: self.id.partition,
+                offset: -1,
+            };
             let mut ctx = ProcessorContext {
                 timestamp: now,
                 source: &source,
@@ -341,7 +346,7 @@ impl Task {
                 WeirError::Other(format!("a {kind:?} punctuation of task {} failed: {cause}", self.id))
             })?;
         }
-        Ok(())
+        Ok(ran)
     }
 
     /// Passes on the records whose asynchronous work (enrichment) finished

@@ -50,6 +50,24 @@ pub trait Serde<T>: Send + Sync + 'static {
     }
 }
 
+/// Appends the encoding of `value` to `out`, refusing a null: `what`
+/// names what must be there ("a store key") in the error.
+pub(crate) fn serialize_present<T: 'static>(
+    serde: &dyn Serde<T>,
+    topic: &str,
+    value: &T,
+    out: &mut Vec<u8>,
+    what: &str,
+) -> Result<(), SerdeError> {
+    match serde.serialize(topic, value, out)? {
+        Encoded::Bytes => Ok(()),
+        Encoded::Null => Err(SerdeError::serialize(
+            topic,
+            format!("{what} must not serialize to null"),
+        )),
+    }
+}
+
 /// A shareable serde, as the DSL stores them.
 pub type SerdeRef<T> = Arc<dyn Serde<T>>;
 

@@ -5,7 +5,7 @@ use super::{KeyValueStore, StoreReader, StoreSize, StoreWrite};
 use crate::error::{SerdeError, WeirError};
 use crate::processor::{ProcessorContext, RecordCollector, ValueGetter, View};
 use crate::record::{OutputKind, OutputRecord, RawRecord};
-use crate::serde::{Encoded, SerdeRef};
+use crate::serde::{serialize_present, SerdeRef};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -200,13 +200,7 @@ impl<K: 'static, V: 'static> TypedStore<K, V> {
 
     fn encode_key(&self, key: &K, out: &mut Vec<u8>) -> Result<(), SerdeError> {
         out.clear();
-        match self.key_serde.serialize(&self.serde_topic, key, out)? {
-            Encoded::Bytes => Ok(()),
-            Encoded::Null => Err(SerdeError::serialize(
-                &self.serde_topic,
-                "a store key must not serialize to null",
-            )),
-        }
+        serialize_present(&*self.key_serde, &self.serde_topic, key, out, "a store key")
     }
 
     /// A key as the store holds it, back as the table's key.
@@ -304,11 +298,7 @@ impl<K: 'static, V: 'static> TypedStore<K, V> {
         let value_bytes = match value {
             Some(value) => {
                 value_buf.clear();
-                if self.value_serde.serialize(&self.serde_topic, value, value_buf)? == Encoded::Null {
-                    return Err(
-                        SerdeError::serialize(&self.serde_topic, "a store value must not serialize to null").into(),
-                    );
-                }
+                serialize_present(&*self.value_serde, &self.serde_topic, value, value_buf, "a store value")?;
                 Some(value_buf.as_slice())
             }
             None => None,
