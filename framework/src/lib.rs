@@ -48,6 +48,7 @@ pub mod serde;
 pub mod state;
 pub mod testing;
 pub mod topology;
+pub mod window;
 
 pub use dsl::process;
 pub use dsl::{

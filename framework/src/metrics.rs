@@ -101,6 +101,11 @@ pub enum SkipReason {
     ProductionError,
     /// The same, sent to the dead-letter topic.
     ProductionDeadLettered,
+    /// It came after its window closed (a windowed aggregation, a
+    /// suppression, a stream-stream join).
+    LateRecord,
+    /// A windowed aggregation cannot place a negative timestamp in a window.
+    NegativeTimestamp,
 }
 
 impl SkipReason {
@@ -113,6 +118,8 @@ impl SkipReason {
             SkipReason::EnrichmentDeadLettered => "enrichment_dead_lettered",
             SkipReason::ProductionError => "production_error",
             SkipReason::ProductionDeadLettered => "production_dead_lettered",
+            SkipReason::LateRecord => "late_record",
+            SkipReason::NegativeTimestamp => "negative_timestamp",
         }
     }
 }

@@ -6,9 +6,10 @@ use crate::processor::table::MappedGetter;
 use crate::processor::{GetterRef, TableEmitter};
 use crate::record::Change;
 use crate::serde::{ChangeSerde, SerdeRef, I64};
-use crate::topology::StoreLayout;
+use crate::topology::{StoreLayout, TopologyBuilder};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A stream grouped by key, ready to aggregate.
 ///
@@ -27,6 +28,16 @@ pub struct KGroupedStream<K, V> {
     repartition: bool,
 }
 
+impl<K, V> Clone for KGroupedStream<K, V> {
+    fn clone(&self) -> Self {
+        KGroupedStream {
+            stream: self.stream.clone(),
+            grouped: self.grouped.clone(),
+            repartition: self.repartition,
+        }
+    }
+}
+
 impl<K: Data, V: Data> KGroupedStream<K, V> {
     pub(crate) fn new(stream: KStream<K, V>, grouped: Grouped<K, V>, repartition: bool) -> Self {
         KGroupedStream {
@@ -39,7 +50,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
     /// The number of records per key.
     pub fn count(&self, materialized: Materialized<i64>) -> KTable<K, i64> {
         let value = materialized.value.clone().unwrap_or_else(|| Arc::new(I64));
-        self.aggregate_with(|_, _, count| count.unwrap_or(0) + 1, value, materialized.name)
+        self.aggregate_with(|_, _, count| count.unwrap_or(0) + 1, value, (materialized.name, materialized.retention))
     }
 
     /// Combines the values of each key, the first value being the start.
@@ -55,7 +66,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
                 None => v,
             },
             value,
-            materialized.name,
+            (materialized.name, materialized.retention),
         )
     }
 
@@ -71,32 +82,47 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         self.aggregate_with(
             move |k, v, agg| adder(k, v, agg.unwrap_or_else(&init)),
             value,
-            materialized.name,
+            (materialized.name, materialized.retention),
         )
+    }
+
+    /// The node whose records an aggregation into `store` takes: the
+    /// stream's, or a repartition topic's when the key may have changed
+    /// (named after the grouping, or else after the store).
+    pub(super) fn input(&self, graph: &mut TopologyBuilder, store: &str) -> usize {
+        if !self.repartition {
+            return self.stream.node;
+        }
+        let topic = self.grouped.name.clone().unwrap_or_else(|| store.to_string());
+        graph.add_repartition(
+            self.stream.node,
+            &topic,
+            self.grouped.key.clone(),
+            self.grouped.value.clone(),
+        )
+    }
+
+    pub(super) fn graph(&self) -> &Graph {
+        &self.stream.graph
+    }
+
+    pub(super) fn grouped(&self) -> &Grouped<K, V> {
+        &self.grouped
     }
 
     fn aggregate_with<A: Data>(
         &self,
         adder: impl Fn(&K, V, Option<A>) -> A + Send + Sync + 'static,
         value_serde: SerdeRef<A>,
-        name: Option<String>,
+        (name, retention): (Option<String>, Option<Duration>),
     ) -> KTable<K, A> {
         let adder: Adder<K, V, A> = Arc::new(adder);
         let graph = self.stream.graph.clone();
         let mut g = graph.borrow_mut();
+        refuse_retention(&mut g, retention);
         let store = name.unwrap_or_else(|| g.new_name("KSTREAM-AGGREGATE-STATE-STORE"));
         g.add_store(&store, StoreLayout::Plain);
-        let input = if self.repartition {
-            let topic = self.grouped.name.clone().unwrap_or_else(|| store.clone());
-            g.add_repartition(
-                self.stream.node,
-                &topic,
-                self.grouped.key.clone(),
-                self.grouped.value.clone(),
-            )
-        } else {
-            self.stream.node
-        };
+        let input = self.input(&mut g, &store);
         let getter = store_getter(&store, self.grouped.key.clone(), value_serde);
         let node = g.add_processor("KSTREAM-AGGREGATE", &[input], vec![store.clone()], {
             let getter = getter.clone();
@@ -139,7 +165,7 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
             |_, _, count| count.unwrap_or(0) + 1,
             |_, _, count| count - 1,
             value,
-            materialized.name,
+            (materialized.name, materialized.retention),
         )
     }
 
@@ -159,7 +185,7 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
             },
             move |_, v, agg| subtractor(agg, v),
             value,
-            materialized.name,
+            (materialized.name, materialized.retention),
         )
     }
 
@@ -176,7 +202,7 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
             move |k, v, agg| adder(k, v, agg.unwrap_or_else(&init)),
             subtractor,
             value,
-            materialized.name,
+            (materialized.name, materialized.retention),
         )
     }
 
@@ -185,11 +211,12 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
         adder: impl Fn(&K, V, Option<A>) -> A + Send + Sync + 'static,
         subtractor: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
         value_serde: SerdeRef<A>,
-        name: Option<String>,
+        (name, retention): (Option<String>, Option<Duration>),
     ) -> KTable<K, A> {
         let adder: Adder<K, V, A> = Arc::new(adder);
         let subtractor: Subtractor<K, V, A> = Arc::new(subtractor);
         let mut g = self.graph.borrow_mut();
+        refuse_retention(&mut g, retention);
         let store = name.unwrap_or_else(|| g.new_name("KTABLE-AGGREGATE-STATE-STORE"));
         g.add_store(&store, StoreLayout::Counted);
         let topic = self.grouped.name.clone().unwrap_or_else(|| store.clone());
@@ -221,5 +248,12 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
             }) as GetterRef<K, A>)
         });
         KTable::new(self.graph.clone(), node, getter, vec![store])
+    }
+}
+
+/// Reports a retention given to an aggregation without windows.
+fn refuse_retention(graph: &mut TopologyBuilder, retention: Option<Duration>) {
+    if retention.is_some() {
+        graph.error("Materialized::with_retention is for windowed aggregations only".to_string());
     }
 }

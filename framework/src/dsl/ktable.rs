@@ -44,7 +44,25 @@ pub struct KTable<K, V> {
     /// The stores the getter reads; nodes that use the getter must run in
     /// the same task as these stores.
     pub(crate) getter_stores: Vec<String>,
+    /// For a windowed aggregation's table: when each row's window closes.
+    pub(crate) window_close: Option<WindowClose<K>>,
     _types: PhantomData<fn() -> (K, V)>,
+}
+
+/// When a windowed table's row is final: its window's end plus
+/// `after_end` of stream time.
+pub(crate) struct WindowClose<K> {
+    pub end_of: Arc<dyn Fn(&K) -> i64 + Send + Sync>,
+    pub after_end: i64,
+}
+
+impl<K> Clone for WindowClose<K> {
+    fn clone(&self) -> Self {
+        WindowClose {
+            end_of: self.end_of.clone(),
+            after_end: self.after_end,
+        }
+    }
 }
 
 impl<K, V> Clone for KTable<K, V> {
@@ -54,6 +72,7 @@ impl<K, V> Clone for KTable<K, V> {
             node: self.node,
             getter: self.getter.clone(),
             getter_stores: self.getter_stores.clone(),
+            window_close: self.window_close.clone(),
             _types: PhantomData,
         }
     }
@@ -66,6 +85,7 @@ impl<K: Data, V: Data> KTable<K, V> {
             node,
             getter,
             getter_stores,
+            window_close: None,
             _types: PhantomData,
         }
     }
@@ -95,7 +115,9 @@ impl<K: Data, V: Data> KTable<K, V> {
                 mapper: mapper.clone(),
             }) as GetterRef<K, V2>)
         });
-        KTable::new(self.graph.clone(), node, getter, self.getter_stores.clone())
+        let mut table = KTable::new(self.graph.clone(), node, getter, self.getter_stores.clone());
+        table.window_close = self.window_close.clone();
+        table
     }
 
     /// Keeps the rows for which `predicate` holds; a row that stops matching

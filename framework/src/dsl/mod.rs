@@ -24,16 +24,19 @@ mod grouped;
 mod kstream;
 mod ktable;
 pub mod process;
+mod windowed;
 
 pub use global::GlobalKTable;
 pub use grouped::{KGroupedStream, KGroupedTable};
 pub use kstream::{BranchedKStream, KStream};
 pub use ktable::KTable;
+pub use windowed::{SessionWindowedKStream, StreamJoined, TimeWindowedKStream};
 
 use crate::error::{SerdeError, WeirError};
 use crate::error_handler::ErrorHandler;
 use crate::processor::source::TimestampOf;
-use crate::processor::table::{ExpireRows, TableSourceNode, TtlIndex};
+use crate::processor::table::{ExpireRows, TableSourceNode, TtlIndex, BY_DEADLINE};
+use crate::processor::time_index::TimeIndex;
 use crate::processor::{GetterRef, TableEmitter};
 use crate::runtime::PunctuationType;
 use crate::runtime::TaskBuilder;
@@ -143,8 +146,10 @@ fn materialize<K: Data, V: Data>(
             task.keep_table(&getter.name, table.clone())?;
             let ttl = match &ttl {
                 Some((ttl, index)) => {
+                    let index = index.typed(task)?;
                     let expiry = Rc::new(TtlIndex {
-                        index: index.typed(task)?,
+                        deadlines: TimeIndex::new(index.clone(), BY_DEADLINE),
+                        index,
                         key_serde: key_serde.clone(),
                         ttl_ms: ttl.as_millis() as i64,
                     });
@@ -392,6 +397,7 @@ impl<K: 'static, V: 'static, KO: 'static, VO: 'static, R: 'static> ForeignKeyJoi
 pub struct Materialized<A> {
     pub(crate) name: Option<String>,
     pub(crate) value: Option<SerdeRef<A>>,
+    pub(crate) retention: Option<Duration>,
 }
 
 impl<A> Default for Materialized<A> {
@@ -399,6 +405,7 @@ impl<A> Default for Materialized<A> {
         Materialized {
             name: None,
             value: None,
+            retention: None,
         }
     }
 }
@@ -409,6 +416,7 @@ impl<A: 'static> Materialized<A> {
         Materialized {
             name: None,
             value: Some(Arc::new(value)),
+            retention: None,
         }
     }
 
@@ -417,6 +425,7 @@ impl<A: 'static> Materialized<A> {
         Materialized {
             name: Some(name.into()),
             value: None,
+            retention: None,
         }
     }
 
@@ -427,6 +436,14 @@ impl<A: 'static> Materialized<A> {
 
     pub fn with_value_serde(mut self, value: impl Serde<A>) -> Self {
         self.value = Some(Arc::new(value));
+        self
+    }
+
+    /// For a windowed aggregation: how long a window stays in the store
+    /// after it closes, for interactive queries (none by default). Only
+    /// windowed aggregations take it.
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = Some(retention);
         self
     }
 }

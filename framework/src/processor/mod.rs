@@ -16,6 +16,8 @@ pub(crate) mod sink;
 pub(crate) mod source;
 pub(crate) mod stream;
 pub(crate) mod table;
+pub(crate) mod time_index;
+pub(crate) mod window;
 
 use crate::error::WeirError;
 use crate::error_handler::{dead_letter, Failure};
@@ -147,6 +149,19 @@ impl<K: Clone + 'static, S: 'static, V: Clone + 'static> TableEmitter<K, S, V> {
         if self.store.defers() && !ctx.republishing {
             return self.store.put_deferred(ctx, &key, new.as_ref());
         }
+        self.emit_now(ctx, key, new, old)
+    }
+
+    /// Writes and passes the change on at once, whether or not the store's
+    /// cache defers changes: for windows, whose updates must reach a
+    /// suppression downstream in the order of their records' times.
+    pub(crate) fn emit_now(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        key: K,
+        new: Option<S>,
+        old: Option<S>,
+    ) -> Result<(), WeirError> {
         self.store.put(ctx, &key, new.as_ref())?;
         let change = Change::new(new.map(self.view), old.map(self.view));
         self.out.forward(ctx, Record::new(key, change, ctx.timestamp))

@@ -6,7 +6,7 @@ use crate::error::WeirError;
 use crate::record::{Change, Record};
 use crate::runtime::Punctuator;
 use crate::serde::{serialize_present, SerdeRef};
-use crate::state::TypedStore;
+use super::time_index::{from_ordered, ordered, IndexStore, TimeIndex};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -89,23 +89,19 @@ impl<K: Clone + 'static, V: Clone + 'static> Processor<K, Change<V>> for ToStrea
 }
 
 /// A table's expiry ([`crate::Consumed::ttl`]): when each row was last
-/// written, by the record's timestamp, in a store of its own that is
-/// ordered by deadline, so that a check reads only the rows that are due.
-/// The store holds, per row, `k` + key → deadline and `d` + deadline + key
-/// → nothing; deadlines are written so that their bytes sort as numbers.
+/// written, by the record's timestamp, in a store of its own. The store
+/// holds, per row, `k` + key → deadline and, in a [`TimeIndex`] under `d`,
+/// the key at its deadline, so that a check reads only the rows that are
+/// due.
 pub(crate) struct TtlIndex<K> {
-    pub index: Rc<TypedStore<Vec<u8>, Vec<u8>>>,
+    pub index: IndexStore,
+    pub deadlines: TimeIndex,
     pub key_serde: SerdeRef<K>,
     pub ttl_ms: i64,
 }
 
 const BY_KEY: u8 = b'k';
-const BY_DEADLINE: u8 = b'd';
-
-/// A time as bytes that sort as the times do, negative ones included.
-fn ordered(time: i64) -> [u8; 8] {
-    ((time as u64) ^ (1 << 63)).to_be_bytes()
-}
+pub(crate) const BY_DEADLINE: u8 = b'd';
 
 impl<K: 'static> TtlIndex<K> {
     fn key_bytes(&self, key: &K) -> Result<Vec<u8>, WeirError> {
@@ -129,29 +125,30 @@ impl<K: 'static> TtlIndex<K> {
     ) -> Result<(), WeirError> {
         let key_bytes = self.key_bytes(key)?;
         let by_key = [&[BY_KEY][..], &key_bytes].concat();
-        let by_deadline = |deadline: &[u8]| [&[BY_DEADLINE][..], deadline, &key_bytes].concat();
         if let Some(old) = self.index.get(&by_key, View::Latest)? {
-            self.index.put(ctx, &by_deadline(&old), None)?;
+            self.deadlines.remove(ctx, from_ordered(&old), &key_bytes)?;
         }
         match written_at {
             Some(time) => {
-                let deadline = ordered(time.saturating_add(self.ttl_ms));
-                self.index.put(ctx, &by_key, Some(&deadline.to_vec()))?;
-                self.index.put(ctx, &by_deadline(&deadline), Some(&Vec::new()))
+                let deadline = time.saturating_add(self.ttl_ms);
+                self.index.put(ctx, &by_key, Some(&ordered(deadline).to_vec()))?;
+                self.deadlines.insert(ctx, deadline, &key_bytes, &[])
             }
             None => self.index.put(ctx, &by_key, None),
         }
     }
 
-    /// The keys whose deadline is `now` or earlier, the earliest first.
-    pub(crate) fn due(&self, now: i64) -> Result<Vec<K>, WeirError> {
-        let bound = ordered(now);
-        let due = self
-            .index
-            .entries_with_prefix_while(&[BY_DEADLINE], |key, _| key.get(1..9).is_some_and(|d| d <= &bound[..]))?;
+    /// Forgets the keys whose deadline is `now` or earlier and returns
+    /// them, the earliest first.
+    pub(crate) fn expire_due(&self, ctx: &mut ProcessorContext<'_>, now: i64) -> Result<Vec<K>, WeirError> {
         let topic = self.index.serde_topic();
-        due.into_iter()
-            .map(|(key, _)| Ok(self.key_serde.deserialize(topic, key.get(9..))?))
+        self.deadlines
+            .take_due(ctx, now)?
+            .into_iter()
+            .map(|(key_bytes, _)| {
+                self.index.put(ctx, &[&[BY_KEY][..], &key_bytes].concat(), None)?;
+                Ok(self.key_serde.deserialize(topic, Some(&key_bytes))?)
+            })
             .collect()
     }
 }
@@ -165,8 +162,7 @@ pub(crate) struct ExpireRows<K, V> {
 
 impl<K: Clone + 'static, V: Clone + 'static> Punctuator for ExpireRows<K, V> {
     fn punctuate(&self, ctx: &mut ProcessorContext<'_>, now: i64) -> Result<(), WeirError> {
-        for key in self.ttl.due(now)? {
-            self.ttl.touch(ctx, &key, None)?;
+        for key in self.ttl.expire_due(ctx, now)? {
             let old = self.table.store.get(&key, View::Latest)?;
             if old.is_some() {
                 self.table.emit(ctx, key, None, old)?;

@@ -22,24 +22,43 @@ impl<V: 'static> ChangeSerde<V> {
     }
 
     fn write_part(&self, topic: &str, value: &V, out: &mut Vec<u8>) -> Result<(), SerdeError> {
-        let len_at = out.len();
-        out.extend_from_slice(&[0; 4]);
-        if self.inner.serialize(topic, value, out)? == Encoded::Null {
-            return Err(SerdeError::serialize(topic, "a table value must not serialize to null"));
-        }
-        let len = u32::try_from(out.len() - len_at - 4)
-            .map_err(|_| SerdeError::serialize(topic, "value larger than 4 GiB"))?;
-        out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
-        Ok(())
+        write_framed(&*self.inner, topic, value, out, "a table value")
     }
 
     fn read_part<'a>(&self, topic: &str, bytes: &'a [u8]) -> Result<(V, &'a [u8]), SerdeError> {
-        let truncated = || SerdeError::deserialize(topic, "truncated change record");
-        let len_bytes: [u8; 4] = bytes.get(..4).ok_or_else(truncated)?.try_into().unwrap();
-        let len = u32::from_be_bytes(len_bytes) as usize;
-        let body = bytes.get(4..4 + len).ok_or_else(truncated)?;
-        Ok((self.inner.deserialize(topic, Some(body))?, &bytes[4 + len..]))
+        read_framed(&*self.inner, topic, bytes)
     }
+}
+
+/// Appends `value` as a 4-byte big-endian length and its bytes; `what`
+/// names it in the error when it would be null.
+pub(crate) fn write_framed<V: 'static>(
+    serde: &dyn Serde<V>,
+    topic: &str,
+    value: &V,
+    out: &mut Vec<u8>,
+    what: &str,
+) -> Result<(), SerdeError> {
+    let len_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    super::serialize_present(serde, topic, value, out, what)?;
+    let len =
+        u32::try_from(out.len() - len_at - 4).map_err(|_| SerdeError::serialize(topic, "value larger than 4 GiB"))?;
+    out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// Reads a value [`write_framed`] wrote; returns it and the bytes after it.
+pub(crate) fn read_framed<'a, V: 'static>(
+    serde: &dyn Serde<V>,
+    topic: &str,
+    bytes: &'a [u8],
+) -> Result<(V, &'a [u8]), SerdeError> {
+    let truncated = || SerdeError::deserialize(topic, "truncated framed value");
+    let len_bytes: [u8; 4] = bytes.get(..4).ok_or_else(truncated)?.try_into().unwrap();
+    let len = u32::from_be_bytes(len_bytes) as usize;
+    let body = bytes.get(4..4 + len).ok_or_else(truncated)?;
+    Ok((serde.deserialize(topic, Some(body))?, &bytes[4 + len..]))
 }
 
 impl<V: 'static> Serde<Change<V>> for ChangeSerde<V> {

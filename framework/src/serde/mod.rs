@@ -16,7 +16,7 @@
 
 mod change;
 
-pub(crate) use change::ChangeSerde;
+pub(crate) use change::{read_framed, write_framed, ChangeSerde};
 
 use crate::error::SerdeError;
 use std::marker::PhantomData;
