@@ -67,7 +67,9 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
     /// table keyed by [`Windowed`] keys whose window runs from a session's
     /// first record to its last. When a record joins sessions, the merged
     /// ones are deleted from the table and the joined session takes their
-    /// place.
+    /// place. A session closes once stream time is past its end by the gap
+    /// and the grace period: no record on time can reach it then, and one
+    /// that would change it is late.
     pub fn windowed_by_session(&self, windows: SessionWindows) -> SessionWindowedKStream<K, V> {
         SessionWindowedKStream {
             grouped: self.clone(),
@@ -236,14 +238,14 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
     ) -> KTable<Windowed<K>, A> {
         let windows = self.windows;
         let key_serde = self.grouped.grouped().key.clone();
-        // A session's end is its last record, inside it: it closes once
-        // stream time is past its end by more than the grace period.
+        // A session closes once stream time is past its end (its last
+        // record) by more than the gap and the grace period.
         windowed_aggregation(
             &self.grouped,
             "KSTREAM-SESSION-AGGREGATE",
             value_serde,
             materialized,
-            windows.grace_ms.saturating_add(1),
+            windows.gap_ms.saturating_add(windows.grace_ms).saturating_add(1),
             move |table, time, windowed_serde| SessionAggregateNode {
                 table,
                 windows,

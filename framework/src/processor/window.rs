@@ -141,7 +141,10 @@ impl<K: Clone + 'static, V, A: Clone + 'static> Processor<K, V> for SessionAggre
             .collect();
         let start = merging.iter().map(|(s, _)| s.window.start).fold(timestamp, i64::min);
         let end = merging.iter().map(|(s, _)| s.window.end).fold(timestamp, i64::max);
-        if end.saturating_add(self.windows.grace_ms) < now {
+        // A session closes once no record within the gap after its end can
+        // be on time; a record that would change a closed one is late.
+        let closed = |end: i64| end.saturating_add(gap).saturating_add(self.windows.grace_ms) < now;
+        if closed(timestamp) || merging.iter().any(|(s, _)| closed(s.window.end)) {
             skip(ctx, SkipReason::LateRecord);
             return Ok(());
         }
@@ -161,10 +164,12 @@ impl<K: Clone + 'static, V, A: Clone + 'static> Processor<K, V> for SessionAggre
         }
         if replaced.is_none() {
             let stored = self.windowed_serde.to_bytes(&topic, &merged)?.unwrap_or_default();
-            // A session is kept until no record can reach it any more:
-            // one within the gap after its end, not late, would merge.
+            // A session is kept until no record can reach it any more, so
+            // that one that would is seen to be late: such a record is
+            // within the gap after its end, and on time for a session of
+            // its own.
             let leaves = end
-                .saturating_add(gap)
+                .saturating_add(2 * gap)
                 .saturating_add(self.windows.grace_ms)
                 .saturating_add(self.time.retention_ms)
                 .saturating_add(1);
@@ -262,9 +267,17 @@ impl<K: Clone + 'static, V: Clone + 'static> Processor<K, Change<V>> for Suppres
             Some(held) => self.change_serde.deserialize(&topic, Some(&held[8..]))?.old,
             None => record.value.old,
         };
+        let change = Change::new(record.value.new, before);
+        if change.is_noop() {
+            // A row added and deleted while held: downstream never saw it.
+            self.held.remove(ctx, deadline, &key)?;
+            if matches!(self.until, HoldUntil::TimeLimit(_)) {
+                self.index.put(ctx, &[&[HELD_KEY][..], &key].concat(), None)?;
+            }
+            return self.release_due(ctx, now);
+        }
         let mut held = record.timestamp.to_be_bytes().to_vec();
-        self.change_serde
-            .serialize(&topic, &Change::new(record.value.new, before), &mut held)?;
+        self.change_serde.serialize(&topic, &change, &mut held)?;
         self.held.insert(ctx, deadline, &key, &held)?;
         self.release_due(ctx, now)
     }
