@@ -78,9 +78,12 @@ fn check_time_windows(
         .reduce(|a, b| a + b, Materialized::named("sums"));
     sums.to_stream()
         .to("sums", Produced::with(WindowedSerde::new(Utf8), Nullable(I64)));
-    sums.suppress(Suppressed::UntilWindowCloses, Serdes::with(WindowedSerde::new(Utf8), I64))
-        .to_stream()
-        .to("finals", Produced::with(WindowedSerde::new(Utf8), Nullable(I64)));
+    sums.suppress(
+        Suppressed::UntilWindowCloses,
+        Serdes::with(WindowedSerde::new(Utf8), I64),
+    )
+    .to_stream()
+    .to("finals", Produced::with(WindowedSerde::new(Utf8), Nullable(I64)));
     let driver = common::merging(builder.build().unwrap(), stores, PARTITIONS, merge);
     pipe_all(&driver, "in", inputs);
 
@@ -130,14 +133,24 @@ fn check_time_windows(
     }
     let closed: BTreeMap<_, _> = sums
         .into_iter()
-        .filter(|(w, _)| suppress_clocks.get(&w.key).is_some_and(|now| w.window.end + grace <= now))
+        .filter(|(w, _)| {
+            suppress_clocks
+                .get(&w.key)
+                .is_some_and(|now| w.window.end + grace <= now)
+        })
         .collect();
     prop_assert_eq!(said, closed);
     Ok(())
 }
 
 /// Sessions counting records.
-fn check_sessions(stores: TestStores, merge: bool, gap: i64, grace: i64, inputs: &[Input]) -> Result<(), TestCaseError> {
+fn check_sessions(
+    stores: TestStores,
+    merge: bool,
+    gap: i64,
+    grace: i64,
+    inputs: &[Input],
+) -> Result<(), TestCaseError> {
     let builder = StreamsBuilder::new();
     let sessions = builder
         .stream("in", Consumed::with(Utf8, I64))
@@ -148,7 +161,10 @@ fn check_sessions(stores: TestStores, merge: bool, gap: i64, grace: i64, inputs:
         .to_stream()
         .to("sessions", Produced::with(WindowedSerde::new(Utf8), Nullable(I64)));
     sessions
-        .suppress(Suppressed::UntilWindowCloses, Serdes::with(WindowedSerde::new(Utf8), I64))
+        .suppress(
+            Suppressed::UntilWindowCloses,
+            Serdes::with(WindowedSerde::new(Utf8), I64),
+        )
         .to_stream()
         .to("finals", Produced::with(WindowedSerde::new(Utf8), Nullable(I64)));
     let driver = common::merging(builder.build().unwrap(), stores, PARTITIONS, merge);
@@ -202,7 +218,11 @@ fn check_sessions(stores: TestStores, merge: bool, gap: i64, grace: i64, inputs:
     }
     let closed: BTreeMap<_, _> = sessions
         .into_iter()
-        .filter(|(s, _)| suppress_clocks.get(&s.key).is_some_and(|now| s.window.end + gap + grace < now))
+        .filter(|(s, _)| {
+            suppress_clocks
+                .get(&s.key)
+                .is_some_and(|now| s.window.end + gap + grace < now)
+        })
         .collect();
     prop_assert_eq!(said, closed);
     Ok(())
@@ -249,7 +269,9 @@ fn check_join(
         let key = key(k);
         let name = format!("{}{i}", if is_left { "l" } else { "r" });
         let input = if is_left { &left_in } else { &right_in };
-        input.pipe_record(TestRecord::new(key.clone(), Some(name.clone())).at(at)).unwrap();
+        input
+            .pipe_record(TestRecord::new(key.clone(), Some(name.clone())).at(at))
+            .unwrap();
         let now = clocks.advance(&key, at);
         let reach_after = if is_left { after } else { before };
         if at + reach_after + grace < now {

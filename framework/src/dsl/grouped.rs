@@ -50,7 +50,11 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
     /// The number of records per key.
     pub fn count(&self, materialized: Materialized<i64>) -> KTable<K, i64> {
         let value = materialized.value.clone().unwrap_or_else(|| Arc::new(I64));
-        self.aggregate_with(|_, _, count| count.unwrap_or(0) + 1, value, (materialized.name, materialized.retention))
+        self.aggregate_with(
+            |_, _, count| count.unwrap_or(0) + 1,
+            value,
+            (materialized.name, materialized.retention),
+        )
     }
 
     /// Combines the values of each key, the first value being the start.

@@ -4,7 +4,9 @@
 //! lateness work.
 
 use super::ktable::WindowClose;
-use super::{check_same_builder, required_serde, store_getter, Data, KGroupedStream, KStream, KTable, Materialized, Serdes};
+use super::{
+    check_same_builder, required_serde, store_getter, Data, KGroupedStream, KStream, KTable, Materialized, Serdes,
+};
 use crate::processor::time_index::{StreamClock, TimeIndex};
 use crate::processor::window::{
     HoldUntil, JoinInput, ListSerde, SessionAggregateNode, StreamJoin, StreamJoiner, SuppressNode,
@@ -383,7 +385,10 @@ impl<K: Data, V: Data> KTable<K, V> {
         let node = g.add_processor("KTABLE-SUPPRESS", &[self.node], vec![store], move |task, out| {
             let index = index_getter.typed(task)?;
             let until = match &*until {
-                HoldUntil::WindowCloses { end_of, close_after_end } => HoldUntil::WindowCloses {
+                HoldUntil::WindowCloses {
+                    end_of,
+                    close_after_end,
+                } => HoldUntil::WindowCloses {
                     end_of: end_of.clone(),
                     close_after_end: *close_after_end,
                 },
@@ -400,7 +405,12 @@ impl<K: Data, V: Data> KTable<K, V> {
             })
         });
         drop(g);
-        let mut table = KTable::new(self.graph.clone(), node, self.getter.clone(), self.getter_stores.clone());
+        let mut table = KTable::new(
+            self.graph.clone(),
+            node,
+            self.getter.clone(),
+            self.getter_stores.clone(),
+        );
         table.window_close = self.window_close.clone();
         table
     }
@@ -494,7 +504,14 @@ impl<K: Data, V: Data> KStream<K, V> {
         joined: StreamJoined<K, V, V2>,
     ) -> KStream<K, R> {
         let joiner = move |left: Option<&V>, right: Option<&V2>| left.map(|left| joiner(left, right));
-        self.stream_join(other, "KSTREAM-LEFTJOIN", Arc::new(joiner), (true, false), windows, joined)
+        self.stream_join(
+            other,
+            "KSTREAM-LEFTJOIN",
+            Arc::new(joiner),
+            (true, false),
+            windows,
+            joined,
+        )
     }
 
     /// Like [`left_join_stream`](Self::left_join_stream), for the records
@@ -507,7 +524,14 @@ impl<K: Data, V: Data> KStream<K, V> {
         joined: StreamJoined<K, V, V2>,
     ) -> KStream<K, R> {
         let joiner = move |left: Option<&V>, right: Option<&V2>| Some(joiner(left, right));
-        self.stream_join(other, "KSTREAM-OUTERJOIN", Arc::new(joiner), (true, true), windows, joined)
+        self.stream_join(
+            other,
+            "KSTREAM-OUTERJOIN",
+            Arc::new(joiner),
+            (true, true),
+            windows,
+            joined,
+        )
     }
 
     fn stream_join<V2: Data, R: Data>(

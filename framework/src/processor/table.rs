@@ -1,12 +1,12 @@
 //! Table nodes: materializing a topic as a table, and the stateless table
 //! operations (filter, map_values, to_stream) with their value getters.
 
+use super::time_index::{from_ordered, ordered, IndexStore, TimeIndex};
 use super::{Forwarder, GetterRef, Processor, ProcessorContext, TableEmitter, ValueGetter, View};
 use crate::error::WeirError;
 use crate::record::{Change, Record};
 use crate::runtime::Punctuator;
 use crate::serde::{serialize_present, SerdeRef};
-use super::time_index::{from_ordered, ordered, IndexStore, TimeIndex};
 use std::rc::Rc;
 use std::sync::Arc;
 

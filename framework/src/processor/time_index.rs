@@ -66,12 +66,11 @@ impl TimeIndex {
         entry: &[u8],
         payload: &[u8],
     ) -> Result<(), WeirError> {
-        self.store.put(ctx, &self.key(deadline, entry), Some(&payload.to_vec()))?;
+        self.store
+            .put(ctx, &self.key(deadline, entry), Some(&payload.to_vec()))?;
         match self.earliest.get() {
             Earliest::Empty => self.earliest.set(Earliest::NotBefore(deadline)),
-            Earliest::NotBefore(earliest) if deadline < earliest => {
-                self.earliest.set(Earliest::NotBefore(deadline))
-            }
+            Earliest::NotBefore(earliest) if deadline < earliest => self.earliest.set(Earliest::NotBefore(deadline)),
             _ => {}
         }
         Ok(())
@@ -136,21 +135,24 @@ impl StreamClock {
         }
     }
 
+    /// The stream time now: `None` before the first record.
+    pub(crate) fn current(&self) -> Result<Option<i64>, WeirError> {
+        if let Some(time) = self.time.get() {
+            return Ok(time);
+        }
+        let time = self
+            .store
+            .get(&STREAM_TIME_KEY.to_vec(), View::Latest)?
+            .filter(|bytes| bytes.len() == 8)
+            .map(|bytes| from_ordered(&bytes));
+        self.time.set(Some(time));
+        Ok(time)
+    }
+
     /// The stream time once `timestamp` is seen.
     pub(crate) fn advance(&self, ctx: &mut ProcessorContext<'_>, timestamp: i64) -> Result<i64, WeirError> {
-        let time = match self.time.get() {
-            Some(time) => time,
-            None => self
-                .store
-                .get(&STREAM_TIME_KEY.to_vec(), View::Latest)?
-                .filter(|bytes| bytes.len() == 8)
-                .map(|bytes| from_ordered(&bytes)),
-        };
-        match time {
-            Some(time) if time >= timestamp => {
-                self.time.set(Some(Some(time)));
-                Ok(time)
-            }
+        match self.current()? {
+            Some(time) if time >= timestamp => Ok(time),
             _ => {
                 self.store
                     .put(ctx, &STREAM_TIME_KEY.to_vec(), Some(&ordered(timestamp).to_vec()))?;

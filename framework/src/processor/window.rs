@@ -50,6 +50,14 @@ impl WindowTime {
     }
 }
 
+/// Whether a record is a table's row said again after a task took over
+/// (see [`super::StoreTable`]): its time is the wall clock's, and a stream
+/// operation has seen the record it repeats, so windows and stream joins
+/// leave it out.
+fn said_again(ctx: &ProcessorContext<'_>) -> bool {
+    ctx.republishing
+}
+
 /// Counts a record that no window can take.
 fn skip(ctx: &mut ProcessorContext<'_>, reason: SkipReason) {
     let topic = ctx.source.topic.clone();
@@ -67,6 +75,9 @@ pub(crate) struct TimeWindowAggregateNode<K, V, A> {
 
 impl<K: Clone + 'static, V: Clone, A: Clone + 'static> Processor<K, V> for TimeWindowAggregateNode<K, V, A> {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, V>) -> Result<(), WeirError> {
+        if said_again(ctx) {
+            return Ok(());
+        }
         if record.timestamp < 0 {
             skip(ctx, SkipReason::NegativeTimestamp);
             return Ok(());
@@ -117,6 +128,9 @@ pub(crate) struct SessionAggregateNode<K, V, A> {
 impl<K: Clone + 'static, V, A: Clone + 'static> Processor<K, V> for SessionAggregateNode<K, V, A> {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, V>) -> Result<(), WeirError> {
         let Record { key, value, timestamp } = record;
+        if said_again(ctx) {
+            return Ok(());
+        }
         if timestamp < 0 {
             skip(ctx, SkipReason::NegativeTimestamp);
             return Ok(());
@@ -237,14 +251,28 @@ impl<K: Clone + 'static, V: Clone + 'static> SuppressNode<K, V> {
 impl<K: Clone + 'static, V: Clone + 'static> Processor<K, Change<V>> for SuppressNode<K, V> {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, Change<V>>) -> Result<(), WeirError> {
         let topic = self.topic();
-        let now = self.clock.advance(ctx, record.timestamp)?;
+        // A row said again is held like any update, at the stream time it
+        // arrives at: its own time is the wall clock's.
+        let (now, time) = match said_again(ctx) {
+            true => {
+                let now = self.clock.current()?.unwrap_or(i64::MIN);
+                (now, now)
+            }
+            false => (self.clock.advance(ctx, record.timestamp)?, record.timestamp),
+        };
         let mut key = Vec::new();
         crate::serde::serialize_present(&*self.key_serde, &topic, &record.key, &mut key, "a table key")?;
         let deadline = match &self.until {
-            HoldUntil::WindowCloses { end_of, close_after_end } => {
+            HoldUntil::WindowCloses {
+                end_of,
+                close_after_end,
+            } => {
                 let closes = end_of(&record.key).saturating_add(*close_after_end);
                 if closes <= now {
-                    skip(ctx, SkipReason::LateRecord);
+                    // A closed window's row said again was final already.
+                    if !said_again(ctx) {
+                        skip(ctx, SkipReason::LateRecord);
+                    }
                     return self.release_due(ctx, now);
                 }
                 closes
@@ -254,7 +282,7 @@ impl<K: Clone + 'static, V: Clone + 'static> Processor<K, Change<V>> for Suppres
                 match self.index.get(&by_key, View::Latest)? {
                     Some(deadline) => time_at(&topic, &deadline, 0)?,
                     None => {
-                        let deadline = record.timestamp.saturating_add(*limit);
+                        let deadline = time.saturating_add(*limit);
                         self.index.put(ctx, &by_key, Some(&deadline.to_be_bytes().to_vec()))?;
                         deadline
                     }
@@ -276,7 +304,7 @@ impl<K: Clone + 'static, V: Clone + 'static> Processor<K, Change<V>> for Suppres
             }
             return self.release_due(ctx, now);
         }
-        let mut held = record.timestamp.to_be_bytes().to_vec();
+        let mut held = time.to_be_bytes().to_vec();
         self.change_serde.serialize(&topic, &change, &mut held)?;
         self.held.insert(ctx, deadline, &key, &held)?;
         self.release_due(ctx, now)
@@ -407,13 +435,21 @@ impl<K: Clone + 'static, V1: Clone + 'static, V2: Clone + 'static, R: Clone + 's
             if tag == Side::Left.tag() {
                 let values = self.left.get(&stored, View::Latest)?.unwrap_or_default();
                 self.left.put(ctx, &stored, None)?;
-                for joined in values.iter().filter(|_| unmatched).filter_map(|v| (self.joiner)(Some(v), None)) {
+                for joined in values
+                    .iter()
+                    .filter(|_| unmatched)
+                    .filter_map(|v| (self.joiner)(Some(v), None))
+                {
                     self.forward(ctx, key()?, joined, timestamp)?;
                 }
             } else {
                 let values = self.right.get(&stored, View::Latest)?.unwrap_or_default();
                 self.right.put(ctx, &stored, None)?;
-                for joined in values.iter().filter(|_| unmatched).filter_map(|v| (self.joiner)(None, Some(v))) {
+                for joined in values
+                    .iter()
+                    .filter(|_| unmatched)
+                    .filter_map(|v| (self.joiner)(None, Some(v)))
+                {
                     self.forward(ctx, key()?, joined, timestamp)?;
                 }
             }
@@ -437,6 +473,9 @@ impl<K: Clone + 'static, V1: Clone + 'static, V2: Clone + 'static, R: Clone + 's
         other_alone: bool,
     ) -> Result<(), WeirError> {
         let Record { key, value, timestamp } = record;
+        if said_again(ctx) {
+            return Ok(());
+        }
         let now = self.clock.advance(ctx, timestamp)?;
         let (before, after) = self.reach(side);
         if timestamp.saturating_add(after).saturating_add(self.windows.grace_ms) < now {

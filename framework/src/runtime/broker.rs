@@ -61,6 +61,12 @@ pub(crate) trait Group {
     /// The end of `topic[partition]` as the consumer's last fetch saw it,
     /// without asking the broker; `None` before the first fetch.
     fn fetched_end(&self, topic: &str, partition: i32) -> Option<i64>;
+
+    /// Whether the consumer knows that `topic[partition]` has records it
+    /// has not handed out yet: its position (`next` until it has handed one
+    /// out) is before the end its last fetch saw; transaction markers do
+    /// not count.
+    fn has_unread(&self, topic: &str, partition: i32, next: i64) -> bool;
 }
 
 /// A group's identity for a transaction, made by a [`Group`] and read by

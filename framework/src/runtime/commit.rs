@@ -79,6 +79,11 @@ impl InputPositions {
         }
     }
 
+    /// The next offset to process of `topic`.
+    pub(crate) fn next_of(&self, topic: &str) -> Option<i64> {
+        self.next.iter().find(|(t, _)| &**t == topic).map(|(_, next)| *next)
+    }
+
     /// Where the consumer reads each input from, and what a commit names.
     pub(crate) fn offsets(&self) -> impl Iterator<Item = PartitionOffset> + '_ {
         self.next.iter().map(|(topic, offset)| PartitionOffset {

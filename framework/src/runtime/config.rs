@@ -45,6 +45,11 @@ pub const WEIR_KEYS: &[(&str, &str)] = &[
          growing from 100 ms to 10 s) before the instance stops (default: 10)",
     ),
     (
+        "input.wait.max.ms",
+        "how long a task with several input partitions waits for one that has records on the way (the consumer \
+         knows of them) before it processes the others' records out of time order (default: 1000)",
+    ),
+    (
         "num.stream.threads",
         "stream threads of the instance, each a consumer of the group with its own tasks (default: 1)",
     ),
@@ -322,6 +327,7 @@ impl StreamsConfig {
         };
         let commit_interval = Duration::from_millis(number("commit.interval.ms", default_commit));
         let poll_interval = Duration::from_millis(number("poll.ms", 100));
+        let input_wait_max = Duration::from_millis(number("input.wait.max.ms", 1_000));
         let stream_threads = number("num.stream.threads", 1) as usize;
         let max_rewinds = number("transaction.max.rewinds", 10).min(u64::from(u32::MAX)) as u32;
         let defaults = RocksDbConfig::default();
@@ -397,6 +403,7 @@ impl StreamsConfig {
             state_dir,
             commit_interval,
             poll_interval,
+            input_wait_max,
             max_rewinds,
             stream_threads: stream_threads.max(1),
             replication_factor,
@@ -535,6 +542,9 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub commit_interval: Duration,
     pub poll_interval: Duration,
+    /// How long a task with several input partitions waits for one that
+    /// has records on the way (see [`super::partition_group`]).
+    pub input_wait_max: Duration,
     /// Exactly-once: aborted transactions in a row before the instance stops.
     pub max_rewinds: u32,
     /// Stream threads of the instance (`num.stream.threads`).

@@ -116,6 +116,29 @@ impl<C: ConsumerContext> Group for KafkaGroup<'_, C> {
         };
         (error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
     }
+
+    fn has_unread(&self, topic: &str, partition: i32, next: i64) -> bool {
+        let Some(end) = self.fetched_end(topic, partition) else {
+            return false;
+        };
+        let mut list = TopicPartitionList::with_capacity(1);
+        list.add_partition(topic, partition);
+        // SAFETY: the client handle lives as long as the consumer and the
+        // list is a valid one that librdkafka fills in. (rdkafka's
+        // `position` asks for every assigned partition.)
+        let error = unsafe { rdkafka::bindings::rd_kafka_position(self.0.client().native_ptr(), list.ptr()) };
+        if error != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return false;
+        }
+        // librdkafka's position moves past transaction markers, which are
+        // never handed out; it has none before the first record.
+        let position = list
+            .find_partition(topic, partition)
+            .and_then(|element| element.offset().to_raw())
+            .filter(|position| *position >= 0)
+            .unwrap_or(next);
+        position < end
+    }
 }
 
 /// `offsets` as an rdkafka list, each with `metadata`.

@@ -13,7 +13,8 @@
 //!    right what an uncommitted tail left behind. The consumer starts each
 //!    input at the offset committed with those changelog offsets.
 //! 3. Each polled record goes to its task, which runs it through the
-//!    sub-topology's processors; the outputs (sinks, repartition topics,
+//!    sub-topology's processors (a task with several input partitions
+//!    takes their records in time order, `partition_group.rs`); the outputs (sinks, repartition topics,
 //!    changelog writes, dead letters) go to the producer.
 //! 4. Every `commit.interval.ms`, after an assignment and before a
 //!    revocation, the task manager commits what the commit protocol allows
@@ -41,6 +42,7 @@ mod gauges;
 mod global;
 mod health;
 mod kafka_streams;
+mod partition_group;
 mod producer;
 mod query;
 #[cfg(test)]

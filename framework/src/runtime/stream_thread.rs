@@ -420,6 +420,7 @@ fn poll_loop(
                         headers: &headers,
                     };
                     let outcome = manager.borrow_mut().process(
+                        &group,
                         message.topic(),
                         message.partition(),
                         message.offset(),
@@ -448,6 +449,7 @@ fn poll_loop(
             next = consumer.poll(Duration::ZERO);
         }
         metrics.processed(processed);
+        manager.borrow_mut().process_queued(&group)?;
         manager.borrow_mut().write_back()?;
         if stalls.stalled(manager.borrow().rebalances()) {
             context.paused_too(await_group_verdict(consumer, manager, &mut stalls)?);

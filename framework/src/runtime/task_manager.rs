@@ -13,6 +13,7 @@ use super::broker::{ChangelogSource, CommitFailure, CommitRefused, Group, Output
 use super::commit::{verdict, Candidate, InputPositions, Rewinds, Verdict};
 use super::config::{ProcessingGuarantee, Settings};
 use super::gauges;
+use super::partition_group::{Next, PartitionGroup};
 use super::query::LocalStores;
 use super::state_dir_lock::TaskDirLock;
 use super::state_manager::{remove_state, OpenRequest, Restoration, TaskState};
@@ -61,6 +62,9 @@ struct ActiveTask {
     /// Held from the task's open until it is closed, when its stores are
     /// persistent.
     dir_lock: Option<TaskDirLock>,
+    /// With several input partitions: their records waiting to be taken
+    /// in time order.
+    queued: Option<PartitionGroup>,
 }
 
 impl ActiveTask {
@@ -229,9 +233,12 @@ impl TaskManager {
         self.routes.keys().map(|t| &**t).collect()
     }
 
-    /// Processes one consumed record in its task and sends what it produced.
+    /// Processes one consumed record in its task and sends what it
+    /// produced; a task with several input partitions queues it and
+    /// processes what comes next in time order.
     pub(crate) fn process(
         &mut self,
+        group: &dyn Group,
         topic: &str,
         partition: i32,
         offset: i64,
@@ -250,6 +257,15 @@ impl TaskManager {
                 "a record of {topic}[{partition}] arrived, but task {id} is not assigned to this stream thread"
             ))
         })?;
+        let opening = active.is_opening();
+        if let Some(queued) = &mut active.queued {
+            if opening {
+                return Ok(Processed::NotYet);
+            }
+            queued.push(topic, offset, record);
+            process_queued(active, self.output.as_ref(), group)?;
+            return Ok(Processed::Done);
+        }
         let Some(task) = active.running() else {
             // Its input is paused while it restores; a record fetched
             // before the pause is read again afterwards.
@@ -260,6 +276,18 @@ impl TaskManager {
         active.inputs.processed(topic, offset);
         active.uncommitted = true;
         Ok(Processed::Done)
+    }
+
+    /// Processes what the tasks with several input partitions have queued,
+    /// in time order, as far as their inputs allow (see
+    /// [`super::partition_group`]); the stream thread calls it on every
+    /// pass, so that a task waiting for a partition goes on once the wait
+    /// is over.
+    pub(crate) fn process_queued(&mut self, group: &dyn Group) -> Result<(), WeirError> {
+        for active in self.active.values_mut().filter(|active| active.queued.is_some()) {
+            process_queued(active, self.output.as_ref(), group)?;
+        }
+        Ok(())
     }
 
     /// Writes what the running tasks' store caches hold to their stores;
@@ -326,16 +354,26 @@ impl TaskManager {
     }
 
     /// The input partitions that must not be read now: every one if
-    /// `everything`, else those of tasks restoring or draining for a commit.
+    /// `everything`, else those of tasks restoring or draining for a
+    /// commit, and those whose queue is full.
     pub(crate) fn partitions_to_pause(&self, everything: bool) -> BTreeSet<(Arc<str>, i32)> {
-        self.active
+        let whole_tasks = self
+            .active
             .values()
             .filter(|active| everything || active.draining || active.is_opening())
             .flat_map(|active| {
                 let partition = active.inputs.partition();
                 active.inputs.topics().map(move |topic| (topic.clone(), partition))
-            })
-            .collect()
+            });
+        let full_queues = self.active.values().flat_map(|active| {
+            let partition = active.inputs.partition();
+            active
+                .queued
+                .iter()
+                .flat_map(PartitionGroup::full)
+                .map(move |topic| (topic.clone(), partition))
+        });
+        whole_tasks.chain(full_queues).collect()
     }
 
     /// Serves the producer's delivery reports; a failed delivery stops the thread.
@@ -762,6 +800,8 @@ impl TaskManager {
             committed,
         );
         let starts = inputs.offsets().collect();
+        let queued = (sub.source_topics.len() > 1)
+            .then(|| PartitionGroup::new(inputs.topics().cloned(), self.settings.input_wait_max));
         let mut dir_lock = match self.stores.persistent() {
             true => Some(TaskDirLock::new(&self.task_dir(id))),
             false => None,
@@ -787,6 +827,7 @@ impl TaskManager {
                 uncommitted: true,
                 draining: false,
                 dir_lock,
+                queued,
             },
         );
         Ok(starts)
@@ -886,6 +927,7 @@ impl TaskManager {
             uncommitted,
             draining,
             dir_lock,
+            queued,
         }) = self.active.remove(&id)
         else {
             return Ok(());
@@ -902,6 +944,7 @@ impl TaskManager {
                 uncommitted,
                 draining,
                 dir_lock,
+                queued,
             },
         );
         // The first commit names this instance as the task's owner and
@@ -1025,6 +1068,33 @@ fn task_settings<'a>(
 }
 
 /// Sends what `task` produced since the last call to the producer.
+/// Processes a task's queued records in time order until its inputs say
+/// to wait, its queues are empty or its asynchronous work is full.
+fn process_queued(active: &mut ActiveTask, output: &dyn Output, group: &dyn Group) -> Result<(), WeirError> {
+    let partition = active.inputs.partition();
+    while !active.backpressured() {
+        let ActiveTask {
+            phase: Phase::Running { task, .. },
+            queued: Some(queued),
+            inputs,
+            uncommitted,
+            ..
+        } = active
+        else {
+            return Ok(());
+        };
+        let next = queued.next(|topic| group.has_unread(topic, partition, inputs.next_of(topic).unwrap_or(0)));
+        let Next::Record(topic, record) = next else {
+            return Ok(());
+        };
+        task.process(&topic, record.offset, &record.record.as_input())?;
+        send_output(output, task)?;
+        inputs.processed(&topic, record.offset);
+        *uncommitted = true;
+    }
+    Ok(())
+}
+
 fn send_output(output: &dyn Output, task: &mut Task) -> Result<(), WeirError> {
     task.drain_output().try_for_each(|record| output.send(&record))
 }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! weir-e2e-instance profiles <topic-prefix> [key=value ...]
+//! weir-e2e-instance windows <topic-prefix> [key=value ...]
 //! weir-e2e-instance enrichment <input> <output> <dead-letter topic> <service host:port> <run> [key=value ...]
 //! ```
 //!
@@ -14,8 +15,8 @@ use weir::runtime::{KafkaStreams, StreamsConfig};
 use weir::{Topology, WeirError};
 use weir_e2e::workload::Topics;
 
-const USAGE: &str = "usage: weir-e2e-instance profiles <topic-prefix> [key=value ...]\n       weir-e2e-instance \
-                     enrichment <input> <output> <dead-letter topic> <service host:port> <run> [key=value ...]";
+const USAGE: &str = "usage: weir-e2e-instance profiles|windows <topic-prefix> [key=value ...]\n       \
+                     weir-e2e-instance enrichment <input> <output> <dead-letter topic> <service host:port> <run> [key=value ...]";
 
 fn main() {
     tracing_subscriber::fmt()
@@ -27,6 +28,10 @@ fn main() {
         Some("profiles") if args.len() >= 2 => {
             (weir_e2e::workload::topology(&Topics::with_prefix(&args[1])), &args[2..])
         }
+        Some("windows") if args.len() >= 2 => (
+            weir_e2e::windows::topology(&weir_e2e::windows::Topics::with_prefix(&args[1])),
+            &args[2..],
+        ),
         Some("enrichment") if args.len() >= 6 => (
             weir_e2e::enrichment::topology(&args[1], &args[2], &args[3], &args[4], &args[5]),
             &args[6..],

@@ -295,6 +295,16 @@ impl Group for ModelGroup {
     fn fetched_end(&self, topic: &str, partition: i32) -> Option<i64> {
         Some(self.cluster.borrow().end(topic, partition))
     }
+
+    fn has_unread(&self, topic: &str, partition: i32, next: i64) -> bool {
+        let position = self
+            .view
+            .borrow()
+            .positions
+            .get(&(Arc::from(topic), partition))
+            .copied();
+        position.unwrap_or(next) < self.cluster.borrow().end(topic, partition)
+    }
 }
 
 /// A member's producer: records wait in its queue until the schedule

@@ -117,6 +117,10 @@ struct Simulation {
     next_member: u64,
     expiries: Vec<Expiry>,
     events: Vec<String>,
+    /// Whether tasks with several input partitions take their records in
+    /// time order, waiting for a partition that has some to read; else in
+    /// the order they are fed.
+    in_time_order: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -137,7 +141,13 @@ impl Simulation {
         // them while its previous owner stalls is opened in a directory the
         // stalled thread still has open.
         let shared_directory = rng.chance(0.5);
-        Self::with_faults(seed, rng, faults, shared_directory)
+        let in_time_order = rng.chance(0.5);
+        let mut simulation = Self::with_faults(seed, rng, faults, shared_directory);
+        simulation.in_time_order = in_time_order;
+        if in_time_order {
+            simulation.event("tasks take their input partitions' records in time order".to_string());
+        }
+        simulation
     }
 
     /// A run with `faults`; with `shared_directory`, slots 0 and 1 are
@@ -206,6 +216,7 @@ impl Simulation {
             produced: 0,
             next_member: 1,
             expiries: Vec::new(),
+            in_time_order: false,
             events: match shared_directory {
                 true => vec!["slots 0 and 1 are stream threads of one instance, on one state directory".to_string()],
                 false => Vec::new(),
@@ -229,7 +240,10 @@ impl Simulation {
             // deferred changes, all the time; every other member merges
             // tables' changes.
             .set("statestore.cache.max.bytes", "2048")
-            .set("statestore.cache.merge", id.is_multiple_of(2).to_string());
+            .set("statestore.cache.merge", id.is_multiple_of(2).to_string())
+            // Waiting for a partition is never timed out here: the
+            // schedule, not the wall clock, decides when it is fed.
+            .set("input.wait.max.ms", if self.in_time_order { "3600000" } else { "0" });
         let settings = Arc::new(config.settings().expect("valid settings"));
         let stores = Arc::new(SimStores {
             app_dir: settings.app_dir(),
@@ -313,6 +327,7 @@ impl Simulation {
             cluster: self.cluster.clone(),
             view: member.view.clone(),
         };
+        member.manager.process_queued(&group)?;
         member.manager.write_back()?;
         member.manager.complete_async()?;
         member.manager.poll_deliveries()?;
@@ -350,12 +365,20 @@ impl Simulation {
             timestamp: stored.timestamp,
             headers: &headers,
         };
-        if member.manager.process(&topic, partition, offset, &record)? == Processed::Done {
-            member
-                .view
-                .borrow_mut()
-                .positions
-                .insert((topic, partition), offset + 1);
+        let group = ModelGroup {
+            cluster: self.cluster.clone(),
+            view: member.view.clone(),
+        };
+        // The consumer's position moves as it hands the record out, and
+        // back when the task cannot take it yet.
+        let position = (topic.clone(), partition);
+        let before = member.view.borrow_mut().positions.insert(position.clone(), offset + 1);
+        if member.manager.process(&group, &topic, partition, offset, &record)? == Processed::NotYet {
+            let mut view = member.view.borrow_mut();
+            match before {
+                Some(before) => view.positions.insert(position, before),
+                None => view.positions.remove(&position),
+            };
         }
         Ok(())
     }

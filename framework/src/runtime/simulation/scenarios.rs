@@ -430,3 +430,36 @@ fn a_thread_given_a_task_its_stalled_sibling_holds_waits_for_the_directory() {
     );
     sim.check().expect("every output and store matches the reference");
 }
+
+/// A join's task takes its two partitions' records in time order, however
+/// the consumer hands them out: both preferences come first, the user
+/// between them in time comes last, and the join still sees the first
+/// preference, then the user, then the second.
+#[test]
+fn a_join_takes_its_inputs_in_time_order_however_they_are_handed_out() {
+    let profiles_of = |in_time_order: bool| {
+        let mut sim = scripted();
+        sim.in_time_order = in_time_order;
+        let partition = partition_of("u1");
+        sim.write(preference("u1", true));
+        sim.write(user("u1", Some("u1.1@a.com")));
+        sim.write(preference("u1", false));
+        sim.start(0);
+        sim.settle();
+        sim.feed_one(0, PREFERENCES, partition);
+        sim.feed_one(0, PREFERENCES, partition);
+        sim.feed_one(0, USERS, partition);
+        let producer = &sim.member(0).producer;
+        producer.deliver(producer.queued());
+        let cluster = sim.cluster.borrow();
+        let profiles: Vec<String> = (0..super::PARTITIONS)
+            .flat_map(|p| cluster.log(PROFILES, p).iter())
+            .filter(|r| r.key.as_deref() == Some(&b"u1"[..]))
+            .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).to_string())
+            .collect();
+        profiles
+    };
+    assert_eq!(profiles_of(true), ["u1.1@a.com:true", "u1.1@a.com:false"]);
+    // Fed as they come, the join never sees the first preference.
+    assert_eq!(profiles_of(false), ["u1.1@a.com:false"]);
+}
