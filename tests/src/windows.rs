@@ -51,7 +51,8 @@ impl Topics {
     }
 }
 
-fn time_of(_: &String, value: &String, arrived: i64) -> i64 {
+/// A record's time: its value, the milliseconds of its event.
+fn time_of(value: &str, arrived: i64) -> i64 {
     value.parse().unwrap_or(arrived)
 }
 
@@ -61,8 +62,14 @@ fn time_of(_: &String, value: &String, arrived: i64) -> i64 {
 /// click joined.
 pub fn topology(topics: &Topics) -> Topology {
     let builder = StreamsBuilder::new();
-    let clicks = builder.stream(&topics.clicks, Consumed::with(Utf8, Utf8).timestamp(time_of));
-    let views = builder.stream(&topics.views, Consumed::with(Utf8, Utf8).timestamp(time_of));
+    let clicks = builder.stream(
+        &topics.clicks,
+        Consumed::with(Utf8, Utf8).timestamp(|_, value: &String, arrived| time_of(value, arrived)),
+    );
+    let views = builder.stream(
+        &topics.views,
+        Consumed::with(Utf8, Utf8).timestamp(|_, value: &String, arrived| time_of(value, arrived)),
+    );
     clicks
         .group_by_key(Grouped::with(Utf8, Utf8))
         .windowed_by(TimeWindows::of(Duration::from_millis(WINDOW_MS as u64)).grace(ms(GRACE_MS)))

@@ -23,6 +23,9 @@ pub(crate) fn from_ordered(bytes: &[u8]) -> i64 {
 /// each keeps its entries under a prefix byte of its own.
 pub(crate) type IndexStore = Rc<TypedStore<Vec<u8>, Vec<u8>>>;
 
+/// An entry taken out of a [`TimeIndex`], with its payload.
+pub(crate) type Due = (Vec<u8>, Vec<u8>);
+
 /// What a [`TimeIndex`] knows of its earliest deadline without reading
 /// its store.
 #[derive(Debug, Clone, Copy)]
@@ -87,11 +90,7 @@ impl TimeIndex {
 
     /// Takes out the entries whose deadline is `now` or earlier and returns
     /// them with their payloads, the earliest first.
-    pub(crate) fn take_due(
-        &self,
-        ctx: &mut ProcessorContext<'_>,
-        now: i64,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, WeirError> {
+    pub(crate) fn take_due(&self, ctx: &mut ProcessorContext<'_>, now: i64) -> Result<Vec<Due>, WeirError> {
         match self.earliest.get() {
             Earliest::Empty => return Ok(Vec::new()),
             Earliest::NotBefore(earliest) if earliest > now => return Ok(Vec::new()),
