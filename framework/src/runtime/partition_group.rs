@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How many records a partition's queue holds before the consumer pauses
-/// the partition.
-pub(crate) const MAX_QUEUED: usize = 1_000;
+/// the partition. Large enough that a fetch's records fit: a paused
+/// partition's fetched records are dropped and fetched again.
+pub(crate) const MAX_QUEUED: usize = 10_000;
 
 /// A record waiting in its partition's queue.
 pub(crate) struct Queued {

@@ -420,7 +420,6 @@ fn poll_loop(
                         headers: &headers,
                     };
                     let outcome = manager.borrow_mut().process(
-                        &group,
                         message.topic(),
                         message.partition(),
                         message.offset(),

@@ -234,11 +234,10 @@ impl TaskManager {
     }
 
     /// Processes one consumed record in its task and sends what it
-    /// produced; a task with several input partitions queues it and
-    /// processes what comes next in time order.
+    /// produced; a task with several input partitions queues it, for
+    /// [`TaskManager::process_queued`].
     pub(crate) fn process(
         &mut self,
-        group: &dyn Group,
         topic: &str,
         partition: i32,
         offset: i64,
@@ -262,8 +261,8 @@ impl TaskManager {
             if opening {
                 return Ok(Processed::NotYet);
             }
+            // Taken in time order once the batch is in (`process_queued`).
             queued.push(topic, offset, record);
-            process_queued(active, self.output.as_ref(), group)?;
             return Ok(Processed::Done);
         }
         let Some(task) = active.running() else {
@@ -280,9 +279,9 @@ impl TaskManager {
 
     /// Processes what the tasks with several input partitions have queued,
     /// in time order, as far as their inputs allow (see
-    /// [`super::partition_group`]); the stream thread calls it on every
-    /// pass, so that a task waiting for a partition goes on once the wait
-    /// is over.
+    /// [`super::partition_group`]); the stream thread calls it after each
+    /// batch it polled, and on every pass, so that a task waiting for a
+    /// partition goes on once the wait is over.
     pub(crate) fn process_queued(&mut self, group: &dyn Group) -> Result<(), WeirError> {
         for active in self.active.values_mut().filter(|active| active.queued.is_some()) {
             process_queued(active, self.output.as_ref(), group)?;

@@ -365,22 +365,24 @@ impl Simulation {
             timestamp: stored.timestamp,
             headers: &headers,
         };
-        let group = ModelGroup {
-            cluster: self.cluster.clone(),
-            view: member.view.clone(),
-        };
         // The consumer's position moves as it hands the record out, and
         // back when the task cannot take it yet.
         let position = (topic.clone(), partition);
         let before = member.view.borrow_mut().positions.insert(position.clone(), offset + 1);
-        if member.manager.process(&group, &topic, partition, offset, &record)? == Processed::NotYet {
+        let processed = member.manager.process(&topic, partition, offset, &record)?;
+        if processed == Processed::NotYet {
             let mut view = member.view.borrow_mut();
             match before {
                 Some(before) => view.positions.insert(position, before),
                 None => view.positions.remove(&position),
             };
         }
-        Ok(())
+        // A batch of one: what a task queued is taken as its inputs allow.
+        let group = ModelGroup {
+            cluster: self.cluster.clone(),
+            view: member.view.clone(),
+        };
+        member.manager.process_queued(&group)
     }
 
     /// The member's part in the group protocol, as librdkafka plays it
