@@ -14,7 +14,7 @@ use std::time::Duration;
 use weir::metrics::SkipReason;
 use weir::partition::partition_for_key;
 use weir::serde::{Nullable, Utf8, I64};
-use weir::testing::{TestRecord, TestStores};
+use weir::testing::{TestRecord, TestStores, TopologyTestDriver};
 use weir::window::{JoinWindows, SessionWindows, StreamJoined, Suppressed, TimeWindows, Windowed, WindowedSerde};
 use weir::{Consumed, Grouped, Materialized, Produced, Serdes, StreamsBuilder};
 
@@ -55,11 +55,25 @@ impl Clocks {
     }
 }
 
-fn pipe_all(driver: &weir::testing::TopologyTestDriver, topic: &str, inputs: &[Input]) {
+fn pipe_all(driver: &TopologyTestDriver, topic: &str, inputs: &[Input]) {
     let input = driver.input_topic(topic, Utf8, I64);
     for &(k, at, value) in inputs {
         input.pipe_record(TestRecord::new(key(k), Some(value)).at(at)).unwrap();
     }
+}
+
+/// The final values a suppression said on `finals`; each window once.
+fn finals(driver: &TopologyTestDriver) -> Result<BTreeMap<Windowed<String>, i64>, TestCaseError> {
+    let mut said = BTreeMap::new();
+    for (key, value) in driver
+        .output_topic("finals", WindowedSerde::new(Utf8), Nullable(I64))
+        .read_key_values()
+        .unwrap()
+    {
+        prop_assert!(!said.contains_key(&key), "{:?} was said twice", key);
+        said.insert(key, value.flatten().expect("a final value"));
+    }
+    Ok(said)
 }
 
 /// Time windows summing values, and their suppressed final values.
@@ -122,15 +136,7 @@ fn check_time_windows(
     prop_assert_eq!(&table, &sums);
     prop_assert_eq!(driver.metrics().skipped_for(SkipReason::LateRecord), late);
 
-    let finals = driver
-        .output_topic("finals", WindowedSerde::new(Utf8), Nullable(I64))
-        .read_key_values()
-        .unwrap();
-    let mut said = BTreeMap::new();
-    for (key, value) in finals {
-        prop_assert!(!said.contains_key(&key), "{:?} was said twice", key);
-        said.insert(key, value.flatten().expect("a final value"));
-    }
+    let said = finals(&driver)?;
     let closed: BTreeMap<_, _> = sums
         .into_iter()
         .filter(|(w, _)| {
@@ -207,15 +213,7 @@ fn check_sessions(
     }
     prop_assert_eq!(&table, &sessions);
     prop_assert_eq!(driver.metrics().skipped_for(SkipReason::LateRecord), late);
-    let finals = driver
-        .output_topic("finals", WindowedSerde::new(Utf8), Nullable(I64))
-        .read_key_values()
-        .unwrap();
-    let mut said = BTreeMap::new();
-    for (key, value) in finals {
-        prop_assert!(!said.contains_key(&key), "{:?} was said twice", key);
-        said.insert(key, value.flatten().expect("a final session"));
-    }
+    let said = finals(&driver)?;
     let closed: BTreeMap<_, _> = sessions
         .into_iter()
         .filter(|(s, _)| {

@@ -3,7 +3,7 @@
 use super::{required_serde, store_getter, Data, Graph, Grouped, KStream, KTable, Materialized};
 use crate::processor::aggregate::{Adder, Counted, CountedSerde, StreamAggregateNode, Subtractor, TableAggregateNode};
 use crate::processor::table::MappedGetter;
-use crate::processor::{GetterRef, TableEmitter};
+use crate::processor::GetterRef;
 use crate::record::Change;
 use crate::serde::{ChangeSerde, SerdeRef, I64};
 use crate::topology::{StoreLayout, TopologyBuilder};
@@ -131,12 +131,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         let node = g.add_processor("KSTREAM-AGGREGATE", &[input], vec![store.clone()], {
             let getter = getter.clone();
             move |task, out| {
-                let table = Rc::new(TableEmitter {
-                    store: getter.typed(task)?,
-                    view: |aggregate| aggregate,
-                    out,
-                });
-                task.keep_table(&getter.name, table.clone())?;
+                let table = getter.kept_table(task, |aggregate| aggregate, out)?;
                 Ok(StreamAggregateNode {
                     table,
                     adder: adder.clone(),
@@ -231,12 +226,7 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
         let node = g.add_processor("KTABLE-AGGREGATE", &[input], vec![store.clone()], {
             let store_access = store_access.clone();
             move |task, out| {
-                let table = Rc::new(TableEmitter {
-                    store: store_access.typed(task)?,
-                    view: |counted: Counted<A>| counted.aggregate,
-                    out,
-                });
-                task.keep_table(&store_access.name, table.clone())?;
+                let table = store_access.kept_table(task, |counted: Counted<A>| counted.aggregate, out)?;
                 Ok(TableAggregateNode {
                     table,
                     adder: adder.clone(),

@@ -4,7 +4,7 @@ use super::{check_same_builder, Data, Graph, Grouped, KGroupedStream, KTable, Pr
 use crate::processor::join::{StreamJoiner, StreamTableJoinNode};
 use crate::processor::stream::{Predicate, SplitNode, StatelessNode, Transform};
 use crate::record::Record;
-use crate::topology::TopicRef;
+use crate::topology::{TopicRef, TopologyBuilder};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -274,12 +274,7 @@ impl<K: Data, V: Data> KStream<K, V> {
             })
         });
         if self.key_changed {
-            let message = format!(
-                "{}: the stream's key may have changed (map, select_key, flat_map) before this join, so records may \
-                 not sit on their key's partition; call repartition(Repartitioned::with(..)) before the join",
-                graph.node_name(node)
-            );
-            graph.error(message);
+            refuse_changed_key(&mut graph, node);
         }
         drop(graph);
         KStream::new(self.graph.clone(), node, false)
@@ -352,4 +347,15 @@ impl<K: Data, V: Data> BranchedKStream<K, V> {
             })
             .collect()
     }
+}
+
+/// Reports a join whose stream's key may have changed since it was read,
+/// so that its records need not sit on their key's partition.
+pub(super) fn refuse_changed_key(graph: &mut TopologyBuilder, node: usize) {
+    let message = format!(
+        "{}: a stream's key may have changed (map, select_key, flat_map) before this join, so records may not sit \
+         on their key's partition; call repartition(Repartitioned::with(..)) before the join",
+        graph.node_name(node)
+    );
+    graph.error(message);
 }

@@ -12,7 +12,7 @@ use crate::processor::fk_join::{
 };
 use crate::processor::join::{Combine, JoinGetter, TableJoinNode};
 use crate::processor::table::{MappedGetter, TableMapNode, TableMapper, ToStreamNode};
-use crate::processor::{GetterRef, TableEmitter};
+use crate::processor::GetterRef;
 use crate::record::Change;
 use crate::runtime::TaskBuilder;
 use crate::serde::{Nullable, SerdeRef};
@@ -439,12 +439,7 @@ impl<K: Data, V: Data> KTable<K, V> {
             {
                 let (result, left, node) = (result.clone(), self.getter.clone(), name.clone());
                 move |task, out| {
-                    let table = Rc::new(TableEmitter {
-                        store: result.typed(task)?,
-                        view: |row| row,
-                        out,
-                    });
-                    task.keep_table(&result.name, table.clone())?;
+                    let table = result.kept_table(task, |row| row, out)?;
                     Ok(ResolveNode {
                         left: left(task)?,
                         hasher: hasher(task),

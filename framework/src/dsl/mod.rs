@@ -138,12 +138,7 @@ fn materialize<K: Data, V: Data>(
     let node = graph.add_processor("KTABLE-SOURCE", &[input], stores, {
         let getter = getter.clone();
         move |task, out| {
-            let table = Rc::new(TableEmitter {
-                store: getter.typed(task)?,
-                view: |row| row,
-                out,
-            });
-            task.keep_table(&getter.name, table.clone())?;
+            let table = getter.kept_table(task, |row| row, out)?;
             let ttl = match &ttl {
                 Some((ttl, index)) => {
                     let index = index.typed(task)?;
@@ -198,6 +193,28 @@ pub(crate) fn store_getter<K, V>(name: &str, key_serde: SerdeRef<K>, value_serde
 impl<K: 'static, V: 'static> StoreGetter<K, V> {
     pub(crate) fn typed(&self, task: &mut TaskBuilder<'_>) -> Result<Rc<crate::state::TypedStore<K, V>>, WeirError> {
         task.typed_store(&self.name, self.key_serde.clone(), self.value_serde.clone())
+    }
+
+    /// The task's table kept in this store, whose rows are its values as
+    /// `view` shows them: it writes the store, passes changes on to `out`,
+    /// and is registered with the task (see [`TaskBuilder::keep_table`]).
+    pub(crate) fn kept_table<R: Clone + 'static>(
+        &self,
+        task: &mut TaskBuilder<'_>,
+        view: fn(V) -> R,
+        out: crate::processor::Forwarder<K, crate::record::Change<R>>,
+    ) -> Result<Rc<TableEmitter<K, V, R>>, WeirError>
+    where
+        K: Clone,
+        V: Clone,
+    {
+        let table = Rc::new(TableEmitter {
+            store: self.typed(task)?,
+            view,
+            out,
+        });
+        task.keep_table(&self.name, table.clone())?;
+        Ok(table)
     }
 
     pub(crate) fn into_factory(self) -> GetterFactory<K, V> {

@@ -290,12 +290,7 @@ fn windowed_aggregation<K: Data, V: Data, A: Data, P: Processor<K, V> + 'static>
     let node = g.add_processor(prefix, &[input], vec![store.clone(), index], {
         let getter = getter.clone();
         move |task, out| {
-            let table = Rc::new(TableEmitter {
-                store: getter.typed(task)?,
-                view: |aggregate| aggregate,
-                out,
-            });
-            task.keep_table(&getter.name, table.clone())?;
+            let table = getter.kept_table(task, |aggregate| aggregate, out)?;
             let index = index_getter.typed(task)?;
             let time = WindowTime {
                 clock: StreamClock::new(index.clone()),
@@ -572,12 +567,7 @@ impl<K: Data, V: Data> KStream<K, V> {
             })
         });
         if self.key_changed || other.key_changed {
-            let message = format!(
-                "{}: a stream's key may have changed (map, select_key, flat_map) before this join, so records may \
-                 not sit on their key's partition; call repartition(Repartitioned::with(..)) before the join",
-                g.node_name(node)
-            );
-            g.error(message);
+            super::kstream::refuse_changed_key(&mut g, node);
         }
         drop(g);
         KStream::new(self.graph.clone(), node, false)
