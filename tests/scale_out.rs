@@ -18,7 +18,7 @@ use weir::runtime::StreamsConfig;
 use weir::serde::Utf8;
 use weir::testing::kafka::{eventually, read_compacted};
 use weir_e2e::cluster::Cluster;
-use weir_e2e::instance::{await_stable_group, Instance};
+use weir_e2e::instance::{await_stable_group, Instance, SESSION_EXPIRY};
 use weir_e2e::workload::{await_outputs, topology, Generator, Input, Topics, PARTITIONS};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_weir-e2e-instance");
@@ -106,7 +106,9 @@ fn scale_out(cluster: &Cluster, guarantee: &str) {
         // Tansu 0.6.0 drops the dead member without starting a new
         // generation, so the survivor keeps only its own partitions until a
         // member joins: restart the killed instance on its state directory,
-        // as an orchestrator would.
+        // as an orchestrator would, once the dead member's session is over
+        // (a join before then makes a generation that still has it).
+        std::thread::sleep(SESSION_EXPIRY);
         first = instance("first-restarted", states[0].path());
         phase("first instance restarted");
     }

@@ -14,7 +14,7 @@ use weir::serde::{Nullable, Utf8, I64};
 use weir::testing::kafka::{eventually, read_topic};
 use weir::window::{Windowed, WindowedSerde};
 use weir_e2e::cluster::Cluster;
-use weir_e2e::instance::Instance;
+use weir_e2e::instance::{Instance, SESSION_EXPIRY};
 use weir_e2e::windows::{closing_round, expected, rounds, topology, write, Event, Topics, PARTITIONS};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_weir-e2e-instance");
@@ -95,6 +95,9 @@ fn windows_go_on_across_a_restore_and_a_kill(cluster: &Cluster) {
     await_final(Windowed::new("u0".into(), 20_000, 30_000), &second);
     send(rounds(45, 60));
     second.kill();
+    if !cluster.reassigns_after_a_member_dies() {
+        std::thread::sleep(SESSION_EXPIRY);
+    }
 
     let third = instance("third", states[2].path());
     send(rounds(60, 70));

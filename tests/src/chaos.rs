@@ -189,7 +189,7 @@ impl<'a> Chaos<'a> {
     /// partitions with it until another member joins (Tansu 0.6.0): the
     /// join makes a generation without it, as a new deployment would.
     pub fn rejoin_after_sessions_expire(&mut self) {
-        std::thread::sleep(Duration::from_secs(8));
+        std::thread::sleep(crate::instance::SESSION_EXPIRY);
         self.terminate(0);
     }
 

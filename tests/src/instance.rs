@@ -206,6 +206,15 @@ pub fn as_environment(settings: Vec<(String, String)>) -> Vec<(String, String)> 
         .collect()
 }
 
+/// How long after an instance dies its group session has surely expired:
+/// the instances' session timeout (6 s, see
+/// [`crate::cluster::Cluster::instance_settings`]) and a margin. A broker
+/// that does not reassign a dead member's partitions (Tansu 0.6.0) keeps
+/// the member in the generation a newcomer's join makes before then, with
+/// partitions nobody reads; a newcomer that joins after it makes one
+/// without it.
+pub const SESSION_EXPIRY: Duration = Duration::from_secs(8);
+
 /// Waits until every instance holds its assignment (its last rebalance
 /// event is an assignment) for a second. A test kills an instance only
 /// then: Tansu 0.6.0 keeps a member that dies in the middle of a rebalance
