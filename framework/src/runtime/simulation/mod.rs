@@ -26,8 +26,8 @@ use self::cluster::{ConsumerView, Faults, ModelGroup, ModelProducer, ModelReader
 use self::rng::Rng;
 use self::stores::{Disk, SimStores};
 use self::workload::{
-    Generator, Reference, DOMAIN_MEMBERS, EMAILS, PARTITIONS, PREFERENCES, PROFILES, REGIONS, TAGGED, USERS,
-    USER_REGIONS,
+    Generator, Reference, DOMAIN_MEMBERS, EMAILS, EMAIL_COUNTS, PARTITIONS, PREFERENCES, PROFILES, REGIONS, TAGGED,
+    USERS, USER_REGIONS,
 };
 use super::query::LocalStores;
 use super::state_manager::FENCE_KEY;
@@ -562,6 +562,7 @@ impl Simulation {
     fn write(&mut self, change: workload::Change) {
         self.reference.apply(&change);
         if change.topic == USERS && change.value.is_some() {
+            self.reference.email_at(&change.key, self.produced as i64);
             self.append(EMAILS, &change);
         }
         self.append(change.topic, &change);
@@ -732,6 +733,7 @@ impl Simulation {
             (TAGGED, reference.tagged()),
             (DOMAIN_MEMBERS, reference.domain_members()),
             (USER_REGIONS, reference.user_regions()),
+            (EMAIL_COUNTS, reference.email_counts()),
         ] {
             let (actual, by_stale_member) = self.compacted(topic);
             expectations.push((format!("topic {topic}"), actual, expected, by_stale_member));

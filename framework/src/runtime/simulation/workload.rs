@@ -1,14 +1,18 @@
 //! The simulation's application: two tables joined, the join enriched
 //! asynchronously into a table and a topic, an aggregation through a
-//! repartition topic, and users joined by foreign key (their email's
-//! domain) with a third table; a generator of changes to the tables and
-//! the reference of what every output must end up holding.
+//! repartition topic, users joined by foreign key (their email's domain)
+//! with a third table, and each user's emails counted per window with the
+//! final counts suppressed until the windows close; a generator of
+//! changes to the tables and the reference of what every output must end
+//! up holding.
 
 use super::rng::Rng;
 use crate::enrich::{Enrichment, LookupError};
-use crate::serde::{Json, Nullable, Utf8};
+use crate::serde::{Json, Nullable, Utf8, I64};
+use crate::window::{Suppressed, TimeWindows, WindowedSerde};
 use crate::{Consumed, ForeignKeyJoined, Grouped, Materialized, Produced, Serdes, StreamsBuilder, Topology};
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 pub(super) const USERS: &str = "users";
 /// Every email a user takes, as a stream (the simulation writes each
@@ -21,6 +25,11 @@ pub(super) const DOMAIN_MEMBERS: &str = "domain-members";
 /// Each domain's region.
 pub(super) const REGIONS: &str = "regions";
 pub(super) const USER_REGIONS: &str = "user-regions";
+/// Each user's final email count per window, keyed `user@start`.
+pub(super) const EMAIL_COUNTS: &str = "email-counts";
+/// The windows of email counts, in the simulation's time: its records'
+/// timestamps count the records written before them.
+const WINDOW_TICKS: i64 = 10;
 pub(super) const PARTITIONS: i32 = 3;
 
 /// users ⋈ preferences → `profiles` (`email:dark`); users ⟕ regions by
@@ -51,8 +60,22 @@ pub(super) fn topology(runtime: tokio::runtime::Handle) -> Topology {
     );
     tagged.to(TAGGED, Produced::with(Utf8, Nullable(Utf8)));
     tagged.to_table(TAGGED, Serdes::with(Utf8, Utf8));
-    builder
-        .stream(EMAILS, Consumed::with(Utf8, Utf8))
+    let emails = builder.stream(EMAILS, Consumed::with(Utf8, Utf8));
+    emails
+        .group_by_key(Grouped::with(Utf8, Utf8))
+        .windowed_by(TimeWindows::of(Duration::from_millis(WINDOW_TICKS as u64)))
+        .count(Materialized::named("email-windows"))
+        .suppress(
+            Suppressed::UntilWindowCloses,
+            Serdes::with(WindowedSerde::new(Utf8), I64).named("email-finals"),
+        )
+        .to_stream()
+        .map(|window, count| {
+            let key = format!("{}@{}", window.key, window.window.start);
+            (key, count.map(|count| count.to_string()))
+        })
+        .to(EMAIL_COUNTS, Produced::with(Utf8, Nullable(Utf8)));
+    emails
         .group_by(|_, email| domain(email), Grouped::with(Utf8, Utf8).named("by-domain"))
         .aggregate(
             BTreeSet::new,
@@ -159,6 +182,10 @@ pub(super) struct Reference {
     pub preferences: BTreeMap<String, bool>,
     regions: BTreeMap<String, String>,
     domain_members: BTreeMap<String, BTreeSet<String>>,
+    /// Emails per user and window start, and each partition's latest
+    /// email time.
+    email_counts: BTreeMap<(String, i64), i64>,
+    email_time: BTreeMap<i32, i64>,
 }
 
 impl Reference {
@@ -217,6 +244,29 @@ impl Reference {
                 let tag = tag_of(&user);
                 (user, format!("{profile}#{tag}"))
             })
+            .collect()
+    }
+
+    /// An email of `user` written at `timestamp`.
+    pub fn email_at(&mut self, user: &str, timestamp: i64) {
+        let start = timestamp - timestamp % WINDOW_TICKS;
+        *self.email_counts.entry((user.to_string(), start)).or_default() += 1;
+        let partition = crate::partition::partition_for_key(user.as_bytes(), PARTITIONS);
+        let time = self.email_time.entry(partition).or_insert(timestamp);
+        *time = (*time).max(timestamp);
+    }
+
+    /// The count of every window closed by its partition's stream time.
+    pub fn email_counts(&self) -> BTreeMap<String, String> {
+        self.email_counts
+            .iter()
+            .filter(|((user, start), _)| {
+                let partition = crate::partition::partition_for_key(user.as_bytes(), PARTITIONS);
+                self.email_time
+                    .get(&partition)
+                    .is_some_and(|time| start + WINDOW_TICKS <= *time)
+            })
+            .map(|((user, start), count)| (format!("{user}@{start}"), count.to_string()))
             .collect()
     }
 
