@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod enrichment;
 pub mod http;
 pub mod instance;
+pub mod timers;
 pub mod windows;
 pub mod workload;
 

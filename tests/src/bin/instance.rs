@@ -3,6 +3,7 @@
 //! ```text
 //! weir-e2e-instance profiles <topic-prefix> [key=value ...]
 //! weir-e2e-instance windows <topic-prefix> [key=value ...]
+//! weir-e2e-instance timers <topic-prefix> [key=value ...]
 //! weir-e2e-instance enrichment <input> <output> <dead-letter topic> <service host:port> <run> [key=value ...]
 //! ```
 //!
@@ -15,7 +16,7 @@ use weir::runtime::{KafkaStreams, StreamsConfig};
 use weir::{Topology, WeirError};
 use weir_e2e::workload::Topics;
 
-const USAGE: &str = "usage: weir-e2e-instance profiles|windows <topic-prefix> [key=value ...]\n       \
+const USAGE: &str = "usage: weir-e2e-instance profiles|windows|timers <topic-prefix> [key=value ...]\n       \
                      weir-e2e-instance enrichment <input> <output> <dead-letter topic> <service host:port> <run> [key=value ...]";
 
 fn main() {
@@ -30,6 +31,10 @@ fn main() {
         }
         Some("windows") if args.len() >= 2 => (
             weir_e2e::windows::topology(&weir_e2e::windows::Topics::with_prefix(&args[1])),
+            &args[2..],
+        ),
+        Some("timers") if args.len() >= 2 => (
+            weir_e2e::timers::topology(&weir_e2e::timers::Topics::with_prefix(&args[1])),
             &args[2..],
         ),
         Some("enrichment") if args.len() >= 6 => (
