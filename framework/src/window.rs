@@ -118,6 +118,40 @@ impl TimeWindows {
     }
 }
 
+/// Sliding windows: for every record, the window of `difference` that
+/// ends at it, and the one that starts just after it when a later record
+/// falls in it; each holds the key's records from its start to its end,
+/// both included. Unlike hopping windows, only windows that hold records
+/// exist, and each distinct set of records close enough in time is one.
+///
+/// ```
+/// use std::time::Duration;
+/// use weir::window::SlidingWindows;
+/// let last_five_minutes = SlidingWindows::of(Duration::from_secs(300)).grace(Duration::from_secs(30));
+/// # let _ = last_five_minutes;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlidingWindows {
+    pub(crate) difference_ms: i64,
+    pub(crate) grace_ms: i64,
+}
+
+impl SlidingWindows {
+    /// Windows of records at most `difference` apart, with no grace period.
+    pub fn of(difference: Duration) -> Self {
+        SlidingWindows {
+            difference_ms: millis(difference),
+            grace_ms: 0,
+        }
+    }
+
+    /// How long past its end a window still takes late records.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace_ms = millis(grace);
+        self
+    }
+}
+
 /// Sessions: a key's records that follow each other within an inactivity
 /// `gap` form one window from the first to the last; a record that falls
 /// between two sessions merges them.

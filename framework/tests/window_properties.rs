@@ -1,8 +1,8 @@
 //! Windowed operations against references: random records of a few keys,
 //! out of order, on two partitions (each task has its own stream time),
 //! through time windows (tumbling and hopping, with and without grace),
-//! sessions, `suppress(UntilWindowCloses)` and the three stream-stream
-//! joins. Each reference is the operation's definition applied record by
+//! sessions, sliding windows, `suppress(UntilWindowCloses)` and the three
+//! stream-stream joins. Each reference is the operation's definition applied record by
 //! record; what the topology wrote must say exactly what it says.
 
 mod common;
@@ -15,7 +15,9 @@ use weir::metrics::SkipReason;
 use weir::partition::partition_for_key;
 use weir::serde::{Nullable, Utf8, I64};
 use weir::testing::{TestRecord, TestStores, TopologyTestDriver};
-use weir::window::{JoinWindows, SessionWindows, StreamJoined, Suppressed, TimeWindows, Windowed, WindowedSerde};
+use weir::window::{
+    JoinWindows, SessionWindows, SlidingWindows, StreamJoined, Suppressed, TimeWindows, Windowed, WindowedSerde,
+};
 use weir::{Consumed, Grouped, Materialized, Produced, Serdes, StreamsBuilder};
 
 const PARTITIONS: i32 = 2;
@@ -226,6 +228,74 @@ fn check_sessions(
     Ok(())
 }
 
+/// Sliding windows counting records. With a grace period longer than
+/// the records' span, no window closes and the table must hold exactly
+/// the sliding windows of all records: for each record, the window ending
+/// at it and the one starting just after it when a later record falls in
+/// it (early windows start at 0), each with the number of records in it.
+/// With any grace, no window may say more than the records on time in it.
+fn check_sliding(stores: TestStores, difference: i64, grace: i64, inputs: &[Input]) -> Result<(), TestCaseError> {
+    let builder = StreamsBuilder::new();
+    builder
+        .stream("in", Consumed::with(Utf8, I64))
+        .group_by_key(Grouped::with(Utf8, I64))
+        .windowed_by_sliding(SlidingWindows::of(ms(difference)).grace(ms(grace)))
+        .count(Materialized::named("sliding"))
+        .to_stream()
+        .to("sliding", Produced::with(WindowedSerde::new(Utf8), Nullable(I64)));
+    let driver = common::driver(builder.build().unwrap(), stores, PARTITIONS);
+    pipe_all(&driver, "in", inputs);
+
+    let mut clocks = Clocks::default();
+    let mut on_time: Vec<(String, i64)> = Vec::new();
+    let mut late = 0;
+    for &(k, at, _) in inputs {
+        let key = key(k);
+        let now = clocks.advance(&key, at);
+        if at + difference + grace < now {
+            late += 1;
+        } else {
+            on_time.push((key, at));
+        }
+    }
+    let mut windows: BTreeMap<Windowed<String>, i64> = BTreeMap::new();
+    for (key, at) in &on_time {
+        let times = || on_time.iter().filter(|(k, _)| k == key).map(|(_, t)| *t);
+        let mut starts = vec![(at - difference).max(0)];
+        if times().any(|t| t > *at && t <= at + difference) {
+            starts.push(at + 1);
+        }
+        for start in starts {
+            let count = times().filter(|t| (start..=start + difference).contains(t)).count() as i64;
+            windows.insert(Windowed::new(key.clone(), start, start + difference), count);
+        }
+    }
+    let mut table = BTreeMap::new();
+    for (key, value) in driver
+        .output_topic("sliding", WindowedSerde::new(Utf8), Nullable(I64))
+        .read_key_values()
+        .unwrap()
+    {
+        table.insert(key, value.flatten().expect("windows are never deleted"));
+    }
+    prop_assert_eq!(driver.metrics().skipped_for(SkipReason::LateRecord), late);
+    if grace > 300 + difference {
+        prop_assert_eq!(table, windows);
+    } else {
+        for (window, count) in &table {
+            let most = windows.get(window);
+            prop_assert!(
+                most.is_some_and(|most| count <= most),
+                "{:?} said {}, at most {:?}",
+                window,
+                count,
+                most
+            );
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum JoinKind {
     Inner,
@@ -349,6 +419,17 @@ proptest! {
             for merge in [false, true] {
                 check_sessions(stores, merge, gap, grace, &inputs)?;
             }
+        }
+    }
+
+    #[test]
+    fn sliding_windows_are_as_the_reference_says(
+        inputs in inputs(),
+        difference in 1i64..40,
+        grace in prop_oneof![Just(0i64), Just(30), Just(1_000)],
+    ) {
+        for stores in backends() {
+            check_sliding(stores, difference, grace, &inputs)?;
         }
     }
 

@@ -7,15 +7,19 @@ use super::ktable::WindowClose;
 use super::{
     check_same_builder, required_serde, store_getter, Data, KGroupedStream, KStream, KTable, Materialized, Serdes,
 };
-use crate::processor::time_index::{StreamClock, TimeIndex};
+use crate::error::WeirError;
+use crate::processor::time_index::{IndexStore, StreamClock, TimeIndex};
 use crate::processor::window::{
-    HoldUntil, JoinInput, ListSerde, SessionAggregateNode, StreamJoin, StreamJoiner, SuppressNode,
-    TimeWindowAggregateNode, WindowAdder, WindowTime, EXPIRY, HELD,
+    HoldUntil, JoinInput, ListSerde, SessionAggregateNode, SlidingWindowAggregateNode, StreamJoin, StreamJoiner,
+    SuppressNode, TimeWindowAggregateNode, WindowAdder, WindowTime, EXPIRY, HELD, RECORDS_EXPIRY,
 };
 use crate::processor::{Processor, TableEmitter};
 use crate::serde::{Bytes, ChangeSerde, Serde, SerdeRef, I64};
+use crate::state::TypedStore;
 use crate::topology::StoreLayout;
-use crate::window::{millis, JoinWindows, SessionWindows, Suppressed, TimeWindows, Windowed, WindowedSerde};
+use crate::window::{
+    millis, JoinWindows, SessionWindows, SlidingWindows, Suppressed, TimeWindows, Windowed, WindowedSerde,
+};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -61,7 +65,56 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         }
         TimeWindowedKStream {
             grouped: self.clone(),
-            windows,
+            windows: FixedWindows::Time(windows),
+        }
+    }
+
+    /// Aggregates per key and sliding window ([`SlidingWindows`]): the
+    /// window of `difference` ending at each record, and the one starting
+    /// just after it when a later record falls in it. The result is a table
+    /// keyed by [`Windowed`] keys (both ends included); a window closes
+    /// once stream time passes its end by the grace period. The key's
+    /// records are kept (`<store>-records`) until no open window can hold
+    /// them, and a window a record touches is folded again from them.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weir::serde::{Utf8, I64};
+    /// use weir::testing::{TestRecord, TopologyTestDriver};
+    /// use weir::window::{SlidingWindows, Windowed, WindowedSerde};
+    /// use weir::{Consumed, Grouped, Materialized, StreamsBuilder};
+    ///
+    /// let builder = StreamsBuilder::new();
+    /// builder
+    ///     .stream("clicks", Consumed::with(Utf8, Utf8))
+    ///     .group_by_key(Grouped::with(Utf8, Utf8))
+    ///     .windowed_by_sliding(SlidingWindows::of(Duration::from_secs(10)))
+    ///     // Closed windows stay a minute in the store, to be read.
+    ///     .count(Materialized::named("clicks-in-10s").with_retention(Duration::from_secs(60)));
+    /// let driver = TopologyTestDriver::new(builder.build()?)?;
+    /// let clicks = driver.input_topic("clicks", Utf8, Utf8);
+    /// for at in [20_000, 25_000, 33_000] {
+    ///     clicks.pipe_record(TestRecord::new("ada".to_string(), Some("/".to_string())).at(at))?;
+    /// }
+    /// let windows = driver.store_contents("clicks-in-10s", WindowedSerde::new(Utf8), I64)?;
+    /// let count = |start, end| windows.get(&Windowed::new("ada".to_string(), start, end)).copied();
+    /// assert_eq!(count(10_000, 20_000), Some(1));
+    /// assert_eq!(count(15_000, 25_000), Some(2));
+    /// assert_eq!(count(20_001, 30_001), Some(1)); // after the first: the second
+    /// assert_eq!(count(23_000, 33_000), Some(2));
+    /// assert_eq!(count(25_001, 35_001), Some(1));
+    /// assert_eq!(windows.len(), 5);
+    /// # Ok::<(), weir::WeirError>(())
+    /// ```
+    pub fn windowed_by_sliding(&self, windows: SlidingWindows) -> TimeWindowedKStream<K, V> {
+        if windows.difference_ms <= 0 {
+            self.graph()
+                .borrow_mut()
+                .error("SlidingWindows: the time difference must be at least 1 ms".to_string());
+        }
+        TimeWindowedKStream {
+            grouped: self.clone(),
+            windows: FixedWindows::Sliding(windows),
         }
     }
 
@@ -81,10 +134,18 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
 }
 
 /// A grouped stream cut into time windows, ready to aggregate; see
-/// [`KGroupedStream::windowed_by`].
+/// [`KGroupedStream::windowed_by`] and
+/// [`KGroupedStream::windowed_by_sliding`].
 pub struct TimeWindowedKStream<K, V> {
     grouped: KGroupedStream<K, V>,
-    windows: TimeWindows,
+    windows: FixedWindows,
+}
+
+/// Windows of a fixed size: set by the clock, or by the records.
+#[derive(Debug, Clone, Copy)]
+enum FixedWindows {
+    Time(TimeWindows),
+    Sliding(SlidingWindows),
 }
 
 impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
@@ -130,21 +191,52 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         value_serde: SerdeRef<A>,
         materialized: Materialized<A>,
     ) -> KTable<Windowed<K>, A> {
-        let windows = self.windows;
-        windowed_aggregation(
-            &self.grouped,
-            "KSTREAM-WINDOWED-AGGREGATE",
-            value_serde,
-            materialized,
-            windows.grace_ms,
-            move |table, time, windowed_serde| TimeWindowAggregateNode {
-                table,
-                windows,
-                time,
-                adder: adder.clone(),
-                key_serde: windowed_serde,
-            },
-        )
+        match self.windows {
+            FixedWindows::Time(windows) => windowed_aggregation(
+                &self.grouped,
+                "KSTREAM-WINDOWED-AGGREGATE",
+                (value_serde, materialized),
+                windows.grace_ms,
+                None,
+                move |parts| {
+                    Ok(TimeWindowAggregateNode {
+                        table: parts.table,
+                        windows,
+                        time: parts.time,
+                        adder: adder.clone(),
+                        key_serde: parts.windowed_serde,
+                    })
+                },
+            ),
+            // Both ends are in a sliding window: it closes once stream time
+            // is past its end by more than the grace period.
+            FixedWindows::Sliding(windows) => {
+                let key_serde = self.grouped.grouped().key.clone();
+                let records: SerdeRef<Vec<V>> = Arc::new(ListSerde(self.grouped.grouped().value.clone()));
+                windowed_aggregation(
+                    &self.grouped,
+                    "KSTREAM-SLIDING-AGGREGATE",
+                    (value_serde, materialized),
+                    windows.grace_ms.saturating_add(1),
+                    Some(records),
+                    move |parts| {
+                        let records = parts.records.ok_or_else(|| {
+                            WeirError::InvalidTopology("a sliding aggregation without its records' store".into())
+                        })?;
+                        Ok(SlidingWindowAggregateNode {
+                            table: parts.table,
+                            windows,
+                            time: parts.time,
+                            records,
+                            records_expiry: TimeIndex::new(parts.index, RECORDS_EXPIRY),
+                            adder: adder.clone(),
+                            key_serde: key_serde.clone(),
+                            windowed_serde: parts.windowed_serde,
+                        })
+                    },
+                )
+            }
+        }
     }
 }
 
@@ -245,17 +337,19 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         windowed_aggregation(
             &self.grouped,
             "KSTREAM-SESSION-AGGREGATE",
-            value_serde,
-            materialized,
+            (value_serde, materialized),
             windows.gap_ms.saturating_add(windows.grace_ms).saturating_add(1),
-            move |table, time, windowed_serde| SessionAggregateNode {
-                table,
-                windows,
-                time,
-                adder: adder.clone(),
-                merger: merger.clone(),
-                key_serde: key_serde.clone(),
-                windowed_serde,
+            None,
+            move |parts| {
+                Ok(SessionAggregateNode {
+                    table: parts.table,
+                    windows,
+                    time: parts.time,
+                    adder: adder.clone(),
+                    merger: merger.clone(),
+                    key_serde: key_serde.clone(),
+                    windowed_serde: parts.windowed_serde,
+                })
             },
         )
     }
@@ -263,16 +357,17 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
 
 /// Builds a windowed aggregation: its windows' store (keyed by
 /// [`Windowed`] keys, in [`WindowedSerde`]'s format), an index store
-/// `<store>-index` with its stream time and expiry, and the node `make`
+/// `<store>-index` with its stream time and expiry, with `records` a store
+/// of the key's records by time (`<store>-records`), and the node `make`
 /// creates per task. `close_after_end` is how long after a window's end
 /// it closes.
 fn windowed_aggregation<K: Data, V: Data, A: Data, P: Processor<K, V> + 'static>(
     grouped: &KGroupedStream<K, V>,
     prefix: &str,
-    value_serde: SerdeRef<A>,
-    materialized: Materialized<A>,
+    (value_serde, materialized): (SerdeRef<A>, Materialized<A>),
     close_after_end: i64,
-    make: impl Fn(Rc<TableEmitter<Windowed<K>, A, A>>, WindowTime, SerdeRef<Windowed<K>>) -> P + Send + Sync + 'static,
+    records: Option<SerdeRef<Vec<V>>>,
+    make: impl Fn(WindowedParts<K, V, A>) -> Result<P, WeirError> + Send + Sync + 'static,
 ) -> KTable<Windowed<K>, A> {
     let graph = grouped.graph().clone();
     let mut g = graph.borrow_mut();
@@ -280,24 +375,37 @@ fn windowed_aggregation<K: Data, V: Data, A: Data, P: Processor<K, V> + 'static>
         .name
         .unwrap_or_else(|| g.new_name(&format!("{prefix}-STATE-STORE")));
     let index = format!("{store}-index");
-    g.add_store(&store, StoreLayout::Plain);
-    g.add_store(&index, StoreLayout::Plain);
+    let mut stores = vec![store.clone(), index.clone()];
+    let records = records.map(|serde| {
+        let getter = store_getter(&format!("{store}-records"), Arc::new(Bytes), serde);
+        stores.push(getter.name.clone());
+        getter
+    });
+    for name in &stores {
+        g.add_store(name, StoreLayout::Plain);
+    }
     let input = grouped.input(&mut g, &store);
     let windowed_serde: SerdeRef<Windowed<K>> = Arc::new(WindowedSerde::from_ref(grouped.grouped().key.clone()));
     let getter = store_getter(&store, windowed_serde.clone(), value_serde);
     let index_getter = store_getter(&index, Arc::new(Bytes), Arc::new(Bytes));
     let retention_ms = materialized.retention.map_or(0, millis);
-    let node = g.add_processor(prefix, &[input], vec![store.clone(), index], {
+    let node = g.add_processor(prefix, &[input], stores, {
         let getter = getter.clone();
         move |task, out| {
             let table = getter.kept_table(task, |aggregate| aggregate, out)?;
             let index = index_getter.typed(task)?;
-            let time = WindowTime {
-                clock: StreamClock::new(index.clone()),
-                expiry: TimeIndex::new(index, EXPIRY),
-                retention_ms,
-            };
-            Ok(make(table, time, windowed_serde.clone()))
+            let records = records.as_ref().map(|records| records.typed(task)).transpose()?;
+            make(WindowedParts {
+                time: WindowTime {
+                    clock: StreamClock::new(index.clone()),
+                    expiry: TimeIndex::new(index.clone(), EXPIRY),
+                    retention_ms,
+                },
+                table,
+                index,
+                records,
+                windowed_serde: windowed_serde.clone(),
+            })
         }
     });
     drop(g);
@@ -307,6 +415,16 @@ fn windowed_aggregation<K: Data, V: Data, A: Data, P: Processor<K, V> + 'static>
         after_end: close_after_end,
     });
     table
+}
+
+/// What a windowed aggregation's node is made of, in one task.
+struct WindowedParts<K, V, A> {
+    table: Rc<TableEmitter<Windowed<K>, A, A>>,
+    time: WindowTime,
+    index: IndexStore,
+    /// The key's records by time, for sliding windows.
+    records: Option<Rc<TypedStore<Vec<u8>, Vec<V>>>>,
+    windowed_serde: SerdeRef<Windowed<K>>,
 }
 
 impl<K: Data, V: Data> KTable<K, V> {

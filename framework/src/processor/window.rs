@@ -12,7 +12,9 @@ use crate::metrics::SkipReason;
 use crate::record::{Change, Record};
 use crate::serde::{read_framed, write_framed, ChangeSerde, Encoded, Serde, SerdeRef};
 use crate::state::TypedStore;
-use crate::window::{split_key_prefix, time_at, write_key_prefix, JoinWindows, SessionWindows, TimeWindows, Windowed};
+use crate::window::{
+    split_key_prefix, time_at, write_key_prefix, JoinWindows, SessionWindows, SlidingWindows, TimeWindows, Windowed,
+};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -107,6 +109,126 @@ impl<K: Clone + 'static, V: Clone, A: Clone + 'static> Processor<K, V> for TimeW
         }
         if late {
             skip(ctx, SkipReason::LateRecord);
+        }
+        Ok(())
+    }
+}
+
+/// Sliding windows ([`SlidingWindows`]): each record is kept (in a store
+/// by key and time, until no window that may still change can hold it),
+/// and the open windows it touches are folded again from the records they
+/// hold: every window that holds it (the windows ending at a record up to
+/// `difference` after it, and starting just after a record up to
+/// `difference` before it), and the window starting just after it when a
+/// later record falls in it.
+pub(crate) struct SlidingWindowAggregateNode<K, V, A> {
+    pub table: Rc<TableEmitter<Windowed<K>, A, A>>,
+    pub windows: SlidingWindows,
+    pub time: WindowTime,
+    pub records: Rc<TypedStore<Vec<u8>, Vec<V>>>,
+    /// When each key's records of one time leave `records`.
+    pub records_expiry: TimeIndex,
+    pub adder: WindowAdder<K, V, A>,
+    pub key_serde: SerdeRef<K>,
+    pub windowed_serde: SerdeRef<Windowed<K>>,
+}
+
+pub(crate) const RECORDS_EXPIRY: u8 = b'r';
+
+impl<K: Clone + 'static, V: Clone + 'static, A: Clone + 'static> Processor<K, V>
+    for SlidingWindowAggregateNode<K, V, A>
+{
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, V>) -> Result<(), WeirError> {
+        let Record { key, value, timestamp } = record;
+        if said_again(ctx) {
+            return Ok(());
+        }
+        if timestamp < 0 {
+            skip(ctx, SkipReason::NegativeTimestamp);
+            return Ok(());
+        }
+        let now = self.time.advance(ctx, &self.table, timestamp)?;
+        for (entry, _) in self.records_expiry.take_due(ctx, now)? {
+            self.records.put(ctx, &entry, None)?;
+        }
+        let (difference, grace) = (self.windows.difference_ms, self.windows.grace_ms);
+        let closed = |end: i64| end.saturating_add(grace) < now;
+        // The last window that holds it ends `difference` after it.
+        if closed(timestamp.saturating_add(difference)) {
+            skip(ctx, SkipReason::LateRecord);
+            return Ok(());
+        }
+        let topic = self.table.store.serde_topic().to_string();
+        let mut prefix = Vec::new();
+        write_key_prefix(&*self.key_serde, &topic, &key, &mut prefix)?;
+        let stored = buffer_key(&prefix, timestamp);
+        let mut at_time = self.records.get(&stored, View::Latest)?.unwrap_or_default();
+        if at_time.is_empty() {
+            // Kept while a window that may still change can hold it: one
+            // that ends `difference` after a record on time.
+            let leaves = timestamp
+                .saturating_add(2 * difference)
+                .saturating_add(grace)
+                .saturating_add(1);
+            self.records_expiry.insert(ctx, leaves, &stored, &[])?;
+        }
+        at_time.push(value);
+        self.records.put(ctx, &stored, Some(&at_time))?;
+
+        // The key's records from just before the earliest window it
+        // touches to the end of the latest.
+        let (from, to) = (
+            timestamp.saturating_sub(difference).saturating_sub(1),
+            timestamp.saturating_add(difference).saturating_add(1),
+        );
+        let (from_bytes, to_bytes) = (ordered(from), ordered(to));
+        let near: Vec<(i64, Vec<V>)> = self
+            .records
+            .entries_with_prefix_while(&prefix, |stored, _| stored[prefix.len()..] <= to_bytes[..])?
+            .into_iter()
+            .filter(|(stored, _)| stored[prefix.len()..] >= from_bytes[..])
+            .map(|(stored, values)| (super::time_index::from_ordered(&stored[prefix.len()..]), values))
+            .collect();
+        let mut starts = std::collections::BTreeSet::new();
+        for (time, _) in &near {
+            // Windows start at 0 or later: those of early records are
+            // all [0, difference].
+            if (timestamp..=timestamp.saturating_add(difference)).contains(time) {
+                starts.insert((time - difference).max(0));
+            }
+            if (timestamp.saturating_sub(difference).saturating_sub(1)..timestamp).contains(time) {
+                starts.insert(time + 1);
+            }
+        }
+        if near
+            .iter()
+            .any(|(time, _)| *time > timestamp && *time <= timestamp + difference)
+        {
+            starts.insert(timestamp + 1);
+        }
+        for start in starts {
+            let end = start.saturating_add(difference);
+            if closed(end) {
+                continue;
+            }
+            let mut aggregate = None;
+            for (_, values) in near.iter().filter(|(time, _)| (start..=end).contains(time)) {
+                for value in values {
+                    aggregate = Some((self.adder)(&key, value.clone(), aggregate));
+                }
+            }
+            let Some(aggregate) = aggregate else { continue };
+            let window = Windowed::new(key.clone(), start, end);
+            let old = self.table.store.get(&window, View::Latest)?;
+            if old.is_none() {
+                let stored = self.windowed_serde.to_bytes(&topic, &window)?.unwrap_or_default();
+                let leaves = end
+                    .saturating_add(grace)
+                    .saturating_add(self.time.retention_ms)
+                    .saturating_add(1);
+                self.time.expiry.insert(ctx, leaves, &stored, &[])?;
+            }
+            self.table.emit_now(ctx, window, Some(aggregate), old)?;
         }
         Ok(())
     }
