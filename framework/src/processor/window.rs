@@ -35,6 +35,25 @@ pub(crate) struct WindowTime {
 }
 
 impl WindowTime {
+    /// The stream time once a record at `timestamp` is seen (see
+    /// [`WindowTime::advance`]); `None` for a record no window takes: a
+    /// row said again after a takeover, or a negative timestamp (counted).
+    fn take<K: Clone + 'static, A: Clone + 'static>(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        table: &TableEmitter<Windowed<K>, A, A>,
+        timestamp: i64,
+    ) -> Result<Option<i64>, WeirError> {
+        if said_again(ctx) {
+            return Ok(None);
+        }
+        if timestamp < 0 {
+            skip(ctx, SkipReason::NegativeTimestamp);
+            return Ok(None);
+        }
+        self.advance(ctx, table, timestamp).map(Some)
+    }
+
     /// Moves the stream time to `timestamp` and deletes the windows whose
     /// time in the store is up (without telling downstream: they are final).
     fn advance<K: Clone + 'static, A: Clone + 'static>(
@@ -77,14 +96,9 @@ pub(crate) struct TimeWindowAggregateNode<K, V, A> {
 
 impl<K: Clone + 'static, V: Clone, A: Clone + 'static> Processor<K, V> for TimeWindowAggregateNode<K, V, A> {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, V>) -> Result<(), WeirError> {
-        if said_again(ctx) {
+        let Some(now) = self.time.take(ctx, &self.table, record.timestamp)? else {
             return Ok(());
-        }
-        if record.timestamp < 0 {
-            skip(ctx, SkipReason::NegativeTimestamp);
-            return Ok(());
-        }
-        let now = self.time.advance(ctx, &self.table, record.timestamp)?;
+        };
         let mut late = false;
         for window in self.windows.windows_for(record.timestamp) {
             if window.end.saturating_add(self.windows.grace_ms) <= now {
@@ -140,14 +154,9 @@ impl<K: Clone + 'static, V: Clone + 'static, A: Clone + 'static> Processor<K, V>
 {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, V>) -> Result<(), WeirError> {
         let Record { key, value, timestamp } = record;
-        if said_again(ctx) {
+        let Some(now) = self.time.take(ctx, &self.table, timestamp)? else {
             return Ok(());
-        }
-        if timestamp < 0 {
-            skip(ctx, SkipReason::NegativeTimestamp);
-            return Ok(());
-        }
-        let now = self.time.advance(ctx, &self.table, timestamp)?;
+        };
         for (entry, _) in self.records_expiry.take_due(ctx, now)? {
             self.records.put(ctx, &entry, None)?;
         }
@@ -250,14 +259,9 @@ pub(crate) struct SessionAggregateNode<K, V, A> {
 impl<K: Clone + 'static, V, A: Clone + 'static> Processor<K, V> for SessionAggregateNode<K, V, A> {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: Record<K, V>) -> Result<(), WeirError> {
         let Record { key, value, timestamp } = record;
-        if said_again(ctx) {
+        let Some(now) = self.time.take(ctx, &self.table, timestamp)? else {
             return Ok(());
-        }
-        if timestamp < 0 {
-            skip(ctx, SkipReason::NegativeTimestamp);
-            return Ok(());
-        }
-        let now = self.time.advance(ctx, &self.table, timestamp)?;
+        };
         let gap = self.windows.gap_ms;
         let topic = self.table.store.serde_topic().to_string();
         let mut prefix = Vec::new();
