@@ -91,19 +91,24 @@ impl TimeIndex {
     /// Takes out the entries whose deadline is `now` or earlier and returns
     /// them with their payloads, the earliest first.
     pub(crate) fn take_due(&self, ctx: &mut ProcessorContext<'_>, now: i64) -> Result<Vec<Due>, WeirError> {
-        match self.earliest.get() {
+        // Seek past the entries taken before (deleted, but still read
+        // over by a scan from the start until the store compacts them).
+        let from = match self.earliest.get() {
             Earliest::Empty => return Ok(Vec::new()),
             Earliest::NotBefore(earliest) if earliest > now => return Ok(Vec::new()),
-            _ => {}
-        }
+            Earliest::NotBefore(earliest) => self.key(earliest, &[]),
+            Earliest::Unknown => vec![self.prefix],
+        };
         let mut next = None;
-        let due = self.store.entries_with_prefix_while(&[self.prefix], |key, _| {
-            let deadline = from_ordered(&key[1..9]);
-            if deadline > now {
-                next = Some(deadline);
-            }
-            deadline <= now
-        })?;
+        let due = self
+            .store
+            .entries_with_prefix_from_while(&[self.prefix], &from, |key, _| {
+                let deadline = from_ordered(&key[1..9]);
+                if deadline > now {
+                    next = Some(deadline);
+                }
+                deadline <= now
+            })?;
         self.earliest.set(next.map_or(Earliest::Empty, Earliest::NotBefore));
         due.into_iter()
             .map(|(key, payload)| {

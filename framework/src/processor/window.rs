@@ -193,7 +193,9 @@ impl<K: Clone + 'static, V: Clone + 'static, A: Clone + 'static> Processor<K, V>
         let (from_bytes, to_bytes) = (ordered(from), ordered(to));
         let near: Vec<(i64, Vec<V>)> = self
             .records
-            .entries_with_prefix_while(&prefix, |stored, _| stored[prefix.len()..] <= to_bytes[..])?
+            .entries_with_prefix_from_while(&prefix, &buffer_key(&prefix, from), |stored, _| {
+                stored[prefix.len()..] <= to_bytes[..]
+            })?
             .into_iter()
             .filter(|(stored, _)| stored[prefix.len()..] >= from_bytes[..])
             .map(|(stored, values)| (super::time_index::from_ordered(&stored[prefix.len()..]), values))
@@ -612,9 +614,12 @@ impl<K: Clone + 'static, V1: Clone + 'static, V2: Clone + 'static, R: Clone + 's
         let topic = self.topic();
         let mut prefix = Vec::new();
         write_key_prefix(&*self.key_serde, &topic, &key, &mut prefix)?;
-        let from = ordered(timestamp.saturating_sub(before));
+        let earliest = timestamp.saturating_sub(before);
+        let from = ordered(earliest);
         let to = ordered(timestamp.saturating_add(after));
-        let partners = other.entries_with_prefix_while(&prefix, |stored, _| stored[prefix.len()..] <= to[..])?;
+        let partners = other.entries_with_prefix_from_while(&prefix, &buffer_key(&prefix, earliest), |stored, _| {
+            stored[prefix.len()..] <= to[..]
+        })?;
         let mut matched = false;
         for (stored, values) in partners {
             let time = &stored[prefix.len()..];

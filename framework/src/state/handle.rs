@@ -157,10 +157,11 @@ impl StoreHandle {
     pub(crate) fn for_each_with_prefix(
         &mut self,
         prefix: &[u8],
+        from: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), WeirError> {
         self.write_back()?;
-        Ok(self.store.for_each_with_prefix(prefix, visit)?)
+        Ok(self.store.for_each_with_prefix_from(prefix, from, visit)?)
     }
 
     /// Writes records read back from the changelog, without logging them again.
@@ -243,12 +244,23 @@ impl<K: 'static, V: 'static> TypedStore<K, V> {
     pub(crate) fn entries_with_prefix_while(
         &self,
         prefix: &[u8],
+        take: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<Vec<(K, V)>, WeirError> {
+        self.entries_with_prefix_from_while(prefix, prefix, take)
+    }
+
+    /// [`TypedStore::entries_with_prefix_while`] from the first key (as
+    /// stored) at or after `from`, seeking past what is before it.
+    pub(crate) fn entries_with_prefix_from_while(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
         mut take: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<Vec<(K, V)>, WeirError> {
         let mut raw = Vec::new();
         self.handle
             .borrow_mut()
-            .for_each_with_prefix(prefix, &mut |key, value| {
+            .for_each_with_prefix(prefix, from, &mut |key, value| {
                 let taken = take(key, value);
                 if taken {
                     raw.push((key.to_vec(), value.to_vec()));

@@ -84,9 +84,18 @@ impl KeyValueStore for InMemoryStore {
         prefix: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
+        self.for_each_with_prefix_from(prefix, prefix, visit)
+    }
+
+    fn for_each_with_prefix_from(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
         let entries = self.entries();
         let mut from_prefix = entries
-            .range::<[u8], _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .range::<[u8], _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded))
             .take_while(|(key, _)| key.starts_with(prefix));
         for (k, v) in &mut from_prefix {
             if !visit(k, v) {

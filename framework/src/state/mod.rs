@@ -53,6 +53,17 @@ pub trait KeyValueStore {
             }
         })
     }
+    /// [`KeyValueStore::for_each_with_prefix`], starting at the first key
+    /// at or after `from` (which starts with `prefix`); backends override
+    /// it to seek there, past the entries (and deletions) before it.
+    fn for_each_with_prefix_from(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        self.for_each_with_prefix(prefix, &mut |key, value| key < from || visit(key, value))
+    }
     /// Makes every write so far durable in the backend.
     fn flush(&mut self) -> Result<(), StoreError>;
     /// A handle that reads this store from any thread while the task keeps

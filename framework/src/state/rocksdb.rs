@@ -186,7 +186,16 @@ impl KeyValueStore for RocksDbStore {
         prefix: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        let from = IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        self.for_each_with_prefix_from(prefix, prefix, visit)
+    }
+
+    fn for_each_with_prefix_from(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let from = IteratorMode::From(from, rocksdb::Direction::Forward);
         for entry in self.db.iterator(from) {
             let (k, v) = entry.map_err(|e| self.error(e))?;
             if !k.starts_with(prefix) || !visit(&k, &v) {

@@ -100,6 +100,15 @@ impl KeyValueStore for SimStore {
         self.memory.for_each_with_prefix(prefix, visit)
     }
 
+    fn for_each_with_prefix_from(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        self.memory.for_each_with_prefix_from(prefix, from, visit)
+    }
+
     fn flush(&mut self) -> Result<(), StoreError> {
         let mut entries = Entries::new();
         self.memory.for_each(&mut |k, v| {
