@@ -115,6 +115,7 @@ fn main() {
         })
         .collect();
     println!("{records} records of {KEYS} keys, one task, RocksDB stores");
+    let mut floor = None;
     for (name, topology) in topologies() {
         let driver = TopologyTestDriver::with_config(
             topology,
@@ -137,9 +138,11 @@ fn main() {
         }
         let elapsed = started.elapsed();
         let out = driver.output_topic("out", Bytes, Bytes).read_records().map(|r| r.len());
+        let per_second = rate(records, elapsed);
+        let floor = *floor.get_or_insert(per_second);
         println!(
-            "{name:<48} {:>9} records/s  ({} output records)",
-            rate(records, elapsed),
+            "{name:<48} {per_second:>9} records/s, {:>3}% of the floor  ({} output records)",
+            per_second * 100 / floor.max(1),
             out.map_or_else(|e| format!("unreadable: {e}"), |n| n.to_string())
         );
     }

@@ -79,14 +79,6 @@ impl KeyValueStore for InMemoryStore {
         Ok(())
     }
 
-    fn for_each_with_prefix(
-        &self,
-        prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), StoreError> {
-        self.for_each_with_prefix_from(prefix, prefix, visit)
-    }
-
     fn for_each_with_prefix_from(
         &self,
         prefix: &[u8],

@@ -39,30 +39,30 @@ pub trait KeyValueStore {
     /// Visits every entry in key order.
     fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError>;
     /// Visits, in key order, the entries whose keys start with `prefix`,
-    /// until `visit` returns `false`; backends override it to seek instead
-    /// of scanning everything.
+    /// until `visit` returns `false`.
     fn for_each_with_prefix(
         &self,
         prefix: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        let mut going = true;
-        self.for_each(&mut |key, value| {
-            if going && key.starts_with(prefix) {
-                going = visit(key, value);
-            }
-        })
+        self.for_each_with_prefix_from(prefix, prefix, visit)
     }
     /// [`KeyValueStore::for_each_with_prefix`], starting at the first key
     /// at or after `from` (which starts with `prefix`); backends override
-    /// it to seek there, past the entries (and deletions) before it.
+    /// it to seek there, past the entries (and deletions) before it,
+    /// instead of scanning everything.
     fn for_each_with_prefix_from(
         &self,
         prefix: &[u8],
         from: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        self.for_each_with_prefix(prefix, &mut |key, value| key < from || visit(key, value))
+        let mut going = true;
+        self.for_each(&mut |key, value| {
+            if going && key.starts_with(prefix) && key >= from {
+                going = visit(key, value);
+            }
+        })
     }
     /// Makes every write so far durable in the backend.
     fn flush(&mut self) -> Result<(), StoreError>;

@@ -92,14 +92,6 @@ impl KeyValueStore for SimStore {
         self.memory.for_each(visit)
     }
 
-    fn for_each_with_prefix(
-        &self,
-        prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), StoreError> {
-        self.memory.for_each_with_prefix(prefix, visit)
-    }
-
     fn for_each_with_prefix_from(
         &self,
         prefix: &[u8],
